@@ -1,0 +1,64 @@
+"""Input checks shared by models and learning rules.
+
+Every public entry point that takes user data calls these, so that a wrong shape, dtype, device
+or a NaN/inf value fails at once with a message that names the problem instead of producing a
+silently wrong result further down.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1, else raise a ``ValueError``/``TypeError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    x: object,
+    *,
+    ndim: int,
+    last_dim: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+    layout: str = "",
+) -> torch.Tensor:
+    """Validate a data tensor and return it.
+
+    ``layout`` is a human description of the expected shape, e.g. ``"(batch, time, features)"``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions {layout}".rstrip()
+            + f", got shape {tuple(x.shape)}"
+        )
+    if last_dim is not None and x.shape[-1] != last_dim:
+        raise ValueError(
+            f"{name} has {x.shape[-1]} features in its last dimension, expected {last_dim} "
+            f"(shape {tuple(x.shape)})"
+        )
+    if any(s == 0 for s in x.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model's parameters are {dtype}; "
+            f"convert with .to({dtype}) or move the model with .to(dtype)"
+        )
+    if device is not None and x.device != device:
+        raise ValueError(
+            f"{name} is on device {x.device} but the model is on {device}; move one of them"
+        )
+    if finite and not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)")
+    return x

@@ -1,0 +1,150 @@
+"""Backpropagation through time, full or truncated (Werbos 1990; Williams & Peng 1990).
+
+Full BPTT unrolls the whole sequence and lets autograd compute ``dL/dtheta`` with
+``L = sum_t e(t)``: O(N T) memory for the stored states and O(N^2 T) time.
+
+Truncated BPTT with truncation ``k`` is the epochwise-chunk variant BPTT(k, k) of Williams &
+Peng: the sequence is cut into chunks of ``k`` steps; the state is carried from chunk to chunk
+but detached, so each chunk's loss is backpropagated through at most ``k`` steps and gradients
+are written after every chunk. It equals full BPTT when ``k >= T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.learning.base import LearningRule, check_reduction, squared_error
+from rnnlab.models.elman import ElmanRNN
+
+
+@dataclass
+class SequenceResult:
+    """What a rule returns for a whole sequence: outputs ``(batch, time, O)``, the summed loss
+    (a float) and the final state (detached)."""
+
+    outputs: torch.Tensor
+    loss: float
+    final_state: torch.Tensor
+
+
+class BPTT(LearningRule):
+    """Backpropagation through time for any model ``model(x, h0) -> (outputs, h_T)``.
+
+    Args:
+        model: the network; it must also expose ``cell``, ``output`` and ``initial_state`` for the
+            step-by-step form (``ElmanRNN`` does).
+        truncation: None for full BPTT, or k >= 1 for truncated BPTT(k, k).
+        reduction: ``"sum"`` (the course's loss) or ``"mean"`` over the batch.
+
+    Two ways to use it:
+
+    * ``rule.accumulate(x, y)``: a whole ``(batch, time, features)`` sequence at once.
+    * ``rule.step(x_t, y_t)``: online, one step at a time; the graph of the current chunk is kept
+      and backpropagated when it reaches ``truncation`` steps (``grad_ready`` is then True), or when
+      ``rule.flush()`` is called (always needed for full BPTT).
+    """
+
+    def __init__(
+        self, model: ElmanRNN, truncation: int | None = None, reduction: str = "sum"
+    ) -> None:
+        self.model = model
+        self.truncation = None if truncation is None else check_positive_int(
+            "truncation", truncation
+        )
+        self.reduction = check_reduction(reduction)
+        self._h: torch.Tensor | None = None
+        self._pending: torch.Tensor | None = None
+        self._chunk_steps = 0
+        self._grad_ready = False
+        self.last_loss: torch.Tensor | None = None
+
+    def _check_targets(self, y: torch.Tensor, x: torch.Tensor) -> None:
+        m = self.model
+        check_tensor("y", y, ndim=x.dim(), last_dim=m.output_size, dtype=m.W.dtype,
+                     device=m.W.device)
+        if y.shape[:-1] != x.shape[:-1]:
+            raise ValueError(
+                f"targets of shape {tuple(y.shape)} do not match inputs of shape {tuple(x.shape)}"
+            )
+
+    # ---------------------------------------------------------------------------------------
+    def accumulate(
+        self, x: torch.Tensor, y: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> SequenceResult:
+        """Add ``dL/dtheta`` for the sequences ``x`` ``(batch, time, D)`` with targets ``y``."""
+        m = self.model
+        m.check_input(x)
+        self._check_targets(y, x)
+        steps = x.shape[1]
+        k = steps if self.truncation is None else self.truncation
+        h = h0
+        outputs, total = [], 0.0
+        for start in range(0, steps, k):
+            out, h = m(x[:, start : start + k], None if h is None else h.detach())
+            loss = squared_error(out, y[:, start : start + k], self.reduction)
+            loss.backward()
+            outputs.append(out.detach())
+            total += float(loss.detach())
+        return SequenceResult(torch.cat(outputs, dim=1), total, h.detach())
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def grad_ready(self) -> bool:
+        return self._grad_ready
+
+    def reset(self, batch_size: int | None = None, h0: torch.Tensor | None = None) -> None:
+        """Start new sequences. Pending (not yet backpropagated) losses are dropped."""
+        m = self.model
+        if h0 is not None:
+            batch_size = h0.shape[0] if batch_size is None else batch_size
+            self._h = m.check_state(h0, batch_size).detach().clone()
+        else:
+            batch_size = 1 if batch_size is None else batch_size
+            self._h = m.initial_state(batch_size)
+        self._pending = None
+        self._chunk_steps = 0
+        self._grad_ready = False
+
+    def step(self, x_t: torch.Tensor, y_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance one step, keeping the graph; backpropagate when a chunk is complete."""
+        m = self.model
+        check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.W.dtype,
+                     device=m.W.device, layout="(batch, features)")
+        if self._h is None:
+            self.reset(x_t.shape[0])
+        elif x_t.shape[0] != self._h.shape[0]:
+            raise ValueError(
+                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
+                f"{self._h.shape[0]}; call rule.reset({x_t.shape[0]}) to start new sequences"
+            )
+        h = m.cell(x_t, self._h)
+        o = m.output(h)
+        self.last_loss = None
+        if y_t is not None:
+            self._check_targets(y_t, x_t)
+            loss = squared_error(o, y_t, self.reduction)
+            self.last_loss = loss.detach()
+            self._pending = loss if self._pending is None else self._pending + loss
+        self._h = h
+        self._chunk_steps += 1
+        self._grad_ready = False
+        if self.truncation is not None and self._chunk_steps >= self.truncation:
+            self.flush()
+        return o.detach()
+
+    def flush(self) -> None:
+        """Backpropagate the pending chunk's loss into ``.grad`` and detach the state."""
+        if self._pending is not None:
+            self._pending.backward()
+        self._pending = None
+        if self._h is not None:
+            self._h = self._h.detach()
+        self._chunk_steps = 0
+        self._grad_ready = True
+
+    @property
+    def state(self) -> torch.Tensor | None:
+        return None if self._h is None else self._h.detach()

@@ -1,0 +1,200 @@
+"""Exact Real-Time Recurrent Learning for the Elman RNN (Williams & Zipser 1989).
+
+RTRL carries the influence (sensitivity) tensors of the state with respect to the recurrent
+parameters and updates them during the forward pass, so the gradient of every step's loss is
+available at that step, with no unrolling. For the Elman RNN
+``h(t) = tanh(U x(t) + W h(t-1) + b)`` and ``theta in {W, U, b}``::
+
+    P(t)[k, i, j] = dh_k(t)/dtheta_ij
+                  = (1 - h_k(t)^2) * ( sum_l W[k, l] P(t-1)[l, i, j] + delta_ki z_j(t) )
+
+with ``z = h(t-1)`` for W, ``z = x(t)`` for U and ``z = 1`` for b, and ``P(0) = 0``. The step's
+gradient is ``de(t)/dtheta = sum_k g_k(t) P(t)[k, :, :]`` with ``g(t) = de(t)/dh(t) = V^T delta_o``
+and ``delta_o = de/do * f'(a_o)``; V and c get ``delta_o h^T`` and ``delta_o`` directly.
+
+Implementation: the three influence tensors are columns of one matrix ``M(t)`` of shape
+``(batch, N, |W| + |U| + |b|)``, so the update is one batched matmul
+``diag(d) W @ M(t-1)`` with ``d = 1 - h(t)^2`` folded into W's rows, plus a diagonal
+(``delta_ki``) term added through strided views. The step's gradient ``g^T M(t)`` is one more
+row ``(g * d)^T W`` stacked under ``diag(d) W`` in the same matmul, so M is read once per step.
+Cost per step: O(N^2 (N^2 + N D)) time, i.e. O(N^4), and O(N^3) memory (Williams & Zipser).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction
+from rnnlab.models.elman import ElmanRNN
+
+
+class RTRL(LearningRule):
+    """Exact RTRL: ``o_t = rule.step(x_t, y_t)`` adds ``de(t)/dtheta`` to every ``param.grad``.
+
+    Args:
+        model: the :class:`~rnnlab.ElmanRNN` to train.
+        reduction: ``"sum"`` (the course's loss summed over the batch) or ``"mean"`` over it.
+        check_finite: check each step's data for NaN/inf (one device sync per step; turn off
+            for speed on a GPU once data are known to be clean).
+
+    ``rule.influence`` holds the current influence tensors as views:
+    ``influence["W"]`` is ``(batch, N, N, N)`` with ``[:, k, i, j] = dh_k(t)/dW_ij``;
+    ``influence["U"]`` is ``(batch, N, N, D)``; ``influence["b"]`` is ``(batch, N, N)``.
+    """
+
+    def __init__(self, model: ElmanRNN, reduction: str = "sum", check_finite: bool = True):
+        if not isinstance(model, ElmanRNN):
+            raise TypeError(
+                f"RTRL needs an ElmanRNN, got {type(model).__name__}"
+            )
+        self.model = model
+        self.reduction = check_reduction(reduction)
+        self.check_finite = check_finite
+        self._batch: int | None = None
+        self._h: torch.Tensor | None = None
+        self._buffers: list[torch.Tensor] = []
+        self._current = 0
+        self._rows: torch.Tensor | None = None
+        self.last_loss: torch.Tensor | None = None
+        self.steps = 0
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def grad_ready(self) -> bool:
+        return True
+
+    @property
+    def state(self) -> torch.Tensor | None:
+        """h(t) after the last step, shape ``(batch, N)``."""
+        return self._h
+
+    @property
+    def n_influence(self) -> int:
+        m = self.model
+        return m.hidden_size * (m.hidden_size + m.input_size + 1)
+
+    def reset(self, batch_size: int | None = None, h0: torch.Tensor | None = None) -> None:
+        """Start new sequences: h(0) = ``h0`` (default 0) and P(0) = 0."""
+        m = self.model
+        if h0 is not None:
+            batch_size = h0.shape[0] if batch_size is None else batch_size
+            m.check_state(h0, batch_size)
+        batch_size = 1 if batch_size is None else check_positive_int("batch_size", batch_size)
+        n = m.hidden_size
+        shape = (batch_size, n + 1, self.n_influence)
+        if not self._buffers or self._buffers[0].shape != shape or \
+                self._buffers[0].dtype != m.W.dtype or self._buffers[0].device != m.W.device:
+            self._buffers = [m.W.new_zeros(shape), m.W.new_zeros(shape)]
+            self._rows = m.W.new_empty(batch_size, n + 1, n)
+        else:
+            self._buffers[0].zero_()
+            self._buffers[1].zero_()
+        self._current = 0
+        self._batch = batch_size
+        self._h = m.initial_state(batch_size) if h0 is None else h0.detach().clone()
+        self.steps = 0
+
+    @property
+    def influence(self) -> dict[str, torch.Tensor]:
+        if self._batch is None:
+            raise RuntimeError("RTRL has no state yet: call rule.reset() or rule.step() first")
+        return self._split(self._buffers[self._current][:, : self.model.hidden_size])
+
+    def _split(self, mat: torch.Tensor) -> dict[str, torch.Tensor]:
+        m = self.model
+        n, d, b = m.hidden_size, m.input_size, mat.shape[0]
+        lead = mat.shape[1:-1]
+        nw, nu = n * n, n * d
+        return {
+            "W": mat[..., :nw].view(b, *lead, n, n),
+            "U": mat[..., nw : nw + nu].view(b, *lead, n, d),
+            "b": mat[..., nw + nu :],
+        }
+
+    # ---------------------------------------------------------------------------------------
+    def _check_step_input(
+        self, x_t: torch.Tensor, y_t: torch.Tensor | None
+    ) -> None:
+        m = self.model
+        check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.W.dtype,
+                     device=m.W.device, finite=self.check_finite, layout="(batch, features)")
+        if y_t is not None:
+            check_tensor("y_t", y_t, ndim=2, last_dim=m.output_size, dtype=m.W.dtype,
+                         device=m.W.device, finite=self.check_finite, layout="(batch, outputs)")
+            if y_t.shape[0] != x_t.shape[0]:
+                raise ValueError(
+                    f"y_t has batch size {y_t.shape[0]} but x_t has {x_t.shape[0]}"
+                )
+        if self._batch is None:
+            self.reset(x_t.shape[0])
+        elif x_t.shape[0] != self._batch:
+            raise ValueError(
+                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
+                f"{self._batch}; call rule.reset({x_t.shape[0]}) to start new sequences"
+            )
+        buf = self._buffers[0]
+        if buf.dtype != m.W.dtype or buf.device != m.W.device:
+            raise ValueError(
+                f"the model moved to {m.W.dtype}/{m.W.device} since the rule was reset "
+                f"({buf.dtype}/{buf.device}); call rule.reset()"
+            )
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, y_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance one step; add ``de(t)/dtheta`` to ``.grad`` when ``y_t`` is given.
+
+        ``x_t``: ``(batch, D)``; ``y_t``: ``(batch, O)`` or None (advance without a loss).
+        Returns o(t), ``(batch, O)``.
+        """
+        self._check_step_input(x_t, y_t)
+        m = self.model
+        n = m.hidden_size
+        W, U, V = m.W.detach(), m.U.detach(), m.V.detach()
+        h_prev = self._h
+        h = torch.tanh(torch.addmm(torch.addmm(m.b, x_t, U.t()), h_prev, W.t()))
+        d = 1.0 - h * h
+        o = m.output_activation(torch.addmm(m.c, h, V.t()))
+
+        rows = self._rows
+        torch.mul(d.unsqueeze(2), W, out=rows[:, :n])        # diag(d) W, one per sample
+        gd = None
+        if y_t is not None:
+            scale = 1.0 / x_t.shape[0] if self.reduction == "mean" else 1.0
+            err = o - y_t
+            self.last_loss = err.pow(2).sum() * scale
+            delta_o = (2.0 * scale) * err * m.output_derivative(o)  # de/da_o
+            add_to_grad(m.V, delta_o.t() @ h)
+            add_to_grad(m.c, delta_o.sum(0))
+            gd = (delta_o @ V) * d                               # (g * d), g = de/dh(t)
+            rows[:, n].copy_(gd @ W)                             # the gradient row (g*d)^T W
+        else:
+            self.last_loss = None
+            rows[:, n].zero_()
+
+        old = self._buffers[self._current][:, :n]
+        self._current ^= 1
+        new = self._buffers[self._current]
+        torch.bmm(rows, old, out=new)                            # the one W @ P product
+        # The delta_ki z_j(t) term, times d_k, on the diagonal k == i of each block.
+        infl = self._split(new[:, :n])
+        torch.diagonal(infl["W"], dim1=1, dim2=2).add_(d.unsqueeze(1) * h_prev.unsqueeze(2))
+        torch.diagonal(infl["U"], dim1=1, dim2=2).add_(d.unsqueeze(1) * x_t.unsqueeze(2))
+        torch.diagonal(infl["b"], dim1=1, dim2=2).add_(d)
+
+        if gd is not None:
+            # g^T P(t) = (g*d)^T W P(t-1) + (g*d)^T Z(t): the stacked row plus the same
+            # diagonal term, contracted with g*d.
+            grad = self._split(new[:, n].sum(0, keepdim=True))
+            add_to_grad(m.W, grad["W"][0] + gd.t() @ h_prev)
+            add_to_grad(m.U, grad["U"][0] + gd.t() @ x_t)
+            add_to_grad(m.b, grad["b"][0] + gd.sum(0))
+
+        self._h = h
+        self.steps += 1
+        return o
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the rule's influence buffers and state (the O(N^3) of RTRL)."""
+        tensors = [*self._buffers, self._rows, self._h]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
