@@ -11,7 +11,7 @@ import torch
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a ``ValueError``/``TypeError`` naming it."""
+    """Return ``value`` if it is an int >= 1, else raise ``ValueError``/``TypeError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < 1:
