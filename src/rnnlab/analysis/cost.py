@@ -48,9 +48,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: DeviceLike = None) -> in
             (or an int ``i``) for a GPU.
 
     Returns:
-        ``max over the run of (bytes live now - bytes live when fn started)``, at least 0. Memory
-        freed by ``fn`` that was allocated before it lowers the level, so a later allocation
-        reusing that room does not count as extra.
+        ``max over the run of (bytes live now - bytes live when fn started)``, at least 0.
 
     On CUDA this is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
     ``memory_allocated`` before the call (tensor bytes, not the allocator's cached reserve). On
@@ -58,7 +56,10 @@ def peak_memory_bytes(fn: Callable[[], object], device: DeviceLike = None) -> in
     ``torch.profiler.profile(activities=[CPU], profile_memory=True)`` and the profiler's
     allocation (positive) and free (negative) ``[memory]`` events are replayed in time order.
     Only allocations made through torch's CPU allocator are seen (tensors, not Python objects or
-    NumPy arrays). The profiler slows ``fn`` down: measure time separately.
+    NumPy arrays). The profiler does not know the size of a block allocated before it started,
+    so on the CPU, freeing such a block inside ``fn`` does not lower the level (torch warns
+    "Memory block of unknown size..."): if ``fn`` frees pre-existing tensors and reuses the room,
+    the CPU figure is an upper bound. The profiler slows ``fn`` down: measure time separately.
     """
     dev = _as_device(device)
     if dev.type == "cuda":
@@ -95,26 +96,19 @@ def _peak_cpu(fn: Callable[[], object]) -> int:
 
 def _cpu_memory_events(prof: torch.profiler.profile) -> list[tuple[int, int]]:
     """``(time_ns, +/-bytes)`` of every CPU allocation/free seen by ``prof``, in time order."""
-    events: list[tuple[int, int]] = []
-    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
-    if results is not None:
-        # The raw profiler events: every allocation is its own "[memory]" event with its size,
-        # including those made inside an operator (which prof.events() folds into the op).
-        for e in results.events():
-            if e.name() == "[memory]" and e.device_type() == torch.device("cpu").type_enum():
-                events.append((int(e.start_ns()), int(e.nbytes())))
-    else:  # pragma: no cover - other torch builds: the tree of allocation events
-        def walk(nodes: Sequence[object]) -> None:
-            for node in nodes:
-                fields = node.extra_fields  # type: ignore[attr-defined]
-                size = getattr(fields, "alloc_size", None)
-                if size is not None and getattr(fields, "device_type", None) in (
-                    None, torch.device("cpu").type_enum()
-                ):
-                    events.append((int(node.start_time_ns), int(size)))  # type: ignore[attr-defined]
-                walk(node.children)  # type: ignore[attr-defined]
+    from torch.autograd import DeviceType
 
-        walk(prof.profiler.kineto_results.experimental_event_tree())  # type: ignore[union-attr]
+    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    if results is None:  # pragma: no cover - a torch without the kineto results
+        raise RuntimeError("this torch build's profiler does not expose its memory events")
+    # The raw profiler events: every allocation and free is its own "[memory]" event carrying
+    # its signed size, including those made inside an operator (which prof.events() folds into
+    # the operator's cpu_memory_usage).
+    events = [
+        (int(e.start_ns()), int(e.nbytes()))
+        for e in results.events()
+        if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+    ]
     # A stable sort keeps the recorded order of events with equal time stamps.
     events.sort(key=lambda item: item[0])
     return events
