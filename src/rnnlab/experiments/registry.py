@@ -99,7 +99,7 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILTIN_MODULES = ("online_prediction",)
+BUILTIN_MODULES = ("online_prediction", "rtrl_vs_bptt")
 
 
 def register(name: str, description: str, config_type: type):
