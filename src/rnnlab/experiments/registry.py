@@ -25,8 +25,9 @@ import torch
 
 
 class ProgressFactory(Protocol):
-    def __call__(self, description: str, total: int) -> typing.ContextManager[Callable[[int], None]]:
-        ...
+    def __call__(
+        self, description: str, total: int
+    ) -> typing.ContextManager[Callable[[int], None]]: ...
 
 
 @contextmanager
@@ -59,7 +60,7 @@ class RunContext:
     def log_metrics(self, row: dict[str, Any]) -> None:
         """Append one row to ``metrics.csv`` at once (flushed: a crash loses nothing logged)."""
         if self._metrics_writer is None:
-            self._metrics_file = open(self.run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
+            self._metrics_file = open(self.run_dir / "metrics.csv", "w", newline="")
             self._metrics_writer = csv.DictWriter(self._metrics_file, fieldnames=list(row))
             self._metrics_writer.writeheader()
         self._metrics_writer.writerow(row)
@@ -116,7 +117,7 @@ def register(name: str, description: str, config_type: type):
     return wrap
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is the natural word here
+def option(default: Any, help: str) -> Any:
     """A config field with its help text (shown by ``rnnlab list --options``)."""
     return field(default=default, metadata={"help": help})
 

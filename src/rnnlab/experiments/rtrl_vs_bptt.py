@@ -111,7 +111,7 @@ def _measure(rule_name: str, hidden: int, length: int, cfg: RtrlVsBpttConfig) ->
 
 
 @register("rtrl-vs-bptt",
-          "RTRL and BPTT: the same gradients; measured time and memory growth vs the course's table",
+          "RTRL and BPTT: the same gradients; measured time and memory growth vs the course",
           RtrlVsBpttConfig)
 def run(cfg: RtrlVsBpttConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
