@@ -24,3 +24,33 @@ def elman_loss(params, x, y, readout="tanh", upto=None):
     o, _ = elman_forward(*params, x, readout)
     upto = x.shape[1] if upto is None else upto
     return (y[:, :upto] - o[:, :upto]).pow(2).sum()
+
+
+class CellNetwork(torch.nn.Module):
+    """A minimal model of the cell protocol for the tests: o = V hidden(state) + c."""
+
+    def __init__(self, cell, output_size):
+        super().__init__()
+        self.cell = cell
+        self.input_size = cell.input_size
+        p = next(cell.parameters())
+        self.readout = torch.nn.Linear(cell.hidden_size, output_size, dtype=p.dtype)
+
+    def initial_state(self, batch):
+        return self.cell.initial_state(batch)
+
+    def output(self, state):
+        return self.readout(self.cell.hidden(state))
+
+
+def unrolled_gradients(model, x, y, upto=None):
+    """Plain autograd through the unrolled cell: the gradient of sum_t ||y - o||^2."""
+    params = list(model.parameters())
+    state = model.initial_state(x.shape[0])
+    loss = 0.0
+    upto = x.shape[1] if upto is None else upto
+    for t in range(upto):
+        state = model.cell(x[:, t], state)
+        loss = loss + (y[:, t] - model.output(state)).pow(2).sum()
+    return dict(zip([n for n, _ in model.named_parameters()],
+                    torch.autograd.grad(loss, params, allow_unused=True), strict=True))
