@@ -1,0 +1,487 @@
+"""Initializations of the recurrent weights that make long-term dependencies learnable.
+
+Each initializer takes a tensor, or a model whose recurrent matrix is its parameter ``W``
+(the :class:`~rnnlab.ElmanRNN`), changes it in place and returns the tensor. Randomness comes
+from ``generator`` (a ``torch.Generator``; None uses torch's global generator). Random numbers
+are drawn in float64 on the generator's device (the CPU by default) and then copied, so one seed
+gives the same matrix, up to rounding, whatever the tensor's dtype and device.
+
+* :func:`orthogonal_` (Saxe, McClelland & Ganguli 2014): ``W = gain * Q``, Q a random orthogonal
+  matrix (Haar distributed): every singular value of W equals ``gain``, so a linear
+  recurrence neither shrinks nor grows any direction, and ``||W^k||_2 = gain^k`` exactly.
+* :func:`identity_` (IRNN; Le, Jaitly & Hinton 2015): ``W = scale * I``, biases 0. With ReLU
+  units and zero input the state is copied unchanged from step to step, so the error derivative
+  flows back unchanged too. The Elman RNN here uses tanh: around ``h = 0``, ``tanh`` is the
+  identity to first order, so ``W = I`` makes the step Jacobian ``diag(1 - h^2)`` close to I for
+  small states, but it shrinks as units saturate (``|1 - h^2| < 1``), and ``h(t) = tanh(h(t-1)
+  + U x(t))`` keeps integrating its input: a marginally stable start, not the exact identity
+  map that ReLU gives.
+* :func:`sparse_spectral_` (Sutskever, Martens, Dahl & Hinton 2013, after Martens 2010's sparse
+  initialization): each unit gets exactly ``k = 15`` nonzero incoming weights drawn from a unit
+  Gaussian, then W is rescaled to a spectral radius ``rho(W)`` (1.1 for tanh in the paper).
+  Slightly above 1, the linearized dynamics neither forget quickly nor, thanks to the saturation
+  of tanh, diverge.
+* :func:`pretrain_sequence_autoencoder` (Dai & Le 2015, "Semi-supervised sequence learning"):
+  unsupervised pre-training of U, W, b as a sequence autoencoder (or a next-step predictor, their
+  "language model" variant), by BPTT, on the task's input sequences alone.
+
+:func:`initialize` applies one of these by name (:data:`INITIALIZERS`) to a whole model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.learning.clipping import clip_grad_norm_
+
+Target = torch.Tensor | nn.Module
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _weight(target: Target) -> torch.Tensor:
+    """The tensor to initialize: ``target`` itself, or a model's recurrent matrix ``W``."""
+    if isinstance(target, torch.Tensor):
+        return target
+    if isinstance(target, nn.Module):
+        w = getattr(target, "W", None)
+        if isinstance(w, torch.Tensor):
+            return w
+        raise TypeError(
+            f"{type(target).__name__} has no recurrent matrix W; pass the weight tensor itself"
+        )
+    raise TypeError(f"expected a tensor or a model with a parameter W, got {type(target).__name__}")
+
+
+def _square(w: torch.Tensor, what: str) -> int:
+    if w.dim() != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"{what} needs a square matrix (N x N), got shape {tuple(w.shape)}")
+    return w.shape[0]
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return value
+
+
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _randn(*shape: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(*shape, generator=generator, dtype=torch.float64,
+                       device=_draw_device(generator))
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        dst.copy_(src)
+    return dst
+
+
+def _spectral_radius(m: torch.Tensor) -> float:
+    """``max |lambda_i(m)|`` from the eigenvalues (``torch.linalg.eigvals``), in float64."""
+    return float(torch.linalg.eigvals(m.detach().to("cpu", torch.float64)).abs().max())
+
+
+def _zero_bias(model: nn.Module) -> None:
+    b = getattr(model, "b", None)
+    if isinstance(b, torch.Tensor):
+        with torch.no_grad():
+            b.zero_()
+
+
+# ----------------------------------------------------------------------------------------------
+# initializers
+# ----------------------------------------------------------------------------------------------
+def orthogonal_(
+    target: Target, gain: float = 1.0, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``W <- gain * Q`` with Q uniformly (Haar) distributed on the orthogonal matrices.
+
+    Saxe, McClelland & Ganguli 2014 ("Exact solutions to the nonlinear dynamics of learning in
+    deep linear neural networks"): orthogonal weights keep every singular value at ``gain``, so
+    products of them, ``W^k``, keep norm ``gain^k``. Q is the Q factor of a Gaussian matrix with
+    the signs of R's diagonal folded in (Mezzadri 2007), which makes it Haar distributed. A
+    non-square ``(r, c)`` tensor gets orthonormal rows (r <= c) or columns (r > c), times
+    ``gain``. On a model, only ``W`` changes.
+    """
+    w = _weight(target)
+    if w.dim() != 2:
+        raise ValueError(f"orthogonal_ needs a matrix, got shape {tuple(w.shape)}")
+    gain = _positive("gain", gain)
+    rows, cols = w.shape
+    a = _randn(max(rows, cols), min(rows, cols), generator=generator)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).masked_fill(torch.diagonal(r) == 0, 1.0)
+    if rows < cols:
+        q = q.t()
+    return _copy(w, gain * q)
+
+
+def identity_(
+    target: Target,
+    scale: float = 1.0,
+    *,
+    input_std: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``W <- scale * I`` (the IRNN of Le, Jaitly & Hinton 2015; ``scale < 1`` is their scaled
+    variant, which forgets at rate ``scale``; they used 0.01 I for speech).
+
+    On a model the hidden bias ``b`` is also set to 0, as in the paper; with ``input_std`` the
+    input weights are drawn ``U ~ N(0, input_std^2)`` (the paper drew its non-recurrent weights
+    with std 0.001), otherwise U is left as it is. ``generator`` is used only for U. The paper's
+    units are ReLU; for the tanh units of :class:`~rnnlab.ElmanRNN` see the module docstring.
+    """
+    w = _weight(target)
+    n = _square(w, "identity_")
+    scale = _positive("scale", scale)
+    _copy(w, scale * torch.eye(n, dtype=torch.float64))
+    if isinstance(target, nn.Module):
+        _zero_bias(target)
+        if input_std is not None:
+            input_std = _positive("input_std", input_std)
+            u = getattr(target, "U", None)
+            if not isinstance(u, torch.Tensor):
+                raise TypeError(f"{type(target).__name__} has no input matrix U for input_std")
+            _copy(u, input_std * _randn(*u.shape, generator=generator))
+    elif input_std is not None:
+        raise ValueError("input_std applies to a model's U; pass the model, not a tensor")
+    return w
+
+
+def sparse_spectral_(
+    target: Target,
+    k: int | None = None,
+    spectral_radius: float = 1.1,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sparse initialization scaled to a spectral radius (Sutskever, Martens, Dahl & Hinton 2013).
+
+    Each row i of W (the incoming weights of unit i, since ``h_i = tanh(sum_j W_ij h_j + ...)``)
+    gets exactly ``k`` nonzero entries, in columns chosen uniformly without replacement (a
+    self-connection is allowed), with values from N(0, 1); then ``W <- W * spectral_radius /
+    rho(W)``, ``rho`` from the eigenvalues (``torch.linalg.eigvals``). ``k`` defaults to
+    ``min(15, N)`` (the paper's 15); an explicit ``k > N`` is an error. On a model, only ``W``
+    changes.
+
+    Raises ``ValueError`` for a non-square W, ``k`` outside ``1..N``, ``spectral_radius <= 0``,
+    or a draw whose spectral radius is 0 (a nilpotent pattern, possible for tiny ``k``: use
+    another seed or a larger ``k``).
+    """
+    w = _weight(target)
+    n = _square(w, "sparse_spectral_")
+    if k is None:
+        k = min(15, n)
+    k = check_positive_int("k", k)
+    if k > n:
+        raise ValueError(f"k={k} nonzero incoming weights per unit but there are only N={n} units")
+    spectral_radius = _positive("spectral_radius", spectral_radius)
+    device = _draw_device(generator)
+    # A random permutation per row (argsort of uniforms); its first k entries are the columns.
+    cols = torch.rand(n, n, generator=generator, device=device).argsort(dim=1)[:, :k]
+    m = torch.zeros(n, n, dtype=torch.float64, device=device)
+    m.scatter_(1, cols, _randn(n, k, generator=generator))
+    rho = _spectral_radius(m)
+    if not rho > 1e-12 * float(m.abs().max()):
+        raise ValueError(
+            f"the sparse draw (k={k}) has spectral radius {rho:.3g} and cannot be scaled; "
+            "use a larger k or another seed"
+        )
+    return _copy(w, m * (spectral_radius / rho))
+
+
+# ----------------------------------------------------------------------------------------------
+# unsupervised pre-training
+# ----------------------------------------------------------------------------------------------
+OBJECTIVES = ("autoencoder", "language_model")
+
+
+@dataclass
+class PretrainReport:
+    """Outcome of :func:`pretrain_sequence_autoencoder`.
+
+    ``initial_error`` / ``final_error``: the mean squared error per input component (over
+    sequences, steps and features) of the objective's reconstruction, on all ``inputs``, before
+    and after training. ``losses``: the same error averaged over each epoch's minibatches, as
+    trained. ``decoder_weight`` (D x N) and ``decoder_bias`` (D): the auxiliary linear decoder
+    ``x_hat = decoder_weight h + decoder_bias``, dropped from the model but returned so the
+    errors can be checked.
+    """
+
+    objective: str
+    initial_error: float
+    final_error: float
+    losses: list[float] = field(default_factory=list)
+    decoder_weight: torch.Tensor | None = None
+    decoder_bias: torch.Tensor | None = None
+
+
+def _require_elman(model: nn.Module) -> None:
+    for name in ("U", "W", "b"):
+        if not isinstance(getattr(model, name, None), torch.Tensor):
+            raise TypeError(
+                f"{type(model).__name__} has no parameter {name}: pre-training and initialize() "
+                "need an Elman-type model (U, W, b, hidden_states)"
+            )
+    if not callable(getattr(model, "hidden_states", None)):
+        raise TypeError(f"{type(model).__name__} has no hidden_states(x, h0) method")
+
+
+def reconstruction(
+    model: nn.Module,
+    decoder_weight: torch.Tensor,
+    decoder_bias: torch.Tensor,
+    x: torch.Tensor,
+    objective: str = "autoencoder",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pre-training objective's prediction and its target, both ``(batch, steps, D)``.
+
+    * ``"autoencoder"`` (Dai & Le 2015's sequence autoencoder, with the encoder's weights reused
+      by the decoder as in the paper): the network reads ``x(1..T)`` from ``h(0) = 0``; from
+      ``h(T)`` it keeps running, fed the previous input (``0, x(1), ..., x(T-1)``; teacher
+      forcing), and the decoder reads ``x_hat(s)`` off each of these states; target
+      ``x(1..T)``.
+    * ``"language_model"`` (their recurrent language-model variant): ``x_hat(t+1)`` is read off
+      ``h(t)``; target ``x(2..T)``.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    states = model.hidden_states(x)
+    if objective == "language_model":
+        return states[:, :-1] @ decoder_weight.t() + decoder_bias, x[:, 1:]
+    shifted = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+    decoded = model.hidden_states(shifted, states[:, -1])
+    return decoded @ decoder_weight.t() + decoder_bias, x
+
+
+def pretrain_sequence_autoencoder(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    epochs: int = 50,
+    lr: float = 1e-2,
+    *,
+    objective: str = "autoencoder",
+    batch_size: int | None = None,
+    clip_norm: float | None = 1.0,
+    generator: torch.Generator | None = None,
+) -> PretrainReport:
+    """Unsupervised pre-training of U, W and b (Dai & Le 2015, "Semi-supervised sequence learning").
+
+    Trains the model's recurrence together with an auxiliary linear decoder to minimise the mean
+    squared reconstruction error of :func:`reconstruction` (``objective="autoencoder"``: the
+    sequence autoencoder; ``"language_model"``: next-input prediction) by full BPTT (autograd)
+    with Adam (learning rate ``lr``), minibatches of ``batch_size`` sequences (default: all) in
+    an order shuffled by ``generator``, and the gradient norm clipped to ``clip_norm``
+    (Pascanu et al. 2013; None for no clipping). Afterwards the decoder is dropped and U, W, b
+    keep their trained values: the supervised task then starts from a recurrence that already
+    carries information about its inputs through time. The readout V, c is not touched (it is
+    not part of the objective), nor are existing ``.grad`` fields of any parameter.
+
+    Args:
+        model: an Elman-type model (parameters U, W, b and ``hidden_states(x, h0)``).
+        inputs: the task's input sequences ``(sequences, time, D)``, no targets needed
+            (``time >= 2`` for ``"language_model"``).
+
+    Returns:
+        a :class:`PretrainReport`.
+    """
+    _require_elman(model)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    check = getattr(model, "check_input", None)
+    if callable(check):
+        check(inputs, "inputs")
+    else:
+        check_tensor("inputs", inputs, ndim=3, layout="(sequences, time, features)")
+    if objective == "language_model" and inputs.shape[1] < 2:
+        raise ValueError("the language_model objective needs sequences of at least 2 steps")
+    epochs = check_positive_int("epochs", epochs)
+    lr = _positive("lr", lr)
+    count = inputs.shape[0]
+    batch_size = count if batch_size is None else check_positive_int("batch_size", batch_size)
+    if clip_norm is not None:
+        clip_norm = _positive("clip_norm", clip_norm)
+
+    w = model.W
+    n, d = w.shape[0], inputs.shape[2]
+    # Decoder initialised like nn.Linear (uniform +-1/sqrt(fan_in)), from the generator.
+    bound = 1.0 / math.sqrt(n)
+    draw = _draw_device(generator)
+    dec_w = (torch.rand(d, n, generator=generator, dtype=torch.float64, device=draw) * 2 - 1)
+    dec_b = (torch.rand(d, generator=generator, dtype=torch.float64, device=draw) * 2 - 1)
+    dec_w = (dec_w * bound).to(w.device, w.dtype).requires_grad_(True)
+    dec_b = (dec_b * bound).to(w.device, w.dtype).requires_grad_(True)
+
+    trained = [model.U, model.W, model.b]
+    saved_grads = [p.grad for p in trained]
+    saved_flags = [p.requires_grad for p in trained]
+    params = [*trained, dec_w, dec_b]
+
+    def error(x: torch.Tensor) -> torch.Tensor:
+        pred, target = reconstruction(model, dec_w, dec_b, x, objective)
+        return (pred - target).pow(2).mean()
+
+    try:
+        for p in trained:
+            p.requires_grad_(True)
+            p.grad = None
+        optimizer = torch.optim.Adam(params, lr=lr)
+        with torch.no_grad():
+            initial = float(error(inputs))
+        losses = []
+        for _ in range(epochs):
+            order = torch.randperm(count, generator=generator, device=draw).to(inputs.device)
+            total, batches = 0.0, 0
+            for start in range(0, count, batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                loss = error(inputs[order[start : start + batch_size]])
+                loss.backward()
+                if clip_norm is not None:
+                    clip_grad_norm_(params, clip_norm)
+                optimizer.step()
+                total += float(loss.detach())
+                batches += 1
+            losses.append(total / batches)
+            if not math.isfinite(losses[-1]):
+                raise FloatingPointError(
+                    f"pre-training loss became {losses[-1]}; lower lr or set clip_norm"
+                )
+        with torch.no_grad():
+            final = float(error(inputs))
+    finally:
+        for p, g, flag in zip(trained, saved_grads, saved_flags, strict=True):
+            p.grad = g
+            p.requires_grad_(flag)
+    return PretrainReport(objective, initial, final, losses,
+                          dec_w.detach(), dec_b.detach())
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------
+def _init_default(model: nn.Module, *, generator: torch.Generator | None = None) -> None:
+    """``model.reset_parameters``: U, W, b, V, c ~ U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``."""
+    reset = getattr(model, "reset_parameters", None)
+    if not callable(reset):
+        raise TypeError(f"{type(model).__name__} has no reset_parameters(generator)")
+    reset(generator=generator)
+
+
+def _init_orthogonal(
+    model: nn.Module, *, gain: float = 1.0, generator: torch.Generator | None = None
+) -> None:
+    orthogonal_(model, gain, generator=generator)
+    _zero_bias(model)
+
+
+def _init_identity(
+    model: nn.Module,
+    *,
+    scale: float = 1.0,
+    input_std: float | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
+    identity_(model, scale, input_std=input_std, generator=generator)
+
+
+def _init_sparse_spectral(
+    model: nn.Module,
+    *,
+    k: int | None = None,
+    spectral_radius: float = 1.1,
+    generator: torch.Generator | None = None,
+) -> None:
+    sparse_spectral_(model, k, spectral_radius, generator=generator)
+    _zero_bias(model)
+
+
+def _init_pretrained(
+    model: nn.Module,
+    *,
+    inputs: torch.Tensor | None = None,
+    base: str | None = None,
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> None:
+    if inputs is None:
+        raise ValueError("the 'pretrained' initializer needs inputs=<(sequences, time, D) tensor>")
+    if base is not None:
+        if base == "pretrained" or base not in INITIALIZERS:
+            raise ValueError(
+                f"base must be None or one of {sorted(set(INITIALIZERS) - {'pretrained'})}, "
+                f"got {base!r}"
+            )
+        INITIALIZERS[base](model, generator=generator)
+    pretrain_sequence_autoencoder(model, inputs, generator=generator, **kwargs)
+
+
+# name -> f(model, *, generator=None, **options): changes the model in place, on top of what it
+# holds ("default" redraws everything); initialize() is the entry point.
+INITIALIZERS: dict[str, Callable[..., None]] = {
+    "default": _init_default,
+    "orthogonal": _init_orthogonal,
+    "identity": _init_identity,
+    "sparse_spectral": _init_sparse_spectral,
+    "pretrained": _init_pretrained,
+}
+
+
+def initialize(
+    model: nn.Module,
+    name: str,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Initialize an Elman-type model by name and return it.
+
+    First every parameter is reset with ``model.reset_parameters(generator)`` (U, W, b, V, c ~
+    U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``), so the result depends only on the seed, not on
+    what the model held; then ``name`` sets:
+
+    ===============  ============================================================================
+    name             sets
+    ===============  ============================================================================
+    default          nothing more
+    orthogonal       W = gain * orthogonal (``gain=1.0``); b = 0
+    identity         W = scale * I (``scale=1.0``); b = 0; U ~ N(0, input_std^2) if ``input_std``
+    sparse_spectral  W: k (``min(15, N)``) N(0, 1) weights per unit, rescaled to rho(W) =
+                     ``spectral_radius`` (1.1); b = 0
+    pretrained       the ``base`` initializer if given (e.g. ``"orthogonal"``), then
+                     :func:`pretrain_sequence_autoencoder` on ``inputs=`` (its keyword arguments
+                     ``epochs``, ``lr``, ``objective``, ``batch_size``, ``clip_norm`` pass through)
+    ===============  ============================================================================
+
+    U (except with ``input_std``) and the readout V, c keep the default draw: the schemes
+    concern the recurrence. Extra keyword arguments go to the named initializer. Randomness:
+    ``generator``, else a fresh generator on the model's device seeded with ``seed`` (the same
+    seed gives the same model on the same kind of device), else torch's global generator.
+    """
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}")
+    _require_elman(model)
+    if generator is None and seed is not None:
+        # On the model's device: reset_parameters draws in place there.
+        generator = torch.Generator(device=model.W.device).manual_seed(int(seed))
+    _init_default(model, generator=generator)
+    if name != "default":
+        INITIALIZERS[name](model, generator=generator, **kwargs)
+    elif kwargs:
+        raise TypeError(f"the default initializer takes no options, got {sorted(kwargs)}")
+    return model
