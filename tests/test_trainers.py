@@ -84,3 +84,25 @@ def test_trainer_bad_arguments():
     trainer = EpochTrainer(BPTT(model), opt)
     with pytest.raises(ValueError, match="sequences"):
         trainer.fit(torch.randn(4, 5, 1), torch.randn(3, 5, 1), epochs=1, batch_size=2)
+
+
+def test_online_value_clipping_and_nonfinite_skip():
+    from rnnlab.learning.clipping import GradientClipper
+
+    model = ElmanRNN(1, 3, 1, readout="identity")
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = OnlineTrainer(RTRL(model), torch.optim.SGD(model.parameters(), lr=1.0),
+                            clipper=GradientClipper("value", 1e-3))
+    trainer.step(torch.tensor([3.0]), torch.tensor([50.0]))
+    deltas = [(p.detach() - b).abs().max() for p in model.parameters() for b in [before.pop(0)]]
+    assert max(deltas) == pytest.approx(1e-3, rel=1e-5)
+    # a NaN gradient (here from a NaN weight in the readout) is dropped, the step skipped
+    with torch.no_grad():
+        model.c.fill_(float("nan"))
+    w = model.W.detach().clone()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        trainer.step(torch.tensor([0.5]), torch.tensor([0.1]))
+    assert torch.equal(model.W.detach(), w) and trainer.clipper.skipped == 1
+    with pytest.raises(ValueError, match="not both"):
+        OnlineTrainer(RTRL(model), torch.optim.SGD(model.parameters(), lr=1.0), clip_norm=1.0,
+                      clipper=GradientClipper("value", 1.0))

@@ -11,6 +11,7 @@ import torch
 from rnnlab._validation import check_positive_int, check_tensor
 from rnnlab.learning.base import LearningRule
 from rnnlab.learning.bptt import BPTT
+from rnnlab.learning.clipping import GradientClipper
 
 
 @dataclass
@@ -46,14 +47,16 @@ class RunningLoss:
         return self._sum / self.count if self.count else math.nan
 
 
-def _clip(params: list[torch.nn.Parameter], clip_norm: float | None) -> float:
-    """Clip the global gradient norm to ``clip_norm`` (Pascanu et al. 2013); return the norm."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    if clip_norm is None:
-        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
-    return float(torch.nn.utils.clip_grad_norm_(params, clip_norm))
+def _make_clipper(clip_norm: float | None, clipper: GradientClipper | None) -> GradientClipper:
+    """The trainer's clipper: the one given, or norm clipping at ``clip_norm`` (none: inf, which
+    still drops non-finite gradients and skips that optimizer step)."""
+    if clipper is not None:
+        if clip_norm is not None:
+            raise ValueError("give clip_norm or clipper, not both")
+        return clipper
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive, got {clip_norm}")
+    return GradientClipper("norm", math.inf if clip_norm is None else clip_norm)
 
 
 @dataclass
@@ -62,18 +65,20 @@ class OnlineTrainer:
 
     Each sample ``(x_t, y_t)`` is seen once, used for one ``rule.step`` and dropped: nothing of
     the stream is stored. When the rule has written gradients (every step for RTRL, at the end
-    of each chunk for truncated BPTT), they are optionally clipped to ``clip_norm`` and the
-    optimizer steps.
+    of each chunk for truncated BPTT), they are clipped (``clip_norm``: norm clipping, or any
+    :class:`~rnnlab.learning.clipping.GradientClipper`, e.g. value clipping) and the optimizer
+    steps; a non-finite gradient is dropped and that step skipped (counted in
+    ``clipper.skipped``), so NaN never reaches the weights.
     """
 
     rule: LearningRule
     optimizer: torch.optim.Optimizer
     clip_norm: float | None = None
     running: RunningLoss = field(default_factory=RunningLoss)
+    clipper: GradientClipper | None = None
 
     def __post_init__(self) -> None:
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
+        self.clipper = _make_clipper(self.clip_norm, self.clipper)
         self._params = [p for p in self.rule.model.parameters() if p.requires_grad]
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -88,8 +93,7 @@ class OnlineTrainer:
         if loss is not None:
             self.running.update(float(loss))
         if self.rule.grad_ready:
-            _clip(self._params, self.clip_norm)
-            self.optimizer.step()
+            self.clipper.step(self.optimizer, self._params)
             self.optimizer.zero_grad(set_to_none=True)
         return o
 
@@ -111,19 +115,20 @@ class EpochTrainer:
     """Minibatch epochs over a stored data set with a :class:`BPTT` rule.
 
     For each minibatch: zero the gradients, ``rule.accumulate`` (which, when truncated, sums
-    the gradients of every chunk), clip to ``clip_norm`` if given, one optimizer step.
+    the gradients of every chunk), clip (``clip_norm`` or a ``clipper``), one optimizer step
+    (skipped if the gradient is not finite).
     """
 
     rule: BPTT
     optimizer: torch.optim.Optimizer
     clip_norm: float | None = None
     history: list[float] = field(default_factory=list)
+    clipper: GradientClipper | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rule, BPTT):
             raise TypeError(f"EpochTrainer needs a BPTT rule, got {type(self.rule).__name__}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
+        self.clipper = _make_clipper(self.clip_norm, self.clipper)
         self._params = [p for p in self.rule.model.parameters() if p.requires_grad]
 
     def fit(
@@ -158,8 +163,7 @@ class EpochTrainer:
                         f"loss became {result.loss} in epoch {epoch}; lower the learning rate "
                         "or set clip_norm"
                     )
-                _clip(self._params, self.clip_norm)
-                self.optimizer.step()
+                self.clipper.step(self.optimizer, self._params)
                 scale = len(idx) if self.rule.reduction == "mean" else 1
                 total += result.loss * scale
             self.history.append(total / count)
