@@ -38,6 +38,7 @@ from rnnlab.analysis import time_per_call
 from rnnlab.learning import BPTT, RTRL
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 TARGET_RATIO = 2.0
 TARGET_MIN_N = 64
 
@@ -90,7 +91,7 @@ def cycle_steps(step: Callable[[torch.Tensor, torch.Tensor], object], x: torch.T
 
 
 def interleaved_medians(fns: list[Callable[[], object]], repeats: list[int], rounds: int,
-                        warmup: int) -> list[float]:
+                        warmup: int, timer: Callable[[], float]) -> list[float]:
     """Median seconds per call of each fn, measured in ``rounds`` alternating rounds."""
     for fn in fns:
         for _ in range(warmup):
@@ -98,7 +99,7 @@ def interleaved_medians(fns: list[Callable[[], object]], repeats: list[int], rou
     per_round: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
-            per_round[i].append(time_per_call(fn, repeats=repeats[i], warmup=0))
+            per_round[i].append(time_per_call(fn, repeats=repeats[i], warmup=0, timer=timer))
     return [float(statistics.median(ts)) for ts in per_round]
 
 
@@ -119,6 +120,7 @@ def make_bmm(batch: int, n: int, n_infl: int, dtype: torch.dtype) -> Callable[[]
 def bench_one(n: int, batch: int, dtype_name: str, args: argparse.Namespace,
               naive_estimate: float | None) -> Row:
     dtype = DTYPES[dtype_name]
+    timer = CLOCKS[args.clock]
     torch.manual_seed(0)
     model = ElmanRNN(1, n, 1, dtype=dtype)
     x = torch.randn(batch, args.seq_len, 1, dtype=dtype)
@@ -133,9 +135,10 @@ def bench_one(n: int, batch: int, dtype_name: str, args: argparse.Namespace,
         t0 = time.perf_counter()
         fast()
         bmm()
-        first = time.perf_counter() - t0
-        reps = repeats_for(first / 2, args.budget / args.rounds, 2, args.max_repeats)
-        rtrl_s, bmm_s = interleaved_medians([fast, bmm], [reps, reps], args.rounds, args.warmup)
+        first = time.perf_counter() - t0  # one call of each: the cost of one round's repeat
+        reps = repeats_for(first, args.budget / args.rounds, 2, args.max_repeats)
+        rtrl_s, bmm_s = interleaved_medians([fast, bmm], [reps, reps], args.rounds, args.warmup,
+                                             timer)
 
     # BPTT over the whole sequence, per step.
     bptt_rule = BPTT(model)
@@ -147,7 +150,7 @@ def bench_one(n: int, batch: int, dtype_name: str, args: argparse.Namespace,
     bptt()
     first = time.perf_counter() - t0
     reps = repeats_for(first, args.budget / 2, 2, args.max_repeats)
-    bptt_s = time_per_call(bptt, repeats=reps, warmup=args.warmup) / args.seq_len
+    bptt_s = time_per_call(bptt, repeats=reps, warmup=args.warmup, timer=timer) / args.seq_len
 
     # Naive RTRL: fewer steps where it is slow; skipped where the estimate is too long.
     naive_s: float | None = None
@@ -155,7 +158,7 @@ def bench_one(n: int, batch: int, dtype_name: str, args: argparse.Namespace,
     if args.no_naive:
         note = "off"
     elif naive_estimate is not None and naive_estimate > args.naive_limit:
-        note = f"skipped (est. {naive_estimate:.1f} s/step > --naive-limit {args.naive_limit:g})"
+        note = f"skipped: est. {naive_estimate:.1f} s/step > {args.naive_limit:g}"
     else:
         naive_rule = NaiveRTRL(model)
         naive_rule.reset(batch)
@@ -164,9 +167,9 @@ def bench_one(n: int, batch: int, dtype_name: str, args: argparse.Namespace,
             t0 = time.perf_counter()
             naive()  # warmup, and the estimate of how many steps fit
             first = time.perf_counter() - t0
-            naive_steps = repeats_for(first, args.budget / 2, 1, args.max_repeats)
-            naive_s = time_per_call(naive, repeats=naive_steps, warmup=0)
-        note = f"{naive_steps} steps"
+            naive_steps = repeats_for(first, args.budget / 2, 2, args.max_repeats)
+            naive_s = time_per_call(naive, repeats=naive_steps, warmup=0, timer=timer)
+        note = f"{naive_steps}"
         del naive_rule
     return Row(n, batch, dtype_name, torch.get_num_threads(), rtrl_s, bmm_s, bptt_s, naive_s,
                naive_steps, note)
@@ -190,9 +193,13 @@ def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}"
 
 
-COLUMNS = ["N", "batch", "dtype", "rtrl step", "rtrl steps/s", "bmm", "rtrl/bmm",
-           "naive step", "naive steps/s", "fast/naive speedup", "bptt step", "bptt steps/s",
-           "rtrl/bptt", "naive note"]
+COLUMNS = ["N", "batch", "dtype", "rtrl step", "rtrl/s", "bmm", "rtrl/bmm", "naive step",
+           "naive/s", "speedup", "bptt step", "bptt/s", "rtrl/bptt", "naive"]
+LEGEND = (
+    "rtrl step: fast RTRL.step (with a target); bmm: its (B,N+1,N)@(B,N,N(N+D+1)) alone; "
+    "naive step: autograd-Jacobian RTRL;\nspeedup = naive/rtrl; bptt step: "
+    "BPTT.accumulate over T steps / T; x/s: steps per second; naive: timed naive steps."
+)
 
 
 def table_cells(row: Row) -> list[str]:
@@ -204,8 +211,8 @@ def table_cells(row: Row) -> list[str]:
     ]
 
 
-def print_table(rows: list[Row], plain: bool) -> None:
-    title = f"RTRL step timings ({torch.get_num_threads()} thread(s)), medians"
+def print_table(rows: list[Row], plain: bool, clock: str) -> None:
+    title = f"RTRL step timings ({torch.get_num_threads()} thread(s), {clock} clock), medians"
     if not plain:
         try:
             from rich.console import Console
@@ -220,13 +227,16 @@ def print_table(rows: list[Row], plain: bool) -> None:
             print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
             if k == 0:
                 print("  ".join("-" * w for w in widths))
+        print(LEGEND)
         return
     table = Table(title=title)
     for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("dtype", "naive note") else "right")
+        table.add_column(c, justify="left" if c in ("dtype", "naive") else "right")
     for r in rows:
         table.add_row(*table_cells(r))
-    Console(width=250).print(table)
+    console = Console(width=200)
+    console.print(table)
+    console.print(LEGEND)
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
@@ -263,13 +273,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "float64"])
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (default 1: stable timings on a shared machine)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: time.perf_counter; cpu: time.process_time, which leaves out "
+                        "waits for a core on a shared machine (meaningful with --threads 1)")
     p.add_argument("--seq-len", type=int, default=64, help="T of the BPTT sequences")
-    p.add_argument("--budget", type=float, default=1.0,
+    p.add_argument("--budget", type=float, default=3.0,
                    help="seconds of timed calls per measurement (sets the number of repeats)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of rtrl and bmm")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--max-repeats", type=int, default=200)
-    p.add_argument("--naive-limit", type=float, default=3.0,
+    p.add_argument("--naive-limit", type=float, default=10.0,
                    help="skip the naive rule where its estimated step time exceeds this (s)")
     p.add_argument("--no-naive", action="store_true")
     p.add_argument("--no-check-finite", action="store_true",
@@ -288,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.get_num_threads()} thread(s); MKL {torch.backends.mkl.is_available()}, "
           f"oneDNN {torch.backends.mkldnn.is_available()}; load average {load}")
     print(f"D = 1, O = 1, T = {args.seq_len} for BPTT; "
-          f"RTRL check_finite = {not args.no_check_finite}")
+          f"RTRL check_finite = {not args.no_check_finite}; clock: {args.clock} "
+          f"({CLOCKS[args.clock].__name__})")
     if not args.no_naive:
         print(f"naive RTRL vs fast RTRL, max |grad difference| = {check_naive_matches_fast():.2e}")
 
@@ -311,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
 
     print()
-    print_table(rows, args.plain)
+    print_table(rows, args.plain, args.clock)
     skipped = [r for r in rows if r.naive_s is None and not args.no_naive]
     for r in skipped:
         print(f"naive RTRL skipped for N={r.n}, batch={r.batch}, {r.dtype}: {r.naive_note}")

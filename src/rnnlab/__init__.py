@@ -1,7 +1,26 @@
 """rnnlab: recurrent neural networks made real and measured, on PyTorch."""
 
-from rnnlab.models import ElmanRNN
+from rnnlab.cells import (
+    DeepTransitionCell,
+    ElmanCell,
+    ELSTMCell,
+    GRUCell,
+    LSTMCell,
+    StackedCell,
+)
+from rnnlab.models import ElmanRNN, RecurrentLayer, RecurrentNetwork
 
 __version__ = "0.1.0"
 
-__all__ = ["ElmanRNN", "__version__"]
+__all__ = [
+    "DeepTransitionCell",
+    "ELSTMCell",
+    "ElmanCell",
+    "ElmanRNN",
+    "GRUCell",
+    "LSTMCell",
+    "RecurrentLayer",
+    "RecurrentNetwork",
+    "StackedCell",
+    "__version__",
+]

@@ -42,8 +42,8 @@ def peak_memory_bytes(fn: Callable[[], object], device: DeviceLike = None) -> in
     """The peak extra memory, in bytes, that torch allocates on ``device`` while ``fn()`` runs.
 
     Args:
-        fn: called once, with no arguments; its result is dropped after the measurement (so a
-            tensor it returns counts as live until ``fn`` has returned).
+        fn: called once, with no arguments. Its result is released at the end of the
+            measurement, so a tensor it returns counts at the peak like any other allocation.
         device: where to measure: ``None`` or ``"cpu"`` for host memory, ``"cuda"``/``"cuda:i"``
             (or an int ``i``) for a GPU.
 
@@ -52,7 +52,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: DeviceLike = None) -> in
 
     On CUDA this is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
     ``memory_allocated`` before the call (tensor bytes, not the allocator's cached reserve). On
-    the CPU torch keeps no peak statistic, so ``fn`` runs under
+    the CPU torch keeps no peak statistic, so ``fn`` runs under the profiler of
     ``torch.profiler.profile(activities=[CPU], profile_memory=True)`` and the profiler's
     allocation (positive) and free (negative) ``[memory]`` events are replayed in time order.
     Only allocations made through torch's CPU allocator are seen (tensors, not Python objects or
@@ -81,9 +81,13 @@ def _peak_cuda(fn: Callable[[], object], dev: torch.device) -> int:
 
 
 def _peak_cpu(fn: Callable[[], object]) -> int:
-    from torch.profiler import ProfilerActivity, profile
+    # torch.autograd.profiler.profile is the engine of
+    # torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True); used
+    # directly it records the same events but skips the wrapper's first-use import of
+    # torch._inductor (seconds).
+    from torch.autograd import profiler
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profiler.profile(use_cpu=True, profile_memory=True, use_kineto=True) as prof:
         result = fn()
         del result  # a returned tensor is freed inside the window, after its peak
     deltas = _cpu_memory_events(prof)
@@ -94,11 +98,15 @@ def _peak_cpu(fn: Callable[[], object]) -> int:
     return int(peak)
 
 
-def _cpu_memory_events(prof: torch.profiler.profile) -> list[tuple[int, int]]:
-    """``(time_ns, +/-bytes)`` of every CPU allocation/free seen by ``prof``, in time order."""
+def _cpu_memory_events(prof: object) -> list[tuple[int, int]]:
+    """``(time_ns, +/-bytes)`` of every CPU allocation/free seen by ``prof``, in time order.
+
+    ``prof``: a finished ``torch.autograd.profiler.profile`` (or ``torch.profiler.profile``).
+    """
     from torch.autograd import DeviceType
 
-    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    inner = getattr(prof, "profiler", prof)  # torch.profiler.profile wraps the autograd one
+    results = getattr(inner, "kineto_results", None)
     if results is None:  # pragma: no cover - a torch without the kineto results
         raise RuntimeError("this torch build's profiler does not expose its memory events")
     # The raw profiler events: every allocation and free is its own "[memory]" event carrying
@@ -119,6 +127,7 @@ def time_per_call(
     repeats: int = 5,
     warmup: int = 1,
     device: DeviceLike = None,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> float:
     """The median wall time, in seconds, of ``fn()`` over ``repeats`` timed calls.
 
@@ -128,8 +137,10 @@ def time_per_call(
         warmup: untimed calls first (lazy initialization, allocator and cache warmup).
         device: when it is a CUDA device (or ``None`` while CUDA is initialized), the device is
             synchronized before and after every timed call, so queued kernels are counted.
-
-    Times come from :func:`time.perf_counter`.
+        timer: the clock, :func:`time.perf_counter` (wall time) by default. On a shared CPU,
+            :func:`time.process_time` (CPU seconds of this process, all its threads) leaves out
+            the time the process waited for a core; it equals wall time for single-threaded
+            work on an idle machine but not for CUDA work or several threads.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -148,10 +159,10 @@ def time_per_call(
     times = []
     for _ in range(repeats):
         _synchronize(sync_dev)
-        start = time.perf_counter()
+        start = timer()
         fn()
         _synchronize(sync_dev)
-        times.append(time.perf_counter() - start)
+        times.append(timer() - start)
     return float(statistics.median(times))
 
 

@@ -22,6 +22,8 @@ Cost per step: O(N^2 (N^2 + N D)) time, i.e. O(N^4), and O(N^3) memory (Williams
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
@@ -56,6 +58,9 @@ class RTRL(LearningRule):
         self._buffers: list[torch.Tensor] = []
         self._current = 0
         self._rows: torch.Tensor | None = None
+        # Per buffer: (P rows, diagonal of the W block, of the U block, of the b block, the
+        # gradient rows); views made once per allocation instead of every step.
+        self._views: list[tuple[torch.Tensor, ...]] = []
         self.last_loss: torch.Tensor | None = None
         self.steps = 0
 
@@ -87,6 +92,16 @@ class RTRL(LearningRule):
                 self._buffers[0].dtype != m.W.dtype or self._buffers[0].device != m.W.device:
             self._buffers = [m.W.new_zeros(shape), m.W.new_zeros(shape)]
             self._rows = m.W.new_empty(batch_size, n + 1, n)
+            self._views = []
+            for buf in self._buffers:
+                infl = self._split(buf[:, :n])
+                self._views.append((
+                    buf[:, :n],
+                    torch.diagonal(infl["W"], dim1=1, dim2=2),   # (batch, N_j, N_k)
+                    torch.diagonal(infl["U"], dim1=1, dim2=2),   # (batch, D, N_k)
+                    torch.diagonal(infl["b"], dim1=1, dim2=2),   # (batch, N_k)
+                    buf[:, n],                                   # (batch, |theta|)
+                ))
         else:
             self._buffers[0].zero_()
             self._buffers[1].zero_()
@@ -114,14 +129,23 @@ class RTRL(LearningRule):
 
     # ---------------------------------------------------------------------------------------
     def _check_step_input(
-        self, x_t: torch.Tensor, y_t: torch.Tensor | None
+        self, x_t: torch.Tensor, y_t: torch.Tensor | None, finite: bool | None = None
     ) -> None:
         m = self.model
+        if finite is None and self.check_finite:
+            # One reduction and one sync for both tensors: NaN/inf propagate through the sum.
+            # Only if it is not finite (bad data, or a finite overflow) run the exact checks.
+            self._check_step_input(x_t, y_t, finite=False)
+            total = x_t.sum() if y_t is None else x_t.sum() + y_t.sum()
+            if not math.isfinite(float(total)):
+                self._check_step_input(x_t, y_t, finite=True)
+            return
+        finite = bool(finite)
         check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.W.dtype,
-                     device=m.W.device, finite=self.check_finite, layout="(batch, features)")
+                     device=m.W.device, finite=finite, layout="(batch, features)")
         if y_t is not None:
             check_tensor("y_t", y_t, ndim=2, last_dim=m.output_size, dtype=m.W.dtype,
-                         device=m.W.device, finite=self.check_finite, layout="(batch, outputs)")
+                         device=m.W.device, finite=finite, layout="(batch, outputs)")
             if y_t.shape[0] != x_t.shape[0]:
                 raise ValueError(
                     f"y_t has batch size {y_t.shape[0]} but x_t has {x_t.shape[0]}"
@@ -149,11 +173,11 @@ class RTRL(LearningRule):
         """
         self._check_step_input(x_t, y_t)
         m = self.model
-        n = m.hidden_size
+        n, nd = m.hidden_size, m.hidden_size * (m.hidden_size + m.input_size)
         W, U, V = m.W.detach(), m.U.detach(), m.V.detach()
         h_prev = self._h
-        h = torch.tanh(torch.addmm(torch.addmm(m.b, x_t, U.t()), h_prev, W.t()))
-        d = 1.0 - h * h
+        h = torch.addmm(m.b, x_t, U.t()).addmm_(h_prev, W.t()).tanh_()
+        d = torch.mul(h, h).neg_().add_(1.0)                     # 1 - h^2
         o = m.output_activation(torch.addmm(m.c, h, V.t()))
 
         rows = self._rows
@@ -161,34 +185,34 @@ class RTRL(LearningRule):
         gd = None
         if y_t is not None:
             scale = 1.0 / x_t.shape[0] if self.reduction == "mean" else 1.0
-            err = o - y_t
-            self.last_loss = err.pow(2).sum() * scale
-            delta_o = (2.0 * scale) * err * m.output_derivative(o)  # de/da_o
-            add_to_grad(m.V, delta_o.t() @ h)
+            err = (o - y_t).view(-1)
+            self.last_loss = torch.dot(err, err) * scale
+            delta_o = err.view_as(o).mul_(m.output_derivative(o)).mul_(2.0 * scale)  # de/da_o
+            _add_product_to_grad(m.V, delta_o.t(), h)
             add_to_grad(m.c, delta_o.sum(0))
-            gd = (delta_o @ V) * d                               # (g * d), g = de/dh(t)
+            gd = (delta_o @ V).mul_(d)                           # (g * d), g = de/dh(t)
             rows[:, n].copy_(gd @ W)                             # the gradient row (g*d)^T W
         else:
             self.last_loss = None
             rows[:, n].zero_()
 
-        old = self._buffers[self._current][:, :n]
+        old = self._views[self._current][0]
         self._current ^= 1
-        new = self._buffers[self._current]
-        torch.bmm(rows, old, out=new)                            # the one W @ P product
+        _, diag_w, diag_u, diag_b, grad_rows = self._views[self._current]
+        torch.bmm(rows, old, out=self._buffers[self._current])  # the one W @ P product
         # The delta_ki z_j(t) term, times d_k, on the diagonal k == i of each block.
-        infl = self._split(new[:, :n])
-        torch.diagonal(infl["W"], dim1=1, dim2=2).add_(d.unsqueeze(1) * h_prev.unsqueeze(2))
-        torch.diagonal(infl["U"], dim1=1, dim2=2).add_(d.unsqueeze(1) * x_t.unsqueeze(2))
-        torch.diagonal(infl["b"], dim1=1, dim2=2).add_(d)
+        d_k = d.unsqueeze(1)
+        diag_w.addcmul_(d_k, h_prev.unsqueeze(2))
+        diag_u.addcmul_(d_k, x_t.unsqueeze(2))
+        diag_b.add_(d)
 
         if gd is not None:
             # g^T P(t) = (g*d)^T W P(t-1) + (g*d)^T Z(t): the stacked row plus the same
             # diagonal term, contracted with g*d.
-            grad = self._split(new[:, n].sum(0, keepdim=True))
-            add_to_grad(m.W, grad["W"][0] + gd.t() @ h_prev)
-            add_to_grad(m.U, grad["U"][0] + gd.t() @ x_t)
-            add_to_grad(m.b, grad["b"][0] + gd.sum(0))
+            total = grad_rows[0] if grad_rows.shape[0] == 1 else grad_rows.sum(0)
+            _add_product_to_grad(m.W, gd.t(), h_prev, total[: n * n].view(n, n))
+            _add_product_to_grad(m.U, gd.t(), x_t, total[n * n : nd].view(n, -1))
+            add_to_grad(m.b, gd.sum(0).add_(total[nd:]))
 
         self._h = h
         self.steps += 1
@@ -198,3 +222,15 @@ class RTRL(LearningRule):
         """Bytes held by the rule's influence buffers and state (the O(N^3) of RTRL)."""
         tensors = [*self._buffers, self._rows, self._h]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _add_product_to_grad(
+    param: torch.Tensor, a: torch.Tensor, b: torch.Tensor, base: torch.Tensor | None = None
+) -> None:
+    """``param.grad += base + a @ b`` with one fused ``addmm`` (a fresh tensor if no grad yet)."""
+    if param.grad is None:
+        param.grad = torch.mm(a, b) if base is None else torch.addmm(base, a, b)
+        return
+    if base is not None:
+        param.grad.add_(base)
+    param.grad.addmm_(a, b)

@@ -1,0 +1,435 @@
+"""The cell protocol and the machinery that runs any cell over a sequence.
+
+A *cell* is one step of a recurrence, ``state_t = cell(x_t, state_{t-1})``:
+
+* ``cell.input_size``, ``cell.hidden_size``;
+* ``cell(x_t, state) -> new_state`` with ``x_t`` of shape ``(..., input_size)`` (usually
+  ``(batch, input_size)``); the step is *pure*: it neither mutates the state nor the parameters and
+  keeps no Python-side cache, so ``torch.func.jvp``/``vmap``/``functional_call`` work through it;
+* ``cell.initial_state(batch) -> state`` (zeros on the cell's device and dtype);
+* ``cell.hidden(state) -> h`` of shape ``(batch, hidden_size)``, the part a readout sees;
+* a state is a tensor or a (nested) tuple of tensors, e.g. ``(h, c)`` for the LSTM.
+
+Internally a step is split in two so that layers can hoist work out of the time loop:
+``cell(x_t, s) == cell.step(cell.project_input(x_t), s)``, where ``project_input`` is the part
+of the step that depends on the input only (an affine map for every cell here) and is applied to
+the whole ``(batch, time, features)`` sequence in one matrix product.
+
+:func:`run_cell` runs a cell over a sequence, with variable lengths and, when asked, every step's
+state. Cells may offer faster implementations of the whole sequence (torch's fused kernel when the
+math is identical, a hand-written sequence gradient); ``impl="loop"`` always runs the plain step in
+a Python loop under autograd, which is what forward-mode differentiation and double backward need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnlab._validation import check_positive_int, check_tensor
+
+State = Union[torch.Tensor, tuple["State", ...]]  # noqa: UP007 (a recursive alias needs Union)
+
+IMPLS = ("auto", "fused", "handwritten", "loop")
+
+
+# --------------------------------------------------------------------------------------------
+# States as trees of tensors
+def map_state(fn: Callable[..., torch.Tensor], *states: State) -> State:
+    """Apply ``fn`` leaf by leaf to states of the same structure: ``map_state(f, a, b)``."""
+    first = states[0]
+    if isinstance(first, torch.Tensor):
+        return fn(*states)
+    return tuple(map_state(fn, *parts) for parts in zip(*states, strict=True))
+
+
+def flatten_state(state: State) -> list[torch.Tensor]:
+    """The leaves of a state, depth first."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [leaf for part in state for leaf in flatten_state(part)]
+
+
+def _check_structure(name: str, state: object, template: object) -> None:
+    """Raise if ``state`` does not have the nesting of ``template`` (leaf vs tuple, arity)."""
+    if not isinstance(template, tuple):
+        if not isinstance(state, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(state).__name__}")
+        return
+    if not isinstance(state, (tuple, list)):
+        raise TypeError(
+            f"{name} must be a tuple of {len(template)} states, got {type(state).__name__}"
+        )
+    if len(state) != len(template):
+        raise ValueError(f"{name} must have {len(template)} parts, got {len(state)}")
+    for k, (part, ref) in enumerate(zip(state, template, strict=True)):
+        _check_structure(f"{name}[{k}]", part, ref)
+
+
+def _flatten_sizes(sizes: object) -> list[int]:
+    if isinstance(sizes, tuple):
+        return [leaf for part in sizes for leaf in _flatten_sizes(part)]
+    return [sizes]  # type: ignore[list-item]
+
+
+def _leaf_names(name: str, sizes: object, part_names: tuple[str, ...]) -> list[str]:
+    """Human names of the state's leaves, depth first: ``state0[1] (c)``, ``state0[1][0]``."""
+    if not isinstance(sizes, tuple):
+        return [name]
+    names = []
+    for k, part in enumerate(sizes):
+        label = f"{name}[{k}]"
+        if not isinstance(part, tuple) and k < len(part_names):
+            label += f" ({part_names[k]})"
+        names.extend(_leaf_names(label, part, ()) if isinstance(part, tuple) else [label])
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+class RecurrentCell(nn.Module):
+    """Base class of the cells: see the module docstring for the protocol.
+
+    Subclasses set ``input_size``/``hidden_size`` and implement :meth:`step` and
+    :meth:`initial_state`; they override :meth:`project_input` to hoist the input's affine map out
+    of the time loop, :meth:`hidden` when the state is not ``h`` itself or a tuple starting with
+    ``h``, and :meth:`available_impls`/:meth:`_sequence` when they have faster whole-sequence code.
+    """
+
+    input_size: int
+    hidden_size: int
+    #: names of the state's parts, for messages and documentation ("h",) or ("h", "c")
+    state_names: tuple[str, ...] = ("h",)
+
+    # -- the step ------------------------------------------------------------------------------
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input-only part of a step, for inputs of any leading shape (default: ``x``)."""
+        return x
+
+    def step(self, u_t: torch.Tensor, state: State) -> State:
+        """One step from the projected input ``u_t = project_input(x_t)``."""
+        raise NotImplementedError
+
+    def forward(self, x_t: torch.Tensor, state: State) -> State:
+        """``new_state = cell(x_t, state)``: one pure step of the recurrence.
+
+        Only the sizes of the last dimensions are checked here (that also works under
+        ``torch.func.vmap``); the data checks (NaN/inf, dtype, batch) are done by the layers.
+        """
+        if not isinstance(x_t, torch.Tensor):
+            raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
+        if x_t.dim() == 0 or x_t.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x_t must have {self.input_size} features in its last dimension "
+                f"(batch, input_size), got shape {tuple(x_t.shape)}"
+            )
+        self._check_state_sizes(state)
+        return self.step(self.project_input(x_t), state)
+
+    def state_sizes(self) -> object:
+        """The width of every part of the state, nested like the state: ``H`` or ``(H, H)``."""
+        return self.hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        """The zero state for ``batch_size`` sequences, on the cell's device and dtype."""
+        check_positive_int("batch_size", batch_size)
+        ref = self._reference_parameter()
+
+        def zeros(sizes: object) -> State:
+            if isinstance(sizes, tuple):
+                return tuple(zeros(part) for part in sizes)
+            return ref.new_zeros(batch_size, sizes)
+
+        return zeros(self.state_sizes())
+
+    def hidden(self, state: State) -> torch.Tensor:
+        """The ``(batch, hidden_size)`` part of the state a readout sees."""
+        while not isinstance(state, torch.Tensor):
+            state = state[0]
+        return state
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _reference_parameter(self) -> torch.Tensor:
+        for p in self.parameters():
+            return p
+        raise RuntimeError(f"{type(self).__name__} has no parameters")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._reference_parameter().dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._reference_parameter().device
+
+    def _check_state_sizes(self, state: State) -> None:
+        template = self.state_sizes()
+        _check_structure("state", state, template)
+        for leaf, width, label in zip(
+            flatten_state(state), _flatten_sizes(template),
+            _leaf_names("state", template, self.state_names), strict=True,
+        ):
+            if leaf.dim() == 0 or leaf.shape[-1] != width:
+                raise ValueError(
+                    f"{label} of {type(self).__name__} must have {width} features in its last "
+                    f"dimension, got shape {tuple(leaf.shape)}"
+                )
+
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate a ``(batch, time, input_size)`` sequence against this cell."""
+        return check_tensor(
+            name, x, ndim=3, last_dim=self.input_size, dtype=self.dtype, device=self.device,
+            layout="(batch, time, features)",
+        )
+
+    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
+        """Check a full state for ``batch_size`` sequences: nesting, shape, dtype, device, NaN."""
+        template = self.initial_state(batch_size)
+        sizes = self.state_sizes()
+        _check_structure(name, state, sizes)
+        for leaf, ref, part in zip(
+            flatten_state(state), flatten_state(template),  # type: ignore[arg-type]
+            _leaf_names(name, sizes, self.state_names), strict=True,
+        ):
+            check_tensor(part, leaf, ndim=2, dtype=ref.dtype, device=ref.device,
+                         layout="(batch, features)")
+            if leaf.shape != ref.shape:
+                raise ValueError(
+                    f"{part} has shape {tuple(leaf.shape)}, expected {tuple(ref.shape)} "
+                    f"(batch {batch_size}, {ref.shape[1]} features) for {type(self).__name__}"
+                )
+        return state  # type: ignore[return-value]
+
+    # -- whole sequences -----------------------------------------------------------------------
+    def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
+        """Implementations of a whole sequence this cell offers, the preferred first."""
+        return ("loop",)
+
+    def _sequence(
+        self,
+        impl: str,
+        x: torch.Tensor,
+        state0: State,
+        lengths: torch.Tensor | None,
+        return_states: bool,
+    ) -> tuple[torch.Tensor, State, State | None]:
+        """Run a whole (validated) sequence with ``impl`` (one of :meth:`available_impls`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no implementation {impl!r}")
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        state0: State,
+        lengths: torch.Tensor | None,
+        return_states: bool,
+        impl: str,
+    ) -> tuple[torch.Tensor, State, State | None]:
+        available = self.available_impls(return_states)
+        chosen = available[0] if impl == "auto" else impl
+        if chosen not in available and chosen != "loop":
+            raise ValueError(
+                f"impl={impl!r} is not available for {self!r}"
+                + (" with return_states=True" if return_states else "")
+                + f"; available: {', '.join((*available, 'loop'))}"
+            )
+        if chosen == "loop":
+            return _loop(self, x, state0, lengths, return_states)
+        return self._sequence(chosen, x, state0, lengths, return_states)
+
+
+# --------------------------------------------------------------------------------------------
+def _loop(
+    cell: RecurrentCell,
+    x: torch.Tensor,
+    state: State,
+    lengths: torch.Tensor | None,
+    return_states: bool,
+) -> tuple[torch.Tensor, State, State | None]:
+    """The step in a Python loop under autograd; masks keep finished sequences' states fixed."""
+    steps = x.shape[1]
+    projected = cell.project_input(x)
+    masks = None
+    if lengths is not None:
+        # (time, batch, 1) booleans: step t is real for sequence b iff t < lengths[b]
+        masks = (torch.arange(steps, device=x.device)[:, None] < lengths[None, :]).unsqueeze(-1)
+    outputs: list[torch.Tensor] = []
+    history: list[State] = []
+    for t, u_t in enumerate(projected.unbind(1)):
+        new = cell.step(u_t, state)
+        if masks is not None:
+            keep = masks[t]
+            # torch.where (not a blend): a padded step's values never reach the state or a grad
+            new = map_state(lambda n, o, m=keep: torch.where(m, n, o), new, state)
+        state = new
+        h = cell.hidden(state)
+        if masks is not None:
+            h = torch.where(masks[t], h, 0.0)
+        outputs.append(h)
+        if return_states:
+            if masks is not None:
+                history.append(
+                    map_state(lambda s, m=masks[t]: torch.where(m, s, 0.0), state)
+                )
+            else:
+                history.append(state)
+    states = map_state(lambda *s: torch.stack(s, 1), *history) if return_states else None
+    return torch.stack(outputs, 1), state, states
+
+
+def check_lengths(
+    lengths: object, batch_size: int, steps: int, device: torch.device
+) -> torch.Tensor:
+    """Validate sequence lengths: one integer per sequence in ``1..steps``; an int64 tensor."""
+    if isinstance(lengths, torch.Tensor):
+        if lengths.dim() != 1:
+            raise ValueError(
+                f"lengths must be 1-D (one per sequence), got shape {tuple(lengths.shape)}"
+            )
+        dt = lengths.dtype
+        if dt.is_floating_point or dt.is_complex or dt == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {dt}")
+        values = lengths.to(device=device, dtype=torch.int64)
+    elif isinstance(lengths, Sequence) and not isinstance(lengths, str):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+            raise TypeError("lengths must be a sequence of ints or an integer tensor")
+        values = torch.tensor(list(lengths), dtype=torch.int64, device=device)
+    else:
+        raise TypeError(
+            f"lengths must be an integer tensor or a list of ints, got {type(lengths).__name__}"
+        )
+    if values.numel() != batch_size:
+        raise ValueError(
+            f"lengths has {values.numel()} entries but the input has {batch_size} sequences"
+        )
+    low, high = int(values.min()), int(values.max())
+    if low < 1 or high > steps:
+        raise ValueError(
+            f"every length must be between 1 and the input's {steps} time steps, "
+            f"got min {low}, max {high}"
+        )
+    return values
+
+
+def run_cell(
+    cell: RecurrentCell,
+    x: torch.Tensor | PackedSequence,
+    state0: State | None = None,
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    return_states: bool = False,
+    impl: str = "auto",
+) -> tuple[torch.Tensor | PackedSequence, State, State | None]:
+    """Run ``cell`` over ``x`` ``(batch, time, input_size)``: ``(outputs, final_state, states)``.
+
+    * ``outputs``: ``cell.hidden(state_t)`` for every step, ``(batch, time, hidden_size)``;
+    * ``final_state``: the state after each sequence's own last step;
+    * ``states``: with ``return_states``, every step's full state, each leaf stacked on dim 1
+      (``(batch, time, width)``), else ``None``.
+
+    Variable lengths: either ``lengths`` (one int per sequence, ``1..time``) with a padded ``x``, or
+    a :class:`~torch.nn.utils.rnn.PackedSequence` (then ``outputs`` is packed the same way, like
+    ``torch.nn.LSTM``). Outputs and recorded states at padded steps are zero; padded input values
+    never influence any output, final state or gradient.
+
+    ``impl``: ``"auto"`` (the fastest the cell offers), ``"fused"`` (torch's kernel, only when its
+    math is the cell's), ``"handwritten"`` (a hand-written sequence gradient), ``"loop"`` (the pure
+    step under autograd: needed for forward-mode AD and double backward).
+    """
+    if not isinstance(cell, RecurrentCell):
+        raise TypeError(f"cell must be a RecurrentCell, got {type(cell).__name__}")
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    packed = None
+    if isinstance(x, PackedSequence):
+        if lengths is not None:
+            raise ValueError("give lengths or a PackedSequence, not both")
+        packed = x
+        x, lengths = pad_packed_sequence(packed, batch_first=True)
+    x = cell.check_input(x)
+    batch, steps, _ = x.shape
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch, steps, x.device)
+        if bool((lengths == steps).all()):
+            lengths = None  # nothing is padded: the plain path is exact and faster
+    state0 = cell.initial_state(batch) if state0 is None else cell.check_state(state0, batch)
+    outputs, final, states = cell._run(x, state0, lengths, return_states, impl)
+    if packed is not None:
+        outputs = _repack(outputs, packed)
+    return outputs, final, states
+
+
+def _repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack ``padded`` (batch first, original order) with the batch sizes and order of ``like``."""
+    _, lengths = pad_packed_sequence(like, batch_first=True)
+    order = like.sorted_indices
+    if order is None:
+        data = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=True).data
+    else:
+        sorted_padded = padded.index_select(0, order.to(padded.device))
+        data = pack_padded_sequence(
+            sorted_padded, lengths[order.cpu()], batch_first=True, enforce_sorted=True
+        ).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+# --------------------------------------------------------------------------------------------
+def fused_rnn(
+    kind: str,
+    x: torch.Tensor,
+    state0: State,
+    weights: list[torch.Tensor],
+    lengths: torch.Tensor | None,
+) -> tuple[torch.Tensor, State]:
+    """One layer of torch's fused RNN kernel (``torch.lstm``/``gru``/``rnn_tanh``/``rnn_relu``).
+
+    ``weights`` is ``[weight_ih, weight_hh(, bias_ih, bias_hh)]`` in torch.nn's layout; the state
+    is ``h`` or ``(h, c)`` of shape ``(batch, hidden)``. With ``lengths`` the sequence is packed, so
+    the kernel itself stops each sequence at its end (the final state is the one at its last step).
+    """
+    fn = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh,
+          "rnn_relu": torch.rnn_relu}[kind]
+    has_biases = len(weights) == 4
+    hx: State = (
+        (state0[0].unsqueeze(0), state0[1].unsqueeze(0)) if kind == "lstm"  # type: ignore[index]
+        else state0.unsqueeze(0)  # type: ignore[union-attr]
+    )
+    if lengths is None:
+        result = fn(x, hx, weights, has_biases, 1, 0.0, False, False, True)
+        out = result[0]
+    else:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        order = packed.sorted_indices
+        hx = map_state(lambda s: s.index_select(1, order.to(s.device)), hx)
+        result = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
+        out, _ = pad_packed_sequence(
+            PackedSequence(result[0], packed.batch_sizes, order, packed.unsorted_indices),
+            batch_first=True, total_length=x.shape[1],
+        )
+        unsort = packed.unsorted_indices.to(x.device)
+        result = (result[0], *(r.index_select(1, unsort) for r in result[1:]))
+    if kind == "lstm":
+        return out, (result[1][0], result[2][0])
+    return out, result[1][0]
+
+
+def check_finite_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+__all__ = [
+    "IMPLS",
+    "RecurrentCell",
+    "State",
+    "check_lengths",
+    "flatten_state",
+    "fused_rnn",
+    "map_state",
+    "run_cell",
+]

@@ -1,0 +1,121 @@
+"""The gated recurrent unit in Cho et al.'s form and in PyTorch's form.
+
+Gates in torch.nn's order r (reset), z (update), n (candidate); ``weight_ih`` (3H x D),
+``weight_hh`` (3H x H), ``bias_ih``, ``bias_hh`` (3H)::
+
+    r(t) = sigma(W_ir x(t) + b_ir + W_hr h(t-1) + b_hr)
+    z(t) = sigma(W_iz x(t) + b_iz + W_hz h(t-1) + b_hz)
+    form "cho":   n(t) = tanh(W_in x(t) + b_in + W_hn (r(t) * h(t-1)) + b_hn)
+    form "torch": n(t) = tanh(W_in x(t) + b_in + r(t) * (W_hn h(t-1) + b_hn))
+    h(t) = z(t) * h(t-1) + (1 - z(t)) * n(t)
+
+"cho" is Cho et al. 2014 ("Learning phrase representations using RNN encoder-decoder for
+statistical machine translation", eqs. 5-8; the course's form: the reset gate acts on h(t-1)
+*before* the recurrent matrix). "torch" applies it after the matrix product, which lets all three
+recurrent products be one matmul (``torch.nn.GRU``, following cuDNN); with form="torch" this cell
+is exactly ``nn.GRU``/``nn.GRUCell``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab._validation import check_positive_int
+from rnnlab.cells.base import RecurrentCell, State, fused_rnn
+
+FORMS = ("cho", "torch")
+
+
+class GRUCell(RecurrentCell):
+    """GRU step; state ``h`` ``(batch, H)``.
+
+    Args:
+        input_size: D.
+        hidden_size: H.
+        form: ``"cho"`` (reset before the recurrent matrix, Cho et al. 2014) or ``"torch"``
+            (reset after it, as ``torch.nn.GRU``).
+        bias: whether ``bias_ih``/``bias_hh`` exist.
+        generator: seeds the initialization (uniform(-1/sqrt(H), 1/sqrt(H)), as torch.nn.GRU).
+        device, dtype: as for any ``torch.nn`` module.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        form: str = "cho",
+        bias: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        self.form = form
+        factory = {"device": device, "dtype": dtype}
+        h = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * h, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(3 * h, h, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(3 * h, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(3 * h, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.GRU``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound, generator=generator)
+
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_ih, self.bias_ih)
+
+    def step(self, u_t: torch.Tensor, state: State) -> torch.Tensor:
+        h: torch.Tensor = state  # type: ignore[assignment]
+        hs = self.hidden_size
+        x_r, x_z, x_n = u_t.chunk(3, -1)
+        if self.form == "torch":
+            h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, -1)
+            r = torch.sigmoid(x_r + h_r)
+            z = torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + r * h_n)
+        else:
+            b_rz = None if self.bias_hh is None else self.bias_hh[: 2 * hs]
+            b_n = None if self.bias_hh is None else self.bias_hh[2 * hs:]
+            h_r, h_z = F.linear(h, self.weight_hh[: 2 * hs], b_rz).chunk(2, -1)
+            r = torch.sigmoid(x_r + h_r)
+            z = torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + F.linear(r * h, self.weight_hh[2 * hs:], b_n))
+        # z * h + (1 - z) * n, with one multiply fewer
+        return n + z * (h - n)
+
+    def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
+        return ("fused", "loop") if self.form == "torch" else ("loop",)
+
+    def _sequence(self, impl, x, state0, lengths, return_states):
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias_ih is not None:
+            weights += [self.bias_ih, self.bias_hh]
+        outputs, final = fused_rnn("gru", x, state0, weights, lengths)
+        return outputs, final, (outputs if return_states else None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, form={self.form!r}, "
+            f"bias={self.bias_ih is not None}"
+        )
+
+
+__all__ = ["FORMS", "GRUCell"]

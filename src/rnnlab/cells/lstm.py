@@ -1,0 +1,430 @@
+"""The LSTM of Greff et al. (2017), with peepholes, and the eight variants that paper studies.
+
+Vanilla LSTM (Greff, Srivastava, Koutník, Steunebrink & Schmidhuber, "LSTM: A Search Space
+Odyssey", IEEE TNNLS 2017, eqs. 1-6; peepholes from Gers & Schmidhuber 2000), written in
+torch.nn's gate order i, f, g (block input, Greff's z), o and with h for Greff's block output y::
+
+    i(t) = sigma(W_i x(t) + R_i h(t-1) + p_i * c(t-1) + b_i)        input gate
+    f(t) = sigma(W_f x(t) + R_f h(t-1) + p_f * c(t-1) + b_f)        forget gate
+    g(t) = tanh (W_g x(t) + R_g h(t-1) + b_g)                       block input
+    c(t) = f(t) * c(t-1) + i(t) * g(t)                              cell state
+    o(t) = sigma(W_o x(t) + R_o h(t-1) + p_o * c(t) + b_o)          output gate (peeks at c(t))
+    h(t) = o(t) * tanh(c(t))                                        block output
+
+Variants (Greff et al. 2017, Section III): NIG i = 1; NFG f = 1; NOG o = 1; NIAF g = a_g (no
+tanh); NOAF h = o * c; NP no peepholes (then this is exactly ``torch.nn.LSTM``); CIFG
+f = 1 - i; FGR every gate also gets the previous step's gate activations,
+``a_k(t) += R_ki i(t-1) + R_kf f(t-1) + R_ko o(t-1)`` for k in {i, f, o} (nine extra H x H
+matrices, Greff et al.'s appendix), so the state carries the previous gates.
+
+Parameters follow torch.nn: ``weight_ih`` (4H x D) = [W_i; W_f; W_g; W_o], ``weight_hh`` (4H x H),
+``bias_ih``, ``bias_hh`` (4H; b = bias_ih + bias_hh); then ``peephole_i``, ``peephole_f``,
+``peephole_o`` (H, diagonal) and, for FGR, ``weight_gg`` (3H x 3H, rows = receiving gate i, f, o,
+columns = sending gate i, f, o).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from rnnlab._validation import check_positive_int
+from rnnlab.cells.base import RecurrentCell, State, check_finite_float, fused_rnn
+
+# The derivatives from the stored activations in one kernel each, written into a buffer slice:
+# sigmoid: grad * y * (1 - y); tanh: grad * (1 - y^2).
+_sigmoid_backward_into = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward
+_tanh_backward_into = torch.ops.aten.tanh_backward.grad_input
+
+
+@dataclass(frozen=True)
+class LSTMVariant:
+    """Which parts of the vanilla LSTM a variant keeps."""
+
+    input_gate: bool = True
+    forget_gate: bool = True
+    output_gate: bool = True
+    input_activation: bool = True
+    output_activation: bool = True
+    peepholes: bool = True
+    coupled: bool = False  # CIFG: f = 1 - i
+    gate_recurrence: bool = False  # FGR
+
+
+VARIANTS: dict[str, LSTMVariant] = {
+    "vanilla": LSTMVariant(),
+    "NIG": LSTMVariant(input_gate=False),
+    "NFG": LSTMVariant(forget_gate=False),
+    "NOG": LSTMVariant(output_gate=False),
+    "NIAF": LSTMVariant(input_activation=False),
+    "NOAF": LSTMVariant(output_activation=False),
+    "NP": LSTMVariant(peepholes=False),
+    "CIFG": LSTMVariant(forget_gate=False, coupled=True),
+    "FGR": LSTMVariant(gate_recurrence=True),
+}
+_BY_LOWER = {name.lower(): name for name in VARIANTS}
+
+
+class LSTMCell(RecurrentCell):
+    """LSTM step with peepholes and Greff et al.'s variants; state (h, c), for FGR (h, c, gates).
+
+    Args:
+        input_size: D.
+        hidden_size: H.
+        peepholes: add the diagonal peephole weights (Gers & Schmidhuber 2000). The variant
+            ``"NP"`` has none whatever this says.
+        variant: ``"vanilla"``, ``"NIG"``, ``"NFG"``, ``"NOG"``, ``"NIAF"``, ``"NOAF"``, ``"NP"``,
+            ``"CIFG"`` or ``"FGR"`` (Greff et al. 2017; case-insensitive).
+        forget_bias: initial value of the forget gate's total bias ``b_f`` (``bias_ih`` rows set to
+            it, ``bias_hh`` rows to 0); 1.0 keeps the memory open at the start of training
+            (Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015). ``None`` keeps torch's
+            uniform initialization; ignored when ``bias=False``.
+        bias: whether ``bias_ih``/``bias_hh`` exist.
+        generator: seeds the initialization.
+        device, dtype: as for any ``torch.nn`` module.
+
+    Rows and peepholes of a gate that the variant removes are kept (so weights copy to and from
+    ``nn.LSTM`` whatever the variant), set to zero and never used: their gradient is zero.
+    With ``variant="NP"`` (or ``peepholes=False`` on the vanilla cell) the cell is exactly
+    ``torch.nn.LSTMCell`` and layers run torch's fused kernel.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        peepholes: bool = True,
+        variant: str = "vanilla",
+        forget_bias: float | None = 1.0,
+        bias: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        if not isinstance(variant, str) or variant.lower() not in _BY_LOWER:
+            raise ValueError(
+                f"unknown LSTM variant {variant!r}; valid variants: {', '.join(VARIANTS)}"
+            )
+        if not isinstance(peepholes, bool):
+            raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+        self.variant = _BY_LOWER[variant.lower()]
+        spec = VARIANTS[self.variant]
+        self.spec = LSTMVariant(**{**spec.__dict__, "peepholes": spec.peepholes and peepholes})
+        self.forget_bias = None if forget_bias is None else check_finite_float(
+            "forget_bias", forget_bias
+        )
+        self.state_names = ("h", "c", "gates") if self.spec.gate_recurrence else ("h", "c")
+        factory = {"device": device, "dtype": dtype}
+        h, d = hidden_size, input_size
+        self.weight_ih = nn.Parameter(torch.empty(4 * h, d, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(4 * h, h, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * h, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(4 * h, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        if self.spec.peepholes:
+            self.peephole_i = nn.Parameter(torch.empty(h, **factory))
+            self.peephole_f = nn.Parameter(torch.empty(h, **factory))
+            self.peephole_o = nn.Parameter(torch.empty(h, **factory))
+        else:
+            for name in ("peephole_i", "peephole_f", "peephole_o"):
+                self.register_parameter(name, None)
+        if self.spec.gate_recurrence:
+            self.weight_gg = nn.Parameter(torch.empty(3 * h, 3 * h, **factory))
+        else:
+            self.register_parameter("weight_gg", None)
+        self.reset_parameters(generator)
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _unused_gates(self) -> list[int]:
+        """Indices (0 i, 1 f, 2 g, 3 o) of the gates the variant removes."""
+        s = self.spec
+        return [k for k, used in ((0, s.input_gate), (1, s.forget_gate and not s.coupled),
+                                  (3, s.output_gate)) if not used]
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter (as torch.nn.LSTM), then the
+        forget bias, then zeros for the parts of removed gates."""
+        h = self.hidden_size
+        bound = 1.0 / math.sqrt(h)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound, generator=generator)
+            if self.bias_ih is not None and self.forget_bias is not None:
+                self.bias_ih[h:2 * h] = self.forget_bias
+                self.bias_hh[h:2 * h] = 0.0
+            for k in self._unused_gates():
+                rows = slice(k * h, (k + 1) * h)
+                self.weight_ih[rows] = 0.0
+                self.weight_hh[rows] = 0.0
+                if self.bias_ih is not None:
+                    self.bias_ih[rows] = 0.0
+                    self.bias_hh[rows] = 0.0
+                if self.spec.peepholes:
+                    {0: self.peephole_i, 1: self.peephole_f, 3: self.peephole_o}[k].zero_()
+            if self.spec.peepholes and self.spec.coupled:
+                self.peephole_f.zero_()
+
+    # -- the step ------------------------------------------------------------------------------
+    def state_sizes(self) -> object:
+        h = self.hidden_size
+        return (h, h, 3 * h) if self.spec.gate_recurrence else (h, h)
+
+    def _bias(self) -> torch.Tensor | None:
+        return None if self.bias_ih is None else self.bias_ih + self.bias_hh
+
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x + b`` for the four gates at once (b = bias_ih + bias_hh)."""
+        return F.linear(x, self.weight_ih, self._bias())
+
+    def step(self, u_t: torch.Tensor, state: State) -> State:
+        s = self.spec
+        h, c = state[0], state[1]  # type: ignore[index]
+        a_i, a_f, a_g, a_o = (u_t + F.linear(h, self.weight_hh)).chunk(4, -1)
+        if s.gate_recurrence:
+            r_i, r_f, r_o = F.linear(state[2], self.weight_gg).chunk(3, -1)  # type: ignore[index]
+            a_i, a_f, a_o = a_i + r_i, a_f + r_f, a_o + r_o
+        if s.peepholes:
+            a_i = a_i + self.peephole_i * c
+            a_f = a_f + self.peephole_f * c
+        i = torch.sigmoid(a_i) if s.input_gate else None
+        if s.coupled:
+            f = 1.0 - i  # type: ignore[operator]
+        else:
+            f = torch.sigmoid(a_f) if s.forget_gate else None
+        g = torch.tanh(a_g) if s.input_activation else a_g
+        c_new = (c if f is None else f * c) + (g if i is None else i * g)
+        if s.output_gate:
+            o = torch.sigmoid(a_o + self.peephole_o * c_new if s.peepholes else a_o)
+        else:
+            o = None
+        squashed = torch.tanh(c_new) if s.output_activation else c_new
+        h_new = squashed if o is None else o * squashed
+        if not s.gate_recurrence:
+            return (h_new, c_new)
+        ones = torch.ones_like(c_new)
+        gates = torch.cat([ones if k is None else k for k in (i, f, o)], -1)
+        return (h_new, c_new, gates)
+
+    # -- whole sequences -----------------------------------------------------------------------
+    @property
+    def is_torch_lstm(self) -> bool:
+        """True when the math is exactly ``torch.nn.LSTM``'s (no peepholes, vanilla gates)."""
+        return self.spec == LSTMVariant(peepholes=False)
+
+    def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
+        impls: list[str] = []
+        if self.is_torch_lstm and not return_states:  # the kernel does not return c(t)
+            impls.append("fused")
+        if not self.spec.gate_recurrence:
+            impls.append("handwritten")
+        return (*impls, "loop")
+
+    def _sequence(self, impl, x, state0, lengths, return_states):
+        if impl == "fused":
+            weights = [self.weight_ih, self.weight_hh]
+            if self.bias_ih is not None:
+                weights += [self.bias_ih, self.bias_hh]
+            outputs, final = fused_rnn("lstm", x, state0, weights, lengths)
+            return outputs, final, None
+        s = self.spec
+        last = None if lengths is None else lengths - 1
+        flags = (s.input_gate, s.forget_gate, s.output_gate, s.input_activation,
+                 s.output_activation, s.peepholes, s.coupled)
+        outputs, cells, h_last, c_last = _LSTMSequence.apply(
+            x, state0[0], state0[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+            self.peephole_i, self.peephole_f, self.peephole_o, last, flags,
+        )
+        if lengths is not None:
+            steps = torch.arange(x.shape[1], device=x.device)
+            keep = (steps[None, :] < lengths[:, None]).unsqueeze(-1)
+            outputs = torch.where(keep, outputs, 0.0)
+            cells = torch.where(keep, cells, 0.0) if return_states else cells
+        return outputs, (h_last, c_last), ((outputs, cells) if return_states else None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}, "
+            f"peepholes={self.spec.peepholes}, forget_bias={self.forget_bias}, "
+            f"bias={self.bias_ih is not None}"
+        )
+
+
+class _LSTMSequence(torch.autograd.Function):
+    """A whole LSTM sequence (any variant but FGR) with a hand-written backward pass.
+
+    Forward: the input projection of all steps is one matrix product; each step is one
+    ``addmm`` and a few in-place element-wise kernels writing the activations straight into
+    preallocated (time, batch, ...) buffers. Backward: one reverse loop computes the gradient of
+    every gate's pre-activation (the sigmoid/tanh derivatives from the stored activations, the
+    same chain rule autograd would apply), then all weight gradients are single matrix products
+    over the whole sequence. With ``last`` (each sequence's last step) the recurrence runs
+    through the padding; padded steps are cut off by starting each sequence's backward at its
+    own last step, which is exact because nothing after it reaches any output.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, last, flags):
+        use_i, use_f, use_o, act_g, act_s, peep, coupled = flags
+        batch, steps, _ = x.shape
+        hidden = w_hh.shape[1]
+        bias = None if b_ih is None else b_ih + b_hh
+        x_tb = x.transpose(0, 1)
+        # (time, batch, 4H): pre-activations, then overwritten in place by the activations
+        gates = F.linear(x_tb, w_ih, bias).contiguous()
+        cells = x.new_empty(steps, batch, hidden)
+        squashed = x.new_empty(steps, batch, hidden) if act_s else cells
+        hs = x.new_empty(steps, batch, hidden)
+        w_hh_t = w_hh.t()
+        p_if = torch.stack([p_i, p_f]) if peep else None
+        h, c = h0, c0
+        for t in range(steps):
+            g4 = gates[t]
+            g4.addmm_(h, w_hh_t)
+            v = g4.view(batch, 4, hidden)
+            i, f, g, o = v.unbind(1)
+            if peep:
+                v[:, :2].addcmul_(c.unsqueeze(1), p_if)
+            v[:, :2].sigmoid_()
+            if not use_i:
+                i.fill_(1.0)
+            if coupled:
+                torch.neg(i, out=f).add_(1.0)
+            elif not use_f:
+                f.fill_(1.0)
+            if act_g:
+                g.tanh_()
+            c_t = cells[t]
+            torch.mul(f, c, out=c_t)
+            c_t.addcmul_(i, g)
+            if use_o:
+                if peep:
+                    o.addcmul_(c_t, p_o)
+                o.sigmoid_()
+            if act_s:
+                torch.tanh(c_t, out=squashed[t])
+            if use_o:
+                torch.mul(o, squashed[t], out=hs[t])
+            else:
+                hs[t].copy_(squashed[t])
+            h, c = hs[t], c_t
+        if last is None:
+            h_last, c_last = hs[-1].clone(), cells[-1].clone()
+        else:
+            rows = torch.arange(batch, device=x.device)
+            h_last, c_last = hs[last, rows], cells[last, rows]
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, p_i, p_f, p_o, gates, cells, squashed, hs,
+                              last)
+        ctx.flags = flags
+        ctx.has_bias = b_ih is not None
+        ctx.set_materialize_grads(False)
+        return hs.transpose(0, 1), cells.transpose(0, 1), h_last, c_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_cells, d_h_last, d_c_last):
+        (x, h0, c0, w_ih, w_hh, p_i, p_f, p_o, gates, cells, squashed, hs, last) = ctx.saved_tensors
+        use_i, use_f, use_o, act_g, act_s, peep, coupled = ctx.flags
+        steps, batch, hidden = cells.shape
+        # pre-activation gradients of every step; rows of removed (or coupled) gates stay zero
+        unwritten = not (use_i and use_f and use_o) or coupled
+        d_pre = (torch.zeros if unwritten else torch.empty)(
+            steps, batch, 4 * hidden, dtype=x.dtype, device=x.device)
+        d_out = None if d_out is None else d_out.transpose(0, 1)
+        d_cells = None if d_cells is None else d_cells.transpose(0, 1)
+        zeros = x.new_zeros(batch, hidden)
+        if last is None:
+            dh = zeros if d_h_last is None else d_h_last
+            dc = zeros if d_c_last is None else d_c_last
+            inject = {}
+        else:
+            dh, dc = zeros, zeros
+            inject = {}
+            if d_h_last is not None or d_c_last is not None:
+                for t in torch.unique(last).tolist():
+                    inject[t] = (last == t).unsqueeze(1)
+        for t in range(steps - 1, -1, -1):
+            if t in inject:
+                sel = inject[t]
+                if d_h_last is not None:
+                    dh = dh + torch.where(sel, d_h_last, 0.0)
+                if d_c_last is not None:
+                    dc = dc + torch.where(sel, d_c_last, 0.0)
+            if d_out is not None:
+                dh = dh + d_out[t]
+            if d_cells is not None:
+                dc = dc + d_cells[t]
+            v = gates[t].view(batch, 4, hidden)
+            i, f, g, o = v.unbind(1)
+            da = d_pre[t].view(batch, 4, hidden)
+            c_prev = cells[t - 1] if t > 0 else c0
+            s = squashed[t]
+            # h = o * s
+            if use_o:
+                _sigmoid_backward_into(dh * s, o, grad_input=da[:, 3])
+                ds = dh * o
+            else:
+                ds = dh
+            dc = dc + (_tanh_backward(ds, s) if act_s else ds)
+            if use_o and peep:
+                dc = dc.addcmul(da[:, 3], p_o)
+            # c = f * c_prev + i * g
+            if use_i:
+                di = dc * g
+                if coupled:  # f = 1 - i
+                    di = di - dc * c_prev
+                _sigmoid_backward_into(di, i, grad_input=da[:, 0])
+                dg = dc * i
+            else:
+                dg = dc
+            if act_g:
+                _tanh_backward_into(dg, g, grad_input=da[:, 2])
+            else:
+                da[:, 2].copy_(dg)
+            if use_f and not coupled:
+                _sigmoid_backward_into(dc * c_prev, f, grad_input=da[:, 1])
+            dc_prev = dc * f if (use_f or coupled) else dc
+            if peep:
+                if use_i:
+                    dc_prev = dc_prev.addcmul(da[:, 0], p_i)
+                if use_f and not coupled:
+                    dc_prev = dc_prev.addcmul(da[:, 1], p_f)
+            dc = dc_prev
+            dh = d_pre[t] @ w_hh
+        needs = ctx.needs_input_grad
+        flat = d_pre.view(steps * batch, 4 * hidden)
+        dx = dw_ih = dw_hh = db = dp_i = dp_f = dp_o = None
+        if needs[0]:
+            dx = (d_pre @ w_ih).transpose(0, 1)
+        if needs[3]:
+            dw_ih = flat.t() @ x.transpose(0, 1).reshape(steps * batch, -1)
+        if needs[4]:
+            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(steps * batch, hidden)
+            dw_hh = flat.t() @ h_prev
+        if ctx.has_bias and (needs[5] or needs[6]):
+            db = flat.sum(0)
+        if peep:
+            c_prev_all = torch.cat([c0.unsqueeze(0), cells[:-1]])
+            if needs[7]:
+                dp_i = (d_pre[..., :hidden] * c_prev_all).sum((0, 1))
+            if needs[8]:
+                dp_f = (d_pre[..., hidden:2 * hidden] * c_prev_all).sum((0, 1))
+            if needs[9]:
+                dp_o = (d_pre[..., 3 * hidden:] * cells).sum((0, 1))
+        return (dx, dh if needs[1] else None, dc if needs[2] else None, dw_ih, dw_hh, db, db,
+                dp_i, dp_f, dp_o, None, None)
+
+
+__all__ = ["VARIANTS", "LSTMCell", "LSTMVariant"]

@@ -1,0 +1,222 @@
+"""Layers and networks built from any cell of ``rnnlab.cells``.
+
+* :class:`RecurrentLayer`: runs a cell (or a stack of cells) over ``(batch, time, features)``;
+  returns every step's hidden output, the final state and, when asked, every step's full state
+  (e.g. the LSTM's cell state c(t) at every step).
+* :class:`RecurrentNetwork`: a cell plus a readout ``o(t) = f(V h(t) + c)``, optionally deep
+  (Pascanu et al. 2014's deep output, DOT-RNN:
+  ``o(t) = f(V_L phi(V_{L-1} ... phi(V_1 h(t) + c_1) ... ) + c_L)``).
+
+Variable-length sequences: pass ``lengths`` (one int per sequence) with a padded batch, or a
+``PackedSequence`` (the outputs are then packed alike). Outputs (and recorded states) at padded
+steps are zero, the final state of each sequence is its state after its own last step, and padded
+input values never reach any output or gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnlab._validation import check_positive_int
+from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell
+from rnnlab.cells.deep import ACTIVATIONS, StackedCell
+from rnnlab.models.elman import READOUTS
+
+
+def _as_cell(cell_or_cells: RecurrentCell | Sequence[RecurrentCell]) -> RecurrentCell:
+    if isinstance(cell_or_cells, RecurrentCell):
+        return cell_or_cells
+    if isinstance(cell_or_cells, (list, tuple, nn.ModuleList)):
+        cells = list(cell_or_cells)
+        return cells[0] if len(cells) == 1 else StackedCell(cells)
+    raise TypeError(
+        "expected a RecurrentCell or a list of them (a stack), got "
+        f"{type(cell_or_cells).__name__}"
+    )
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+class RecurrentLayer(nn.Module):
+    """Run a cell over a sequence: ``layer(x) -> (outputs, final_state[, states])``.
+
+    Args:
+        cell_or_cells: a cell, or a list of cells to stack (a :class:`StackedCell`).
+        impl: ``"auto"`` (the fastest exact implementation the cell has), ``"fused"``,
+            ``"handwritten"`` or ``"loop"`` (see :func:`rnnlab.cells.run_cell`; use ``"loop"``
+            for forward-mode AD or double backward through the layer).
+    """
+
+    def __init__(
+        self, cell_or_cells: RecurrentCell | Sequence[RecurrentCell], impl: str = "auto"
+    ) -> None:
+        super().__init__()
+        self.cell = _as_cell(cell_or_cells)
+        self.impl = _check_impl(impl)
+
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.cell.initial_state(batch_size)
+
+    def forward(
+        self,
+        x: torch.Tensor | PackedSequence,
+        state0: State | None = None,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        return_states: bool = False,
+    ):
+        """``x`` ``(batch, time, input_size)`` or packed; returns ``(outputs, final_state)`` with
+        outputs ``(batch, time, hidden_size)`` (packed if ``x`` is), and with ``return_states``
+        also every step's state (each part ``(batch, time, width)``, nested like the state)."""
+        outputs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl)
+        return (outputs, final, states) if return_states else (outputs, final)
+
+    def extra_repr(self) -> str:
+        return f"impl={self.impl!r}"
+
+
+class RecurrentNetwork(nn.Module):
+    """A cell (or stack) with a readout: ``o(t) = f(readout(g(cell.hidden(state_t))))``.
+
+    Args:
+        cell_or_cells: a cell, or a list of cells to stack.
+        output_size: O.
+        readout: f, ``"identity"``, ``"tanh"`` or ``"sigmoid"``.
+        readout_layers: linear layers of the readout; ``1`` is the usual ``V h + c``, ``L > 1``
+            puts ``L - 1`` hidden layers ``g`` before it (deep output, DOT-RNN).
+        readout_hidden_size: width of those hidden layers (default: the cell's hidden size).
+        readout_activation: their activation phi (``"tanh"``, ``"relu"``, ``"sigmoid"``).
+        impl: how the cell runs over a sequence (see :class:`RecurrentLayer`).
+        generator: seeds the readout's initialization (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+        device, dtype: of the readout (default: the cell's).
+
+    Attributes: ``cell``, ``readout`` (the last ``nn.Linear``), ``output_hidden`` (the deep
+    output's hidden ``nn.Linear`` layers, empty for a plain readout).
+    """
+
+    def __init__(
+        self,
+        cell_or_cells: RecurrentCell | Sequence[RecurrentCell],
+        output_size: int,
+        readout: str = "identity",
+        *,
+        readout_layers: int = 1,
+        readout_hidden_size: int | None = None,
+        readout_activation: str = "tanh",
+        impl: str = "auto",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell = _as_cell(cell_or_cells)
+        self.output_size = check_positive_int("output_size", output_size)
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {sorted(READOUTS)}, got {readout!r}")
+        check_positive_int("readout_layers", readout_layers)
+        if readout_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"readout_activation must be one of {sorted(ACTIVATIONS)}, "
+                f"got {readout_activation!r}"
+            )
+        self.readout_name = readout
+        self.readout_activation = readout_activation
+        self.impl = _check_impl(impl)
+        factory = {
+            "device": self.cell.device if device is None else device,
+            "dtype": self.cell.dtype if dtype is None else dtype,
+        }
+        width = self.cell.hidden_size
+        inner = check_positive_int(
+            "readout_hidden_size", width if readout_hidden_size is None else readout_hidden_size
+        )
+        self.output_hidden = nn.ModuleList()
+        for _ in range(readout_layers - 1):
+            self.output_hidden.append(nn.Linear(width, inner, **factory))
+            width = inner
+        self.readout = nn.Linear(width, output_size, **factory)
+        self.reset_readout(generator)
+
+    def reset_readout(self, generator: torch.Generator | None = None) -> None:
+        """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the readout's weights and biases."""
+        with torch.no_grad():
+            for lin in (*self.output_hidden, self.readout):
+                bound = 1.0 / math.sqrt(lin.in_features)
+                lin.weight.uniform_(-bound, bound, generator=generator)
+                lin.bias.uniform_(-bound, bound, generator=generator)
+
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.cell.initial_state(batch_size)
+
+    def output_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """The readout applied to hidden vectors of any leading shape."""
+        phi = ACTIVATIONS[self.readout_activation]
+        for lin in self.output_hidden:
+            h = phi(lin(h))
+        return READOUTS[self.readout_name][0](F.linear(h, self.readout.weight, self.readout.bias))
+
+    def output(self, state: State) -> torch.Tensor:
+        """``o = f(readout(g(cell.hidden(state))))`` for one step's state."""
+        return self.output_from_hidden(self.cell.hidden(state))
+
+    def forward(
+        self,
+        x: torch.Tensor | PackedSequence,
+        state0: State | None = None,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        return_states: bool = False,
+    ):
+        """``(outputs (batch, time, O), final_state)``, plus every step's state when asked.
+
+        Outputs at padded steps are zero; with a ``PackedSequence`` input they are packed alike.
+        """
+        if lengths is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
+            lengths = check_lengths(lengths, x.shape[0], x.shape[1], x.device)
+        hs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl)
+        if isinstance(hs, PackedSequence):
+            # packed rows are exactly the real steps: the readout touches no padding
+            out: torch.Tensor | PackedSequence = PackedSequence(
+                self.output_from_hidden(hs.data), hs.batch_sizes, hs.sorted_indices,
+                hs.unsorted_indices,
+            )
+        else:
+            out = self.output_from_hidden(hs)
+            if lengths is not None:
+                steps = hs.shape[1]
+                keep = torch.arange(steps, device=hs.device)[None, :] < lengths[:, None]
+                out = torch.where(keep.unsqueeze(-1), out, 0.0)
+        return (out, final, states) if return_states else (out, final)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, readout={self.readout_name!r}, "
+            f"readout_layers={len(self.output_hidden) + 1}, impl={self.impl!r}"
+        )
+
+
+__all__ = ["RecurrentLayer", "RecurrentNetwork"]
