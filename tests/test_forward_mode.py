@@ -212,3 +212,59 @@ def test_bad_input():
         ELSTMRTRL(ElmanRNN(1, 2, 1))
     with pytest.raises(ValueError, match="eps"):
         UORO(model, eps=0.0)
+
+
+@pytest.mark.parametrize(
+    "make_cell",
+    [
+        lambda: __import__("rnnlab").LSTMCell(2, 3, dtype=F64),                 # peepholes
+        lambda: __import__("rnnlab").LSTMCell(2, 3, variant="CIFG", dtype=F64),
+        lambda: __import__("rnnlab").LSTMCell(2, 3, variant="FGR", dtype=F64),   # (h, c, gates)
+        lambda: __import__("rnnlab").GRUCell(2, 3, form="cho", dtype=F64),
+        lambda: __import__("rnnlab").GRUCell(2, 3, form="torch", dtype=F64),
+        lambda: __import__("rnnlab").StackedCell(
+            [__import__("rnnlab").LSTMCell(2, 3, dtype=F64),
+             __import__("rnnlab").GRUCell(3, 2, dtype=F64)]),
+        lambda: __import__("rnnlab").DeepTransitionCell(2, 3, layers=2, shortcut=True,
+                                                        dtype=F64),
+    ],
+    ids=["lstm", "lstm-cifg", "lstm-fgr", "gru-cho", "gru-torch", "stacked", "dts"],
+)
+def test_forward_mode_rtrl_equals_bptt_for_gated_cells(make_cell):
+    from rnnlab import RecurrentNetwork
+
+    torch.manual_seed(11)
+    model = RecurrentNetwork(make_cell(), 2, dtype=F64)
+    x = torch.randn(2, 5, 2, dtype=F64)
+    y = torch.randn(2, 5, 2, dtype=F64)
+    run(ForwardModeRTRL(model), x, y)
+    # a parameter a variant switches off (e.g. CIFG's forget peephole) has no gradient: zero
+    rtrl = {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+            for n, p in model.named_parameters()}
+    # BPTT through the network's own sequence forward (fused/hand-written paths where chosen)
+    model.zero_grad(set_to_none=True)
+    out, _ = model(x)
+    (y - out).pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        bptt = torch.zeros_like(p) if p.grad is None else p.grad
+        if float(bptt.norm()) == 0.0:
+            assert float(rtrl[name].norm()) == 0.0, name
+        else:
+            assert rel(rtrl[name], bptt) < 1e-10, name
+
+
+def test_approximations_run_on_lstm_and_snap_keeps_two_units_per_column():
+    from rnnlab import LSTMCell, RecurrentNetwork
+
+    torch.manual_seed(0)
+    model = RecurrentNetwork(LSTMCell(2, 4, peepholes=False, dtype=F64), 1, dtype=F64)
+    x = torch.randn(3, 4, 2, dtype=F64)
+    y = torch.randn(3, 4, 1, dtype=F64)
+    snap = SnAp1(model)
+    run(snap, x, y)
+    # an LSTM parameter row feeds one unit's c and h: two entries per column
+    per_column = snap.pattern.sum(0)
+    assert int(per_column.max()) == 2 and int(per_column.min()) >= 1
+    model.zero_grad(set_to_none=True)
+    run(UORO(model, seed=0), x, y)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
