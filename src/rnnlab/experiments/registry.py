@@ -100,7 +100,8 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILTIN_MODULES = ("online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow")
+BUILTIN_MODULES = ("online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow",
+                   "gradient_decay")
 
 
 def register(name: str, description: str, config_type: type):
