@@ -4,8 +4,16 @@ Only the readout is trained; the input and recurrent weights are fixed at random
 deterministic recipe) and stored as buffers. See ``docs/reservoir.md`` for the equations.
 """
 
+from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork, sparse_density_threshold
 from rnnlab.reservoir.estimator import ESNRegressor
+from rnnlab.reservoir.plasticity import (
+    IntrinsicPlasticity,
+    LogisticEchoStateNetwork,
+    schrauwen_update,
+    triesch_update,
+    unit_outputs,
+)
 from rnnlab.reservoir.readout import (
     LMSReadout,
     RidgeClassifierReadout,
@@ -24,9 +32,12 @@ from rnnlab.reservoir.topology import (
 )
 
 __all__ = [
+    "DeepEchoStateNetwork",
     "ESNRegressor",
     "EchoStateNetwork",
+    "IntrinsicPlasticity",
     "LMSReadout",
+    "LogisticEchoStateNetwork",
     "RLSReadout",
     "RidgeClassifierReadout",
     "RidgeReadout",
@@ -35,8 +46,11 @@ __all__ = [
     "dense_uniform_input",
     "pi_digits",
     "pool_states",
+    "schrauwen_update",
     "sign_pattern_input",
     "simple_cycle",
     "sparse_density_threshold",
     "sparse_random",
+    "triesch_update",
+    "unit_outputs",
 ]
