@@ -229,3 +229,14 @@ def test_quick_grid_runs(tmp_path):
     result, _ = run_experiment("long-term", {"quick": "true"}, out_dir=tmp_path)
     assert result.figures["runs"] == 2 * 2 * len(lt.METHODS)
     assert result.figures["wall_seconds"] < 120
+
+
+def test_gated_optimizer_option_is_validated():
+    from rnnlab.experiments import get_experiment, resolve_config
+
+    exp = get_experiment("long-term")
+    assert resolve_config(exp, {"gated-optimizer": "sgd"}).gated_optimizer == "sgd"
+    with pytest.raises(ValueError, match="gated_optimizer"):
+        resolve_config(exp, {"gated-optimizer": "rmsprop"})
+    with pytest.raises(ValueError, match="gated_lr"):
+        resolve_config(exp, {"gated-lr": "0"})

@@ -178,6 +178,9 @@ class LongTermConfig:
     batch: int = option(32, "sequences per SGD update (fresh from the generator each time)")
     lr: float = option(0.05, "SGD learning rate")
     momentum: float = option(0.9, "SGD momentum (0: plain SGD)")
+    gated_optimizer: str = option("adam", "optimizer of the LSTM/GRU rows: adam (their usual "
+                                  "practice) or sgd (the same SGD as the tanh rows)")
+    gated_lr: float = option(0.01, "learning rate of the LSTM/GRU rows when gated_optimizer=adam")
     clip: float = option(1.0, "gradient-norm clipping threshold theta of the clipped methods")
     smart_init: str = option("orthogonal",
                              f"initializer of smart_init: {', '.join(SMART_INITS)}")
@@ -231,6 +234,10 @@ class LongTermConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        if self.gated_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"gated_optimizer must be adam or sgd, got {self.gated_optimizer!r}")
+        if not self.gated_lr > 0:
+            raise ValueError(f"gated_lr must be positive, got {self.gated_lr}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.hf_structural_damping) and self.hf_structural_damping >= 0):
@@ -409,7 +416,10 @@ def train_run(cfg: LongTermConfig, method: Method, task: str, tau: int, seed: in
 
 def _train_sgd(cfg: LongTermConfig, method: Method, model: nn.Module, task: str, tau: int,
                data: torch.Generator, val: LongTermTask) -> TrainLog:
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    if method.model in ("lstm", "gru") and cfg.gated_optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.gated_lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     # Without clipping the threshold is infinite: the clipper then only refuses non-finite
     # gradients, so "no clipping" never writes NaN into the weights either.
     clipper = GradientClipper("norm", cfg.clip if method.clip else math.inf, warn=False)
