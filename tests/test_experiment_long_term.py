@@ -49,7 +49,7 @@ def test_tiny_grid_end_to_end(tmp_path):
     rows = result.rows
     assert [r["method"] for r in rows[:5]] == [
         "chance (ignores the inputs)", "tanh RNN + SGD", "tanh RNN + Hessian-free",
-        "tanh RNN + orthogonal init + clipping", "LSTM + SGD + clipping"]
+        "tanh RNN + orthogonal init + clipping", "LSTM + Adam + clipping"]
     assert len(rows) == 10 and all(list(r) == ["task", "method", "tau=10"] for r in rows)
     by_run = {(m["task"], m["method"]): float(m["success_rate"]) for m in metrics}
     for row in rows:

@@ -105,8 +105,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("hf", "tanh RNN + Hessian-free", "elman", "hf", clip=False),
     Method("smart_init", "tanh RNN + {init} init + clipping", "elman", "sgd", clip=True,
            init="smart"),
-    Method("lstm", "LSTM + SGD + clipping", "lstm", "sgd", clip=True),
-    Method("gru", "GRU + SGD + clipping", "gru", "sgd", clip=True),
+    Method("lstm", "LSTM + {gated} + clipping", "lstm", "sgd", clip=True),
+    Method("gru", "GRU + {gated} + clipping", "gru", "sgd", clip=True),
 )}
 GATED = ("lstm", "gru")
 
@@ -477,7 +477,8 @@ def _train_hf(cfg: LongTermConfig, model: nn.Module, task: str, tau: int,
 # ------------------------------------------------------------------------------------------
 # table and plot
 def method_label(cfg: LongTermConfig, name: str) -> str:
-    return METHODS[name].label.format(init=cfg.smart_init)
+    gated = "Adam" if cfg.gated_optimizer == "adam" else "SGD"
+    return METHODS[name].label.format(init=cfg.smart_init, gated=gated)
 
 
 def task_label(cfg: LongTermConfig, task: str) -> str:
