@@ -101,7 +101,8 @@ class Experiment:
 
 REGISTRY: dict[str, Experiment] = {}
 BUILTIN_MODULES = ("online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow",
-                   "gradient_decay", "esn_forecast", "reservoir_topologies")
+                   "gradient_decay", "esn_forecast", "reservoir_topologies", "lstm_variants",
+                   "deep_rnn")
 
 
 def register(name: str, description: str, config_type: type):

@@ -1,0 +1,422 @@
+"""Shared machinery of the polyphonic-music experiments ``lstm-variants`` and ``deep-rnn``.
+
+Task (Boulanger-Lewandowski, Bengio & Vincent, ICML 2012): a network reads the piano roll frame
+by frame and, at every step t, outputs 88 logits ``s_k(t)``; ``p_k(t) = sigmoid(s_k(t))`` is the
+probability that key k sounds in frame t+1 (an all-zero frame is read before the first one, so
+every frame is predicted). The loss and the reported metric are the frame-level negative
+log-likelihood in nats per frame (:func:`rnnlab.tasks.music.frame_nll`)::
+
+    NLL = (1 / F) sum_{sequences} sum_t sum_{k=1}^{88}
+              -[ y_k(t) log p_k(t) + (1 - y_k(t)) log(1 - p_k(t)) ]
+
+averaged over all F frames of a split. Training: the output biases start at the logit of each
+key's training frequency (:func:`set_marginal_bias`, option ``--marginal-bias``), Adam (Kingma &
+Ba 2015) on mini-batches of whole sequences, gradient-norm clipping (Pascanu, Mikolov & Bengio
+2013), early stopping on the validation NLL; the test NLL is measured once, with the parameters
+of the best validation epoch (as in Greff et al. 2017 and Pascanu et al. 2014, who select by
+validation error).
+
+Both experiments share the options of :class:`MusicConfig`; options left at ``None`` take the
+preset of the run: the full one or ``--quick`` (:data:`PRESETS`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab._validation import check_positive_int
+from rnnlab.experiments.registry import option
+from rnnlab.tasks.music import (
+    NUM_KEYS,
+    bach_chorales,
+    frame_nll,
+    key_frequencies,
+    load_piano_rolls,
+    piano_roll_batches,
+)
+
+JSB_FILE = "jsb-chorales-quarter.json"
+COIN_FLIP_NLL = NUM_KEYS * math.log(2.0)  # 61.0 nats: p = 1/2 for every key
+
+# Values of the options left at None. The full preset is sized to finish in minutes on one CPU
+# core; --quick in about a minute (smaller network, fewer epochs and seeds, a larger step).
+# --quick keeps the whole training set: the first 80 JSB training chorales alone generalize
+# badly (test NLL 11.1 where the whole set gives 9.4 after 5 epochs, H=32, lr 0.02).
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {"hidden_size": 64, "epochs": 12, "lr": 0.01, "seeds": (0, 1, 2),
+             "train_sequences": None, "valid_sequences": None},
+    "quick": {"hidden_size": 32, "epochs": 3, "lr": 0.02, "seeds": (0, 1),
+              "train_sequences": None, "valid_sequences": None},
+}
+
+
+def project_data_candidates() -> list[Path]:
+    """Where ``--data default`` looks for the standard JSB split, first hit wins:
+    ``../shared/data/`` relative to the working directory, then relative to the project root
+    (the folder holding ``src/``)."""
+    root = Path(__file__).resolve().parents[3]
+    out = [Path.cwd().parent / "shared" / "data" / JSB_FILE,
+           root.parent / "shared" / "data" / JSB_FILE]
+    unique: list[Path] = []
+    for p in out:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def load_music_data(
+    spec: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    train_sequences: int | None = None,
+    valid_sequences: int | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, list[torch.Tensor]], str]:
+    """The piano rolls ``{"train", "valid", "test"}`` and a description of where they came from.
+
+    ``spec``: ``"default"`` (the standard JSB split of Boulanger-Lewandowski et al. 2012 from
+    :func:`project_data_candidates`; if it is missing, the built-in chorales with a printed
+    note), ``"builtin"`` (:func:`rnnlab.tasks.music.bach_chorales`, music21's Bach corpus,
+    seeded split), or a path to a file in the Boulanger-Lewandowski format (JSON or pickle).
+    ``train_sequences``/``valid_sequences`` keep only the first k sequences of those splits; the
+    test split is always used whole, so test numbers stay comparable.
+    """
+    if spec == "default":
+        found = next((p for p in project_data_candidates() if p.is_file()), None)
+        if found is None:
+            log(f"note: the standard JSB split ({JSB_FILE}) was not found in "
+                f"{', '.join(str(p.parent) for p in project_data_candidates())}; using the "
+                "built-in Bach chorales from music21 instead (--data builtin)")
+            data, source = bach_chorales(dtype=dtype), "builtin (music21 Bach chorales)"
+        else:
+            data, source = load_piano_rolls(found, dtype=dtype), f"JSB Chorales ({found})"
+    elif spec == "builtin":
+        data, source = bach_chorales(dtype=dtype), "builtin (music21 Bach chorales)"
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--data: no piano-roll file at {path} "
+                             "(give a path, 'default' or 'builtin')")
+        data, source = load_piano_rolls(path, dtype=dtype), str(path)
+    for split, keep in (("train", train_sequences), ("valid", valid_sequences)):
+        if keep is not None:
+            data[split] = data[split][:keep]
+    for split in ("train", "valid", "test"):
+        if not data[split]:
+            raise ValueError(f"the {split} split of {source} has no sequences")
+    return data, source
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class MusicConfig:
+    """Options shared by the music experiments (``None``: the preset's value, see PRESETS)."""
+
+    data: str = option("default", "'default' (../shared/data/jsb-chorales-quarter.json, else "
+                       "builtin), 'builtin' (music21 Bach chorales) or a path")
+    hidden_size: int | None = option(None, "hidden units (default 64; 32 with --quick)")
+    epochs: int | None = option(None, "maximum epochs (default 12; 3 with --quick)")
+    patience: int | None = option(3, "early stopping: epochs without a better valid NLL "
+                                  "(none: off; the best epoch is restored either way)")
+    batch_size: int = option(8, "sequences per mini-batch")
+    lr: float | None = option(None, "Adam learning rate (default 0.01; 0.02 with --quick)")
+    clip_norm: float | None = option(1.0, "gradient-norm clipping threshold (none: off)")
+    seeds: tuple[int, ...] | None = option(None, "seeds of the runs (default 0,1,2; 0,1 with "
+                                           "--quick)")
+    train_sequences: int | None = option(None, "use only the first k training chorales "
+                                         "(default all)")
+    valid_sequences: int | None = option(None, "use only the first k validation chorales "
+                                         "(default all); the test split is always whole")
+    marginal_bias: bool = option(True, "start the output biases at the logit of each key's "
+                                 "training frequency (else torch's uniform init)")
+    threads: int = option(1, "torch threads (1 was 3-15x faster than 2 on a shared 2-core box)")
+    quick: bool = option(False, "the --quick preset: runs in a minute or two")
+    dtype: str = option("float32", "float32 or float64")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+
+    def validate(self) -> None:
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError("--data must be 'default', 'builtin' or a path")
+        if self.data not in ("default", "builtin") and not Path(self.data).expanduser().is_file():
+            raise ValueError(f"--data: no piano-roll file at {self.data} "
+                             "(give a path, 'default' or 'builtin')")
+        for name in ("hidden_size", "epochs", "train_sequences", "valid_sequences"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive_int(name, value)
+        if self.patience is not None:
+            check_positive_int("patience", self.patience)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("threads", self.threads)
+        if self.lr is not None and not (isinstance(self.lr, int | float)
+                                        and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if self.clip_norm is not None and not (math.isfinite(self.clip_norm)
+                                               and self.clip_norm > 0):
+            raise ValueError(f"clip_norm must be positive (or none), got {self.clip_norm}")
+        if self.seeds is not None:
+            if len(self.seeds) == 0:
+                raise ValueError("seeds must list at least one seed")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"seeds must be distinct, got {self.seeds}")
+            if any(s < 0 for s in self.seeds):
+                raise ValueError(f"seeds must be >= 0, got {self.seeds}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device {self.device!r} is not a torch device") from None
+
+    def settings(self) -> Settings:
+        """The concrete settings: explicit options win, ``None`` takes the preset's value."""
+        preset = PRESETS["quick" if self.quick else "full"]
+
+        def pick(name: str) -> Any:
+            value = getattr(self, name)
+            return preset[name] if value is None else value
+
+        return Settings(
+            hidden_size=pick("hidden_size"), epochs=pick("epochs"), seeds=tuple(pick("seeds")),
+            train_sequences=pick("train_sequences"), valid_sequences=pick("valid_sequences"),
+            train=TrainConfig(epochs=pick("epochs"), batch_size=self.batch_size, lr=pick("lr"),
+                              clip_norm=self.clip_norm, patience=self.patience),
+            dtype=getattr(torch, self.dtype), device=torch.device(self.device),
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained (see the module docstring)."""
+
+    epochs: int
+    batch_size: int = 8
+    lr: float = 0.01
+    clip_norm: float | None = 1.0
+    patience: int | None = 3
+    eval_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    hidden_size: int
+    epochs: int
+    seeds: tuple[int, ...]
+    train_sequences: int | None
+    valid_sequences: int | None
+    train: TrainConfig
+    dtype: torch.dtype
+    device: torch.device
+
+
+@dataclass
+class TrainResult:
+    """One trained network: NLLs (nats/frame) at the best validation epoch, and the curves."""
+
+    train_nll: float
+    valid_nll: float
+    test_nll: float
+    best_epoch: int
+    epochs_run: int
+    diverged: bool
+    seconds: float
+    valid_curve: list[float] = field(default_factory=list)
+    train_curve: list[float] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_marginal_bias(network: torch.nn.Module, rolls: Sequence[torch.Tensor]) -> None:
+    """Set the output biases to ``logit(p_k)``, ``p_k = (n_k + 1) / (F + 2)`` the add-one
+    smoothed frequency of key k in the frames of ``rolls``
+    (:func:`rnnlab.tasks.music.key_frequencies`).
+
+    With small output weights the network then starts at the key-frequency model
+    (:func:`rnnlab.tasks.music.marginal_nll`, about 11 nats on JSB) instead of the coin flip
+    (61 nats). Why: from the coin flip the first updates go into pushing all 88 outputs down,
+    and the deeper tanh networks (sRNN, DT(S)-RNN) then sat on the key-frequency plateau for
+    5 to 10 epochs (measured: valid NLL 11.0 after 6 epochs at lr 0.01 vs 8.8 with this start).
+    ``network`` needs a ``readout`` ``nn.Linear`` (as :class:`RecurrentNetwork` has).
+    """
+    bias = network.readout.bias
+    p = key_frequencies(rolls)
+    with torch.no_grad():
+        bias.copy_((torch.log(p) - torch.log1p(-p)).to(device=bias.device, dtype=bias.dtype))
+
+
+@torch.no_grad()
+def evaluate_nll(
+    model: torch.nn.Module,
+    rolls: Sequence[torch.Tensor],
+    *,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> float:
+    """Frame NLL (nats per frame, over all frames of ``rolls``) of a network that maps a padded
+    ``(batch, time, 88)`` input and ``lengths`` to ``(outputs, state)`` with logit outputs."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    frames = 0
+    # Sorted by length so a batch holds sequences of similar length: less padding, same sum.
+    order = sorted(range(len(rolls)), key=lambda i: rolls[i].shape[0], reverse=True)
+    ordered = [rolls[i] for i in order]
+    try:
+        for batch in piano_roll_batches(ordered, batch_size, shuffle=False, device=device):
+            out, _ = model(batch.inputs, lengths=batch.lengths)
+            total += frame_nll(out, batch.targets, batch.mask, reduction="sum").double().cpu()
+            frames += int(batch.lengths.sum())
+    finally:
+        model.train(was_training)
+    return float(total) / frames
+
+
+def train_music_model(
+    model: torch.nn.Module,
+    data: dict[str, list[torch.Tensor]],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device | str | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data["train"]``; early-stop on ``data["valid"]``; test the best epoch.
+
+    The mini-batch order is drawn from a generator seeded with ``seed`` (the weights' seed is the
+    caller's business), so the same seed and model give the same result. A non-finite training
+    loss stops the run (``diverged=True``); the best epoch before it is kept, and with none all
+    NLLs are NaN. ``advance(k)`` is called with the number of epochs done (all remaining ones at
+    an early stop), for progress bars.
+    """
+    start = time.perf_counter()
+    order_gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    best_valid, best_state, best_epoch, stale = math.inf, None, 0, 0
+    valid_curve: list[float] = []
+    train_curve: list[float] = []
+    diverged = False
+    epochs_run = 0
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        total, frames = 0.0, 0
+        for batch in piano_roll_batches(data["train"], cfg.batch_size, generator=order_gen,
+                                        device=device):
+            out, _ = model(batch.inputs, lengths=batch.lengths)
+            loss = frame_nll(out, batch.targets, batch.mask)
+            if not bool(torch.isfinite(loss)):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+            n = int(batch.lengths.sum())
+            total += float(loss.detach()) * n
+            frames += n
+        if diverged:
+            break
+        epochs_run = epoch
+        train_curve.append(total / frames)
+        valid = evaluate_nll(model, data["valid"], batch_size=cfg.eval_batch_size, device=device)
+        valid_curve.append(valid)
+        if advance is not None:
+            advance(1)
+        if valid < best_valid:
+            best_valid, best_epoch, stale = valid, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if cfg.patience is not None and stale >= cfg.patience:
+                break
+    if advance is not None and cfg.epochs > epochs_run:
+        advance(cfg.epochs - epochs_run)
+    if best_state is None:
+        nan = math.nan
+        return TrainResult(nan, nan, nan, 0, epochs_run, diverged,
+                           time.perf_counter() - start, valid_curve, train_curve)
+    model.load_state_dict(best_state)
+    kwargs = {"batch_size": cfg.eval_batch_size, "device": device}
+    return TrainResult(
+        train_nll=evaluate_nll(model, data["train"], **kwargs),
+        valid_nll=best_valid,
+        test_nll=evaluate_nll(model, data["test"], **kwargs),
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        diverged=diverged,
+        seconds=time.perf_counter() - start,
+        valid_curve=valid_curve,
+        train_curve=train_curve,
+    )
+
+
+def welch_t_test(sample: Sequence[float], reference: Sequence[float]) -> tuple[float, float]:
+    """Welch's unequal-variance t-test (Welch 1947) of ``sample`` against ``reference``:
+    ``t = (mean_a - mean_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the Welch-Satterthwaite
+    degrees of freedom; two-sided p-value. ``(nan, nan)`` with fewer than 2 values on a side
+    or no spread at all (the test is undefined there). Computed by ``scipy.stats.ttest_ind``."""
+    from scipy import stats
+
+    a = [float(v) for v in sample if math.isfinite(v)]
+    b = [float(v) for v in reference if math.isfinite(v)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    result = stats.ttest_ind(a, b, equal_var=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of the finite values; std is NaN for one."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(var)
+
+
+class thread_count:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.before = torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+__all__ = [
+    "COIN_FLIP_NLL",
+    "PRESETS",
+    "MusicConfig",
+    "Settings",
+    "TrainConfig",
+    "TrainResult",
+    "count_parameters",
+    "evaluate_nll",
+    "load_music_data",
+    "mean_std",
+    "project_data_candidates",
+    "set_marginal_bias",
+    "thread_count",
+    "train_music_model",
+    "welch_t_test",
+]
