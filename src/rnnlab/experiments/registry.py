@@ -100,9 +100,11 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILTIN_MODULES = ("online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow",
-                   "gradient_decay", "esn_forecast", "reservoir_topologies", "lstm_variants",
-                   "deep_rnn")
+BUILTIN_MODULES = (
+    "online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow", "gradient_decay",
+    "lstm_variants", "deep_rnn", "esn_forecast", "reservoir_topologies", "memory_capacity",
+    "intrinsic_plasticity", "deep_esn_entropy",
+)
 
 
 def register(name: str, description: str, config_type: type):
