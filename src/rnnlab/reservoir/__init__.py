@@ -7,6 +7,22 @@ deterministic recipe) and stored as buffers. See ``docs/reservoir.md`` for the e
 from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork, sparse_density_threshold
 from rnnlab.reservoir.estimator import ESNRegressor
+from rnnlab.reservoir.graphs import (
+    GRAPH_KINDS,
+    barabasi_albert_reservoir,
+    graph_reservoir,
+    graph_to_reservoir,
+    watts_strogatz_reservoir,
+    waxman_reservoir,
+)
+from rnnlab.reservoir.kernels import (
+    accumulate_normal_equations,
+    fit_streaming,
+    kernel_threads,
+    numba_available,
+    predict_streaming,
+    set_kernel_threads,
+)
 from rnnlab.reservoir.plasticity import (
     IntrinsicPlasticity,
     LogisticEchoStateNetwork,
@@ -32,6 +48,7 @@ from rnnlab.reservoir.topology import (
 )
 
 __all__ = [
+    "GRAPH_KINDS",
     "DeepEchoStateNetwork",
     "ESNRegressor",
     "EchoStateNetwork",
@@ -41,16 +58,27 @@ __all__ = [
     "RLSReadout",
     "RidgeClassifierReadout",
     "RidgeReadout",
+    "accumulate_normal_equations",
+    "barabasi_albert_reservoir",
     "delay_line",
     "delay_line_feedback",
     "dense_uniform_input",
+    "fit_streaming",
+    "graph_reservoir",
+    "graph_to_reservoir",
+    "kernel_threads",
+    "numba_available",
     "pi_digits",
     "pool_states",
+    "predict_streaming",
     "schrauwen_update",
+    "set_kernel_threads",
     "sign_pattern_input",
     "simple_cycle",
     "sparse_density_threshold",
     "sparse_random",
     "triesch_update",
     "unit_outputs",
+    "watts_strogatz_reservoir",
+    "waxman_reservoir",
 ]

@@ -22,10 +22,13 @@ The readout is not part of this module: fit one of :mod:`rnnlab.reservoir.readou
 Computation. The input (and teacher) projection of a whole sequence is one matmul outside the
 time loop (``drive = W_in u + bias + W_fb y_prev`` for all steps at once); the loop
 (:meth:`EchoStateNetwork.recur`) only adds ``W x(t-1)`` and applies the non-linearity and the
-leak, so a fused kernel can replace that one method. ``W x`` uses torch's sparse CSR matmul on
-the CPU when it is faster than dense. Measured here (shared 2-core AMD EPYC, 1 thread, torch
-2.13, leak 0.3, the whole step: matmul, tanh, leak; microseconds per step, best of 3 runs of 400
-steps; dense / CSR):
+leak. On the CPU that loop is by default the fused numba kernel of
+:mod:`rnnlab.reservoir.kernels` (one pass over the rows of W per step; ``kernel="auto"``, see
+:func:`~rnnlab.reservoir.kernels.numba_is_faster`), and otherwise (CUDA, autograd, no numba,
+``kernel="torch"``) the torch loop below. In the torch loop ``W x`` uses torch's sparse CSR
+matmul on the CPU when it is faster than dense. Measured here (shared 2-core AMD EPYC, 1
+thread, torch 2.13, leak 0.3, the whole step: matmul, tanh, leak; microseconds per step, best
+of 3 runs of 400 steps; dense / CSR):
 
 =====  =======  ==================  ==================  ===================  ===================
 N      density  float64, batch 1    float64, batch 32   float32, batch 1     float32, batch 32
@@ -61,6 +64,7 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.reservoir import kernels as _kernels
 from rnnlab.reservoir import topology as topo
 
 # The automatic dense/CSR rule (measured; see the module docstring).
@@ -141,7 +145,14 @@ class EchoStateNetwork(nn.Module):
         digit_offset: first digit of pi used by ``"sign_pi"`` (0: the leading 3).
         bias_scaling: the bias is uniform on ``[-bias_scaling, bias_scaling]`` (0: no bias).
         feedback_scaling: W_fb is uniform on ``[-feedback_scaling, feedback_scaling]``.
-        sparse: use a sparse CSR kernel for ``W x`` (``None``: automatic, see the module doc).
+        sparse: use a sparse CSR kernel for ``W x`` in the torch loop (``None``: automatic,
+            see the module doc).
+        kernel: the time loop: ``"numba"`` (the fused CPU kernel of
+            :mod:`rnnlab.reservoir.kernels`), ``"torch"`` (the torch loop, any device), or
+            ``"auto"`` (numba when it is installed, the module is float32/float64 on the CPU,
+            no autograd graph is needed and W is sparse enough; see
+            :func:`~rnnlab.reservoir.kernels.numba_is_faster`). Both give the same states
+            (to round-off).
         seed, generator: randomness; W, then W_in, then the bias, then W_fb are drawn in that
             order from one CPU generator (``generator``, or a new one seeded with ``seed``,
             default 0), in float64 and then cast, so one seed gives the same network in every
@@ -172,6 +183,7 @@ class EchoStateNetwork(nn.Module):
         bias_scaling: float = 0.0,
         feedback_scaling: float = 0.0,
         sparse: bool | None = None,
+        kernel: str = "auto",
         seed: int = 0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -184,6 +196,11 @@ class EchoStateNetwork(nn.Module):
             raise ValueError(f"output_size must be an int >= 0, got {output_size!r}")
         if sparse not in (None, True, False):
             raise ValueError(f"sparse must be None, True or False, got {sparse!r}")
+        if kernel not in _kernels.KERNELS:
+            raise ValueError(f"kernel must be one of {_kernels.KERNELS}, got {kernel!r}")
+        if kernel == "numba" and not _kernels.numba_available():
+            raise ImportError("kernel='numba' needs the numba package (pip install numba); "
+                              "kernel='auto' falls back to the torch loop without it")
         bias_scaling = _check_number("bias_scaling", bias_scaling, low=0.0)
         feedback_scaling = _check_number("feedback_scaling", feedback_scaling, low=0.0)
         if feedback_scaling > 0 and output_size == 0:
@@ -193,6 +210,7 @@ class EchoStateNetwork(nn.Module):
                                             low_open=True)
         self.units, self.input_size, self.output_size = n, d, output_size
         self.sparse = sparse
+        self.kernel = kernel
         gen = topo._generator(generator, seed)
 
         # --- recurrent weights
@@ -247,6 +265,7 @@ class EchoStateNetwork(nn.Module):
         self.register_buffer("b", torch.zeros(n, **factory))
         self._csr_key: tuple | None = None
         self._csr: torch.Tensor | None = None
+        self._kernel_csr: _kernels.CSRArrays | None = None
         self._density: float = 1.0
 
     # --------------------------------------------------------------------------------------------
@@ -300,6 +319,41 @@ class EchoStateNetwork(nn.Module):
         return (self.W.device.type == "cpu"
                 and self._density <= sparse_density_threshold(self.units, self.W.dtype, batch))
 
+    def uses_numba(self, batch: int = 1) -> bool:
+        """Whether the time loop runs the numba kernel for this batch size, device, dtype and W
+        (when no autograd graph is needed; see ``kernel`` in the class doc)."""
+        if self.kernel == "torch" or not _kernels.numba_available():
+            return False
+        if self.W.device.type != "cpu" or self.W.dtype not in _kernels.NUMBA_DTYPES:
+            return False
+        if self.kernel == "numba":
+            return True
+        self._refresh_operator()
+        return _kernels.numba_is_faster(self.units, self._density, batch, self.W.dtype)
+
+    def kernel_operator(self) -> _kernels.CSRArrays:
+        """W as the numba kernel's CSR arrays (cached until W, its device or dtype changes)."""
+        self._refresh_operator()
+        if self._kernel_csr is None:
+            self._kernel_csr = _kernels.csr_arrays(self.W)
+        return self._kernel_csr
+
+    def _numba_applies(self, drive: torch.Tensor, state: torch.Tensor) -> bool:
+        if not self.uses_numba(drive.shape[0]):
+            if self.kernel == "numba":
+                raise ValueError(f"kernel='numba' runs float32/float64 tensors on the CPU; this "
+                                 f"ESN is {self.W.dtype} on {self.W.device} (use kernel='auto' "
+                                 f"or 'torch')")
+            return False
+        graph = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (drive, state, self.W, self.leak, self.a, self.b))
+        if graph:
+            if self.kernel == "numba":
+                raise ValueError("kernel='numba' records no autograd graph, and one is needed "
+                                 "here (an input requires grad): use kernel='auto' or 'torch'")
+            return False
+        return True
+
     def recurrent_csr(self) -> torch.Tensor:
         """W as a ``torch.sparse_csr`` tensor (cached until W, its device or dtype changes)."""
         self._refresh_operator()
@@ -311,7 +365,7 @@ class EchoStateNetwork(nn.Module):
         w = self.W
         key = (w.data_ptr(), w._version, w.device, w.dtype)
         if key != self._csr_key:
-            self._csr_key, self._csr = key, None
+            self._csr_key, self._csr, self._kernel_csr = key, None, None
             self._density = float((w != 0).sum()) / (self.units * self.units)
 
     # --------------------------------------------------------------------------------------------
@@ -371,9 +425,13 @@ class EchoStateNetwork(nn.Module):
 
         ``drive`` is ``(batch, time, N)`` (see :meth:`input_drive`), ``state`` is x(-1). Writes
         the states into ``out`` (may be ``drive`` itself: step t reads ``drive[:, t]`` before
-        writing it) or a new tensor, and returns it. This is the one method a fused kernel
-        replaces.
+        writing it) or a new tensor, and returns it. Runs the fused numba kernel
+        (:func:`rnnlab.reservoir.kernels.recur_numba`) where :meth:`uses_numba` says so and no
+        autograd graph is needed, else the torch loop below.
         """
+        if self._numba_applies(drive, state):
+            return _kernels.recur_numba(self.kernel_operator(), drive, state, out, self.leak,
+                                        self.a, self.b)
         batch, steps, _ = drive.shape
         if out is None:
             out = torch.empty_like(drive)
@@ -540,13 +598,13 @@ class EchoStateNetwork(nn.Module):
         return torch.stack(outputs, 1), torch.stack(states, 1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        self._csr_key, self._csr = None, None
+        self._csr_key, self._csr, self._kernel_csr = None, None, None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (
             f"units={self.units}, input_size={self.input_size}, output_size={self.output_size}, "
             f"topology={self.topology!r}, input_weights={self.input_weights!r}, "
-            f"feedback={self.has_feedback}, sparse={self.sparse}, "
+            f"feedback={self.has_feedback}, sparse={self.sparse}, kernel={self.kernel!r}, "
             f"dtype={self.W.dtype}, device={self.W.device}"
         )

@@ -1,0 +1,663 @@
+"""Fused time-loop kernels for the echo state network, and streamed ridge fitting.
+
+The update (leaky-integrator ESN; Jaeger 2001; Jaeger, Lukosevicius, Popovici & Siewert 2007),
+for every unit i, with the drive ``d(t) = W_in u(t) + bias (+ W_fb y(t-1))`` formed for the
+whole sequence beforehand (:meth:`EchoStateNetwork.input_drive
+<rnnlab.reservoir.esn.EchoStateNetwork.input_drive>`)::
+
+    x_i(t) = (1 - a_i) x_i(t-1) + a_i tanh(g_i (d_i(t) + sum_j W_ij x_j(t-1)) + s_i)
+
+Why a kernel. A step of a 1000-unit reservoir at density 0.1 is bound by the sparse
+matrix-vector product (100k stored weights, about 1.2 MB: cache resident, a few tens of
+microseconds), but a chain of torch calls per step (CSR ``addmm``, ``tanh``, ``lerp``, a copy)
+pays a dispatch cost on each, and scipy's CSR loop is not vectorised. The numba kernels here do
+the whole step in one call over the rows of W in CSR form: for row i, the dot product of the
+stored weights with the gathered x(t-1), plus the drive, gain and shift, tanh, leak.
+
+* One sequence (batch 1): x(t-1) and x(t) are two length-N buffers; the row's dot product is a
+  reduction that the compiler vectorises with AVX gathers (``fastmath`` reassociation: the
+  summation order differs from torch's, which changes results by round-off only; the tests
+  hold the kernel to the torch path within 1e-12 in float64). Column indices are stored as
+  unsigned integers, which spares the negative-index wraparound test on every gather (measured:
+  about 1.8x faster than signed indices).
+  The non-linearity follows in a second pass over the rows (vectorised, see ``_tanh``).
+* A batch of B sequences: the states are kept column-major, ``(N, B)``, so that each stored
+  weight ``W_ij`` multiplies the contiguous row ``x_j(t-1)[0:B]`` (one vectorised
+  multiply-add over the batch per stored weight, the index traffic shared by the batch; four
+  stored weights per pass over the accumulator row).
+* float32 and float64 (the arrays' dtype; one sequence accumulates the row sum in float64;
+  tanh is evaluated in float64).
+* Parallel rows (opt-in, :func:`set_kernel_threads`): the rows are split into blocks of equal
+  numbers of stored weights, one per numba thread, with one parallel region per time step, for
+  steps of at least ``PARALLEL_MIN_WORK`` weight-times-sequence products. Serial by default:
+  measured here on 2 shared cores, 2 threads gave 830-970 us against 1270-1890 us per step
+  for a 32-sequence batch at N = 1000, no gain for one sequence (58-73 us), and 20x slower
+  steps whenever another process held a core (each step's region waits for the slowest
+  thread).
+
+Measured here (shared 2-core AMD EPYC, one thread; N = 1000, density 0.1): one step of one
+sequence takes 55-67 us in the kernel (the gathered dot products alone, 43 us) against
+120-260 us for the torch loop and about 110 us for scipy's CSR product alone; see
+:func:`numba_is_faster` for other sizes.
+
+Selection: ``EchoStateNetwork(kernel="auto" | "numba" | "torch")``. ``"auto"`` uses the numba
+kernel when numba imports, the module is on the CPU in float32/float64, no autograd graph is
+needed and W is sparse enough for it to win (:func:`numba_is_faster`); otherwise the torch loop
+(:meth:`EchoStateNetwork.recur <rnnlab.reservoir.esn.EchoStateNetwork.recur>`: dense or CSR
+``addmm``, which also runs on CUDA). ``"numba"`` forces the kernel (an error where it cannot
+run); ``"torch"`` forces the torch loop.
+
+Streaming (:func:`fit_streaming`, :func:`predict_streaming`): the reservoir runs over a long
+sequence (or batch) chunk by chunk, carrying the state (and the fed-back target) across chunks;
+each chunk's states go into the ridge normal equations (:class:`RidgeReadout` statistics
+``X^T X``, ``X^T Y``, sums) and are dropped, so memory is O(chunk x batch x N + N^2) whatever the
+length. The Gram matrix ``X^T X`` of a chunk is formed by numpy's ``a.T @ a``, which calls the
+BLAS symmetric rank-k update (syrk: half the multiply-adds of a general product; torch has no
+syrk): measured on this machine for 15000 x 1000 float64 states, one thread, 0.40 s against
+1.20 s for torch's ``x.t() @ x``. The Gram must stay float64: accumulated in float32 it raised
+the Mackey-Glass test NRMSE from 7.2e-4 to 4.1e-2 (ridge 1e-6), while float32 *states* with a
+float64 Gram gave the same NRMSE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+
+from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.reservoir.readout import RidgeReadout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnlab.reservoir.esn import EchoStateNetwork
+
+try:
+    import numba
+except ImportError:  # numba is optional: the torch loop is the fallback
+    numba = None
+
+KERNELS = ("auto", "numba", "torch")
+NUMBA_DTYPES = (torch.float32, torch.float64)
+# Weight-times-sequence products per step below which a parallel region per step is not worth
+# its synchronisation (one sequence of a 1000-unit, density-0.1 reservoir, 100k products, did
+# not gain from 2 threads; 32 sequences did).
+PARALLEL_MIN_WORK = 200_000
+# Samples (batch x time steps) per chunk in the streaming helpers: large enough for the syrk of
+# a chunk to run near full speed, small enough to keep the chunk's states in a few MB per unit.
+DEFAULT_CHUNK_SAMPLES = 2048
+
+
+def numba_available() -> bool:
+    """Whether numba imported (the fused kernels can run)."""
+    return numba is not None
+
+
+_THREADS = {"n": 1}
+
+
+def kernel_threads() -> int:
+    """Threads the kernels use (1, the default, unless :func:`set_kernel_threads` changed it)."""
+    return _THREADS["n"]
+
+
+def set_kernel_threads(n: int) -> None:
+    """Run the kernels' rows on ``n`` numba threads (``numba.set_num_threads(n)``; at most
+    numba's ``NUMBA_NUM_THREADS``, the number of cores by default).
+
+    Opt-in: with 1 thread (the default) the kernels are serial. Parallel rows are used for a
+    step of at least ``PARALLEL_MIN_WORK`` weight-times-sequence products; on a machine whose
+    cores are busy, each step's parallel region waits for the slowest thread, which measured
+    several times slower than serial here, hence the default.
+    """
+    n = check_positive_int("n", n)
+    if numba is None:
+        raise ImportError("set_kernel_threads needs the numba package")
+    limit = int(numba.config.NUMBA_NUM_THREADS)
+    if n > limit:
+        raise ValueError(f"numba was started with at most {limit} threads (NUMBA_NUM_THREADS), "
+                         f"asked for {n}")
+    numba.set_num_threads(n)
+    _THREADS["n"] = n
+
+
+def numba_is_faster(units: int, density: float, batch: int = 1,
+                    dtype: torch.dtype = torch.float64) -> bool:
+    """The ``kernel="auto"`` rule: whether the numba kernel beats the torch loop on the CPU.
+
+    Measured here (``benchmarks/bench_reservoirpy.py --kernels``; one thread, CPU time per
+    step in microseconds, numba kernel / torch loop with its own dense-or-CSR choice):
+
+    =====  =======  ===========  ============  ===========  ============
+    N      density  f64 batch 1  f64 batch 32  f32 batch 1  f32 batch 32
+    =====  =======  ===========  ============  ===========  ============
+    100    1.0      9 / 22       188 / 144     9 / 33       105 / 70
+    300    0.1      13 / 72      317 / 478     13 / 55      230 / 283
+    300    1.0      56 / 72      918 / 483     39 / 31      517 / 214
+    1000   0.02     23 / 118     947 / 944     29 / 122     879 / 589
+    1000   0.1      67 / 264     1160 / 1347   53 / 118     866 / 693
+    1000   0.5      228 / 230    6454 / 4023   280 / 171    5027 / 1433
+    1000   1.0      885 / 297    8000 / 4847   557 / 122    3592 / 1763
+    2000   0.05     140 / 395    2868 / 3537   104 / 340    1806 / 1465
+    2000   0.5      2359 / 2950  25877 / 13432 1505 / 1288  18736 / 9305
+    =====  =======  ===========  ============  ===========  ============
+
+    One sequence: the fused kernel wins wherever W is sparse (it saves the per-step dispatch
+    of several torch calls) and for small dense W; a nearly full large W is faster through
+    BLAS. Batches: torch's CSR ``addmm`` (MKL) shares the index traffic across the batch as
+    well as the kernel does and vectorises better in float32, so the kernel is kept for sparse
+    float64 reservoirs. Rule: batch < 8: density <= 0.25 or N <= 200; batch >= 8: float64,
+    density <= 0.15 and N >= 256.
+    """
+    if batch >= 8:
+        return dtype == torch.float64 and density <= 0.15 and units >= 256
+    return density <= 0.25 or units <= 200
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels. Plain functions here, compiled below when numba imports (so that this module imports
+# without numba); numba caches the machine code on disk (``cache=True``).
+
+# tanh in float64 without a library call, so that the compiler vectorises it (libm's tanh is
+# one call per unit: 32000 calls took 670 us per step of a 1000-unit, 32-sequence batch, more
+# than the sparse product). Cephes' forms (Moshier, "Methods and Programs for Mathematical
+# Functions", 1989): |x| < 0.625: tanh x = x + x^3 P(x^2) / Q(x^2); otherwise
+# tanh |x| = 1 - 2 / (exp(2|x|) + 1), with exp(y) = 2^n exp(r), n = round(y / ln 2), r by the
+# two-part ln 2, exp(r) = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)), and 2^n from a table (|x| is
+# clipped at 20, where tanh is 1 to double precision). Within 2 ulp of tanh (a test holds it
+# to 3e-16 against math.tanh over [-25, 25]).
+_TANH_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3)
+_TANH_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+_EXP_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+          2.00000000000000000009e0)
+_LN2_HI, _LN2_LO = 6.93145751953125e-1, 1.42860682030941723212e-6
+_POW2 = 2.0 ** np.arange(64)
+
+
+def _tanh(x):
+    ax = min(abs(x), 20.0)
+    z = x * x
+    small = x + x * z * ((_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]) / (
+        ((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2])
+    y = 2.0 * ax
+    n = math.floor(1.4426950408889634 * y + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    rr = r * r
+    p = r * ((_EXP_P[0] * rr + _EXP_P[1]) * rr + _EXP_P[2])
+    q = ((_EXP_Q[0] * rr + _EXP_Q[1]) * rr + _EXP_Q[2]) * rr + _EXP_Q[3]
+    # unsigned, masked index: no wraparound test, and never out of the table
+    e = (1.0 + 2.0 * (p / (q - p))) * _POW2[numba.uint64(n) & numba.uint64(63)]
+    big = math.copysign(1.0 - 2.0 / (e + 1.0), x)
+    return small if ax < 0.625 else big
+
+
+def _rows_one(r0, r1, indptr, indices, data, d, xp, xc, leak, gain, shift, plain, full_leak):
+    """Rows r0..r1-1 of one step for one sequence: xc from xp and the drive row d."""
+    for i in range(r0, r1):
+        acc = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            acc += data[k] * xp[indices[k]]
+        xc[i] = d[i] + acc
+    # the non-linearity in a second pass over the rows: a loop without the gather, which the
+    # compiler vectorises (tanh four units at a time; 15 us of 70 saved per step at N = 1000)
+    for i in range(r0, r1):
+        s = xc[i]
+        if not plain:
+            s = shift[i] + gain[i] * s
+        h = _tanh_jit(s)
+        if full_leak:
+            xc[i] = h
+        else:
+            p = xp[i]
+            a = leak[i]
+            # torch.lerp's two-sided formula, for the same rounding
+            xc[i] = p + a * (h - p) if a < 0.5 else h - (h - p) * (1.0 - a)
+
+
+def _run_one(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak):
+    steps, n = drive.shape
+    buf = np.empty((2, n), drive.dtype)
+    buf[0] = x0
+    for t in range(steps):
+        xp = buf[t % 2]
+        xc = buf[(t + 1) % 2]
+        _rows_one_jit(0, n, indptr, indices, data, drive[t], xp, xc, leak, gain, shift,
+                      plain, full_leak)
+        # after the rows: out may be drive itself, and drive[t] has been read
+        out[t] = xc
+
+
+def _run_one_par(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak,
+                 bounds):
+    steps, n = drive.shape
+    blocks = bounds.shape[0] - 1
+    buf = np.empty((2, n), drive.dtype)
+    buf[0] = x0
+    for t in range(steps):
+        xp = buf[t % 2]
+        xc = buf[(t + 1) % 2]
+        d = drive[t]
+        for c in numba.prange(blocks):
+            _rows_one_jit(bounds[c], bounds[c + 1], indptr, indices, data, d, xp, xc, leak,
+                          gain, shift, plain, full_leak)
+        out[t] = xc
+
+
+def _rows_batch(r0, r1, indptr, indices, data, drive, t, xp, xc, leak, gain, shift, plain,
+                full_leak):
+    """Rows r0..r1-1 of step t for a batch; xp, xc are column-major states (N, B)."""
+    batch = xp.shape[1]
+    one, four = numba.uint64(1), numba.uint64(4)  # unsigned offsets keep the index unsigned
+    for i in range(r0, r1):
+        o = xc[i]
+        for b in range(batch):
+            o[b] = 0.0
+        k, end = indptr[i], indptr[i + 1]
+        # four stored weights per pass over the batch row: a quarter of the loads and stores of
+        # the accumulator row (measured 1.8x faster at B = 32 in float64)
+        while k + four <= end:
+            w0, w1, w2, w3 = data[k], data[k + one], data[k + 2 * one], data[k + 3 * one]
+            x0, x1 = xp[indices[k]], xp[indices[k + one]]
+            x2, x3 = xp[indices[k + 2 * one]], xp[indices[k + 3 * one]]
+            for b in range(batch):
+                o[b] += (w0 * x0[b] + w1 * x1[b]) + (w2 * x2[b] + w3 * x3[b])
+            k += four
+        while k < end:
+            w = data[k]
+            row = xp[indices[k]]
+            for b in range(batch):
+                o[b] += w * row[b]
+            k += one
+        a = leak[i]
+        for b in range(batch):
+            s = drive[b, t, i] + o[b]
+            if not plain:
+                s = shift[i] + gain[i] * s
+            h = _tanh_jit(s)
+            if full_leak:
+                o[b] = h
+            else:
+                p = xp[i, b]
+                o[b] = p + a * (h - p) if a < 0.5 else h - (h - p) * (1.0 - a)
+
+
+def _run_batch(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak):
+    batch, steps, n = drive.shape
+    buf = np.empty((2, n, batch), drive.dtype)
+    buf[0] = x0.T
+    for t in range(steps):
+        xp = buf[t % 2]
+        xc = buf[(t + 1) % 2]
+        _rows_batch_jit(0, n, indptr, indices, data, drive, t, xp, xc, leak, gain, shift,
+                        plain, full_leak)
+        for b in range(batch):
+            out[b, t] = xc[:, b]
+
+
+def _run_batch_par(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak,
+                   bounds):
+    batch, steps, n = drive.shape
+    blocks = bounds.shape[0] - 1
+    buf = np.empty((2, n, batch), drive.dtype)
+    buf[0] = x0.T
+    for t in range(steps):
+        xp = buf[t % 2]
+        xc = buf[(t + 1) % 2]
+        for c in numba.prange(blocks):
+            _rows_batch_jit(bounds[c], bounds[c + 1], indptr, indices, data, drive, t, xp, xc,
+                            leak, gain, shift, plain, full_leak)
+        for b in numba.prange(batch):
+            out[b, t] = xc[:, b]
+
+
+if numba is not None:
+    _OPTS = {"cache": True, "nogil": True, "error_model": "numpy",
+             "fastmath": {"reassoc", "contract"}}
+    _tanh_jit = numba.njit(inline="always", cache=True, error_model="numpy",
+                           fastmath={"contract"})(_tanh)
+    _rows_one_jit = numba.njit(**_OPTS)(_rows_one)
+    _rows_batch_jit = numba.njit(**_OPTS)(_rows_batch)
+    _run_one_jit = numba.njit(**_OPTS)(_run_one)
+    _run_batch_jit = numba.njit(**_OPTS)(_run_batch)
+    _run_one_par_jit = numba.njit(parallel=True, **_OPTS)(_run_one_par)
+    _run_batch_par_jit = numba.njit(parallel=True, **_OPTS)(_run_batch_par)
+
+
+# ------------------------------------------------------------------------------------------------
+class CSRArrays(NamedTuple):
+    """W in CSR form for the kernels: ``indptr`` (uint64, N + 1), ``indices`` (uint32, the
+    column of each stored weight, row by row), ``data`` (W's dtype)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.data.shape[0])
+
+
+def csr_arrays(w: torch.Tensor) -> CSRArrays:
+    """The non-zero entries of a square matrix ``w`` as :class:`CSRArrays` (on the CPU)."""
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError("w must be a square 2-D torch.Tensor")
+    if w.dtype not in NUMBA_DTYPES:
+        raise TypeError(f"the numba kernels take float32 or float64, got {w.dtype}")
+    wn = w.detach().cpu()
+    if wn.layout != torch.strided:
+        wn = wn.to_dense()
+    wn = wn.numpy()
+    n = wn.shape[0]
+    if n >= 2**32:  # pragma: no cover - beyond any reservoir held densely
+        raise ValueError("the kernels index columns with uint32")
+    rows, cols = np.nonzero(wn)  # row-major order: the CSR order
+    indptr = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return CSRArrays(indptr, cols.astype(np.uint32), np.ascontiguousarray(wn[rows, cols]))
+
+
+def _row_blocks(indptr: np.ndarray, blocks: int) -> np.ndarray:
+    """Row boundaries splitting the stored weights into ``blocks`` nearly equal parts."""
+    n = indptr.shape[0] - 1
+    targets = np.linspace(0, float(indptr[-1]), blocks + 1)
+    bounds = np.searchsorted(indptr.astype(np.float64), targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, n
+    return np.maximum.accumulate(np.clip(bounds, 0, n))
+
+
+def _vector(v: torch.Tensor, n: int, dtype: torch.dtype, name: str) -> np.ndarray:
+    v = v.detach().to(dtype=dtype)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(v.shape)}")
+    return np.ascontiguousarray(v.cpu().numpy())
+
+
+def recur_numba(
+    csr: CSRArrays,
+    drive: torch.Tensor,
+    state: torch.Tensor,
+    out: torch.Tensor | None = None,
+    leak: torch.Tensor | None = None,
+    gain: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    *,
+    parallel: bool | None = None,
+) -> torch.Tensor:
+    """The ESN time loop by the numba kernel (see the module docstring for the equation).
+
+    Args:
+        csr: W as :func:`csr_arrays` (its dtype must be the drive's).
+        drive: ``(batch, time, N)`` float32/float64 CPU tensor, ``W_in u(t) + bias (+ ...)``.
+        state: x(-1), ``(batch, N)``.
+        out: where to write the states ``(batch, time, N)`` (may be ``drive`` itself); a new
+            tensor if ``None``.
+        leak, gain, shift: per-unit ``a``, ``g``, ``s`` (N,); default 1, 1, 0.
+        parallel: parallel rows on numba's threads; ``None``: when :func:`kernel_threads` is
+            above 1 and the step is large enough (``PARALLEL_MIN_WORK``).
+
+    Returns ``out``. No autograd graph is recorded.
+    """
+    if numba is None:
+        raise ImportError("the numba kernels need the numba package (pip install numba); "
+                          "use the torch loop (kernel='torch') instead")
+    check_tensor("drive", drive, ndim=3, finite=False, layout="(batch, time, units)")
+    if drive.device.type != "cpu":
+        raise ValueError(f"the numba kernel runs on CPU tensors; drive is on {drive.device} "
+                         f"(use kernel='torch')")
+    if drive.dtype not in NUMBA_DTYPES:
+        raise TypeError(f"the numba kernel takes float32 or float64, got {drive.dtype}")
+    batch, n = drive.shape[0], drive.shape[2]
+    if csr.indptr.shape[0] != n + 1:
+        raise ValueError(f"W has {csr.indptr.shape[0] - 1} rows, the drive {n} units")
+    np_dtype = np.float32 if drive.dtype == torch.float32 else np.float64
+    if csr.data.dtype != np_dtype:
+        raise TypeError(f"W is {csr.data.dtype}, the drive {drive.dtype}")
+    check_tensor("state", state, ndim=2, last_dim=n, dtype=drive.dtype, device=drive.device,
+                 finite=False, layout="(batch, units)")
+    if state.shape[0] != batch:
+        raise ValueError(f"state has batch size {state.shape[0]}, the drive {batch}")
+    ones = torch.ones(n, dtype=drive.dtype)
+    a = _vector(ones if leak is None else leak, n, drive.dtype, "leak")
+    g = _vector(ones if gain is None else gain, n, drive.dtype, "gain")
+    s = _vector(torch.zeros(n, dtype=drive.dtype) if shift is None else shift, n, drive.dtype,
+                "shift")
+    full_leak = bool((a == 1).all())
+    plain = bool((g == 1).all() and (s == 0).all())
+
+    if out is None:
+        out = torch.empty_like(drive, memory_format=torch.contiguous_format)
+    elif out.shape != drive.shape or out.dtype != drive.dtype or out.device != drive.device:
+        raise ValueError(f"out must be a {drive.dtype} CPU tensor of shape {tuple(drive.shape)}")
+    d = drive.detach()
+    d = d if d.is_contiguous() else d.contiguous()
+    target = out.detach()
+    direct = target.is_contiguous()
+    work = target if direct else torch.empty_like(d)
+    dn, on = d.numpy(), work.numpy()
+    x0 = np.ascontiguousarray(state.detach().numpy())
+
+    if parallel is None:
+        parallel = kernel_threads() > 1 and csr.nnz * batch >= PARALLEL_MIN_WORK
+    args = (csr.indptr, csr.indices, csr.data)
+    if batch == 1:
+        if parallel:
+            bounds = _row_blocks(csr.indptr, numba.get_num_threads())
+            _run_one_par_jit(*args, dn[0], x0[0], on[0], a, g, s, plain, full_leak, bounds)
+        else:
+            _run_one_jit(*args, dn[0], x0[0], on[0], a, g, s, plain, full_leak)
+    elif parallel:
+        bounds = _row_blocks(csr.indptr, numba.get_num_threads())
+        _run_batch_par_jit(*args, dn, x0, on, a, g, s, plain, full_leak, bounds)
+    else:
+        _run_batch_jit(*args, dn, x0, on, a, g, s, plain, full_leak)
+    if not direct:
+        out.copy_(work)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+def accumulate_normal_equations(
+    readout: RidgeReadout, states: torch.Tensor, targets: torch.Tensor
+) -> RidgeReadout:
+    """``readout.partial_fit(states, targets)`` with the Gram matrix by a BLAS syrk.
+
+    Adds ``X^T X``, ``X^T Y``, ``X^T 1``, ``Y^T 1`` and the count of the chunk to the readout's
+    float64 statistics (:meth:`RidgeReadout.statistics`, the live tensors), exactly what
+    ``partial_fit`` adds, but on the CPU ``X^T X`` comes from numpy's ``x.T @ x`` (a symmetric
+    rank-k update, half the multiply-adds of torch's general ``mm``). Elsewhere (CUDA) it is
+    ``partial_fit``. ``states`` ``(..., F)`` and ``targets`` ``(..., O)`` share their leading
+    shape; every leading position is one sample.
+    """
+    if not isinstance(readout, RidgeReadout):
+        raise TypeError(f"readout must be a RidgeReadout, got {type(readout).__name__}")
+    stats = readout.statistics()
+    if stats["xtx"].device.type != "cpu":
+        return readout.partial_fit(states, targets)
+    f, o = readout.n_features, readout.n_outputs
+    if not isinstance(states, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise TypeError("states and targets must be torch.Tensors")
+    if states.dim() < 1 or states.shape[-1] != f:
+        raise ValueError(f"states must have {f} features in the last dimension, got shape "
+                         f"{tuple(states.shape)}")
+    if targets.dim() < 1 or targets.shape[-1] != o:
+        raise ValueError(f"targets must have {o} outputs in the last dimension, got shape "
+                         f"{tuple(targets.shape)}")
+    if states.shape[:-1] != targets.shape[:-1]:
+        raise ValueError(f"states {tuple(states.shape)} and targets {tuple(targets.shape)} must "
+                         f"have the same leading (batch, time) shape")
+    if not (states.is_floating_point() and targets.is_floating_point()):
+        raise TypeError("states and targets must be floating point")
+    x = check_tensor("states", states.detach().reshape(-1, f), ndim=2,
+                     layout="(samples, features)")
+    y = check_tensor("targets", targets.detach().reshape(-1, o), ndim=2,
+                     layout="(samples, outputs)")
+    _accumulate(stats, x, y)
+    return readout
+
+
+def _accumulate(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> None:
+    """Add checked CPU samples x (M, F), y (M, O) to the float64 statistics."""
+    x = x.to(dtype=torch.float64).contiguous()
+    y = y.to(dtype=torch.float64)
+    xn = x.numpy()
+    gram = xn.T @ xn  # numpy recognises a.T @ a and calls syrk; the result is full symmetric
+    stats["xtx"].add_(torch.from_numpy(gram))
+    stats["xty"].addmm_(x.t(), y)
+    stats["sum_x"].add_(x.sum(0))
+    stats["sum_y"].add_(y.sum(0))
+    stats["count"].add_(x.shape[0])
+
+
+def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | None
+                     ) -> tuple[int, int, int]:
+    if not hasattr(esn, "states") or not hasattr(esn, "units"):
+        raise TypeError(f"esn must be an EchoStateNetwork, got {type(esn).__name__}")
+    check_tensor("inputs", inputs, ndim=3, last_dim=esn.input_size, dtype=esn.W.dtype,
+                 device=esn.W.device, layout="(batch, time, features)")
+    batch, steps, _ = inputs.shape
+    if chunk is None:
+        chunk = max(1, DEFAULT_CHUNK_SAMPLES // batch)
+    check_positive_int("chunk", chunk)
+    return batch, steps, chunk
+
+
+def _check_targets(name: str, y: torch.Tensor, batch: int, steps: int, width: int,
+                   esn: EchoStateNetwork) -> torch.Tensor:
+    check_tensor(name, y, ndim=3, last_dim=width, device=esn.W.device,
+                 layout="(batch, time, outputs)")
+    if tuple(y.shape[:2]) != (batch, steps):
+        raise ValueError(f"{name} has batch and time {tuple(y.shape[:2])}, the inputs "
+                         f"{(batch, steps)}")
+    return y
+
+
+def fit_streaming(
+    esn: EchoStateNetwork,
+    readout: RidgeReadout,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk: int | None = None,
+    washout: int = 0,
+    state0: torch.Tensor | None = None,
+    feedback0: torch.Tensor | None = None,
+    solve: bool = True,
+) -> torch.Tensor:
+    """Fit ``readout`` on the states of ``esn`` driven by ``inputs``, chunk by chunk.
+
+    The reservoir runs over ``chunk`` time steps at a time (default ``DEFAULT_CHUNK_SAMPLES //
+    batch``), carrying the state across chunks; each chunk's states (after the first
+    ``washout`` steps of the sequences) and targets go into the readout's normal equations
+    (:func:`accumulate_normal_equations`) and are dropped, so memory is
+    O(batch x chunk x N) for the states plus the readout's O(N^2), whatever the length. The
+    result equals ``readout.fit(esn(inputs, washout=washout)[0], targets[:, washout:])`` up to
+    round-off. With output feedback the targets are the teacher signal, fed back one step late
+    (``feedback0`` is y(-1), default 0), as in ``esn(inputs, teacher=targets)``.
+
+    Args:
+        esn: the reservoir.
+        readout: a :class:`RidgeReadout` with ``n_features = esn.units``; its statistics are
+            added to (call ``readout.reset()`` first to start afresh).
+        inputs: ``(batch, time, D)``.
+        targets: ``(batch, time, O)``, aligned with ``inputs`` step by step.
+        chunk: time steps per chunk.
+        washout: initial steps of every sequence left out of the regression.
+        state0: x(-1), ``(batch, N)`` (default 0).
+        feedback0: y(-1) for output feedback, ``(batch, O)``.
+        solve: call ``readout.solve()`` at the end.
+
+    Returns:
+        The final state x(T-1), ``(batch, N)`` (e.g. to continue into a test sequence).
+    """
+    if not isinstance(readout, RidgeReadout):
+        raise TypeError(f"readout must be a RidgeReadout, got {type(readout).__name__}")
+    batch, steps, chunk = _check_streaming(esn, inputs, chunk)
+    if readout.n_features != esn.units:
+        raise ValueError(f"the readout takes {readout.n_features} features, the ESN has "
+                         f"{esn.units} units")
+    _check_targets("targets", targets, batch, steps, readout.n_outputs, esn)
+    if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
+        raise ValueError(f"washout must be an int >= 0, got {washout!r}")
+    if washout >= steps:
+        raise ValueError(f"washout ({washout}) must be smaller than the number of time steps "
+                         f"({steps})")
+    if not esn.has_feedback and feedback0 is not None:
+        raise ValueError("feedback0 given but this ESN has no output feedback")
+    stats = readout.statistics()
+    # The states come from checked inputs through tanh: finite, so each chunk skips the scan
+    # for NaN that accumulate_normal_equations would make (10% of the fit time at N = 1000).
+    on_cpu = stats["xtx"].device.type == "cpu" and esn.W.device.type == "cpu"
+    x, y_prev = state0, feedback0
+    with torch.no_grad():
+        for start in range(0, steps, chunk):
+            stop = min(start + chunk, steps)
+            teach = {}
+            if esn.has_feedback:
+                teach = {"teacher": targets[:, start:stop], "feedback0": y_prev}
+                y_prev = targets[:, stop - 1]
+            xs = esn.states(inputs[:, start:stop], x, **teach)
+            x = xs[:, -1].clone()
+            first = max(washout - start, 0)
+            if first < stop - start:
+                xc, yc = xs[:, first:], targets[:, start + first:stop]
+                if on_cpu:
+                    _accumulate(stats, xc.reshape(-1, esn.units),
+                                yc.reshape(-1, readout.n_outputs))
+                else:
+                    readout.partial_fit(xc, yc)
+            del xs
+    if solve:
+        readout.solve()
+    return x
+
+
+def predict_streaming(
+    esn: EchoStateNetwork,
+    readout: RidgeReadout,
+    inputs: torch.Tensor,
+    *,
+    chunk: int | None = None,
+    state0: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
+    feedback0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The readout's outputs on the states driven by ``inputs``, chunk by chunk.
+
+    Equals ``(readout(esn(inputs, state0, teacher=teacher)[0]), final state)`` without holding
+    the states of the whole sequence: memory O(batch x chunk x N) plus the outputs. With output
+    feedback, ``teacher`` ``(batch, time, O)`` is the true output sequence fed back one step
+    late (teacher forcing, e.g. one-step-ahead prediction); free-running generation is
+    :meth:`EchoStateNetwork.generate <rnnlab.reservoir.esn.EchoStateNetwork.generate>`. Each
+    chunk's states are cast to the readout's dtype (e.g. float32 states, float64 readout).
+
+    Returns ``(outputs (batch, time, O), final state (batch, N))``.
+    """
+    if not isinstance(readout, RidgeReadout):
+        raise TypeError(f"readout must be a RidgeReadout, got {type(readout).__name__}")
+    batch, steps, chunk = _check_streaming(esn, inputs, chunk)
+    if readout.n_features != esn.units:
+        raise ValueError(f"the readout takes {readout.n_features} features, the ESN has "
+                         f"{esn.units} units")
+    if esn.has_feedback:
+        if teacher is None:
+            raise ValueError("this ESN feeds its output back: pass teacher= (the true outputs, "
+                             "teacher forcing) or use esn.generate()")
+        _check_targets("teacher", teacher, batch, steps, esn.output_size, esn)
+    elif teacher is not None or feedback0 is not None:
+        raise ValueError("teacher/feedback0 given but this ESN has no output feedback")
+    outputs = []
+    x, y_prev = state0, feedback0
+    with torch.no_grad():
+        for start in range(0, steps, chunk):
+            stop = min(start + chunk, steps)
+            teach = {}
+            if esn.has_feedback:
+                teach = {"teacher": teacher[:, start:stop], "feedback0": y_prev}
+                y_prev = teacher[:, stop - 1]
+            xs = esn.states(inputs[:, start:stop], x, **teach)
+            x = xs[:, -1].clone()
+            outputs.append(readout.predict(xs.to(readout.weight.dtype)))
+            del xs
+    return torch.cat(outputs, dim=1), x
