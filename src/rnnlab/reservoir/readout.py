@@ -171,7 +171,13 @@ class RidgeReadout(nn.Module):
         x = x.to(device=dev, dtype=torch.float64)
         y = y.to(device=dev, dtype=torch.float64)
         s = self._stats
-        s["xtx"].addmm_(x.t(), x)
+        if dev.type == "cpu":
+            # numpy recognises a.T @ a and calls BLAS syrk (half the multiply-adds of a general
+            # mm; measured 0.40 s vs 1.2 s for 15000 x 1000 here); the result is full symmetric.
+            xn = x.detach().contiguous().numpy()
+            s["xtx"].add_(torch.from_numpy(xn.T @ xn))
+        else:
+            s["xtx"].addmm_(x.t(), x)
         s["xty"].addmm_(x.t(), y)
         s["sum_x"].add_(x.sum(0))
         s["sum_y"].add_(y.sum(0))
