@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.reservoir.readout import RidgeReadout
+from rnnlab.reservoir.readout import RidgeReadout, accumulate_statistics
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnlab.reservoir.esn import EchoStateNetwork
@@ -499,15 +499,7 @@ def accumulate_normal_equations(
 
 def _accumulate(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> None:
     """Add checked CPU samples x (M, F), y (M, O) to the float64 statistics."""
-    x = x.to(dtype=torch.float64).contiguous()
-    y = y.to(dtype=torch.float64)
-    xn = x.numpy()
-    gram = xn.T @ xn  # numpy recognises a.T @ a and calls syrk; the result is full symmetric
-    stats["xtx"].add_(torch.from_numpy(gram))
-    stats["xty"].addmm_(x.t(), y)
-    stats["sum_x"].add_(x.sum(0))
-    stats["sum_y"].add_(y.sum(0))
-    stats["count"].add_(x.shape[0])
+    accumulate_statistics(stats, x, y)
 
 
 def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | None

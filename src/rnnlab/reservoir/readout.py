@@ -81,6 +81,26 @@ def _flatten_pair(x: torch.Tensor, y: torch.Tensor, n_features: int, n_outputs: 
     return x2, y2
 
 
+def accumulate_statistics(stats: dict[str, torch.Tensor], x: torch.Tensor,
+                          y: torch.Tensor) -> None:
+    """Add checked samples ``x`` ``(M, F)``, ``y`` ``(M, O)`` to float64 ridge statistics
+    (``xtx``, ``xty``, ``sum_x``, ``sum_y``, ``count``) in place."""
+    dev = stats["xtx"].device
+    x = x.detach().to(device=dev, dtype=torch.float64)
+    y = y.detach().to(device=dev, dtype=torch.float64)
+    if dev.type == "cpu":
+        # numpy recognises a.T @ a and calls BLAS syrk (half the multiply-adds of a general mm;
+        # measured 0.54 s vs 0.94 s for 15000 x 1000 here); the result is full symmetric.
+        xn = x.contiguous().numpy()
+        stats["xtx"].add_(torch.from_numpy(xn.T @ xn))
+    else:
+        stats["xtx"].addmm_(x.t(), x)
+    stats["xty"].addmm_(x.t(), y)
+    stats["sum_x"].add_(x.sum(0))
+    stats["sum_y"].add_(y.sum(0))
+    stats["count"].add_(x.shape[0])
+
+
 class RidgeReadout(nn.Module):
     """Ridge regression readout ``y = W x + c`` accumulated as normal equations.
 
@@ -167,21 +187,7 @@ class RidgeReadout(nn.Module):
         """Add a chunk: ``states`` ``(..., F)`` and ``targets`` ``(..., O)`` with the same leading
         shape (e.g. ``(batch, time)``); every leading position is one sample."""
         x, y = _flatten_pair(states, targets, self.n_features, self.n_outputs)
-        dev = self._stats["xtx"].device
-        x = x.to(device=dev, dtype=torch.float64)
-        y = y.to(device=dev, dtype=torch.float64)
-        s = self._stats
-        if dev.type == "cpu":
-            # numpy recognises a.T @ a and calls BLAS syrk (half the multiply-adds of a general
-            # mm; measured 0.40 s vs 1.2 s for 15000 x 1000 here); the result is full symmetric.
-            xn = x.detach().contiguous().numpy()
-            s["xtx"].add_(torch.from_numpy(xn.T @ xn))
-        else:
-            s["xtx"].addmm_(x.t(), x)
-        s["xty"].addmm_(x.t(), y)
-        s["sum_x"].add_(x.sum(0))
-        s["sum_y"].add_(y.sum(0))
-        s["count"].add_(x.shape[0])
+        accumulate_statistics(self._stats, x, y)
         return self
 
     def merge(self, other: RidgeReadout) -> RidgeReadout:
