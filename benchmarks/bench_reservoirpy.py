@@ -59,6 +59,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--memory10", action="store_true", help="the 10-sequence memory comparison")
     ap.add_argument("--kernels", action="store_true", help="only the kernel table")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rpy-threads", type=int, default=None,
+                    help="BLAS threads for ReservoirPy (default: --threads); its best here is 1")
+    ap.add_argument("--overlap", action="store_true",
+                    help="with --threads > 1: fit_streaming(overlap=True) (states on one core, "
+                         "the Gram of the previous chunk on another) instead of split rows and "
+                         "split Gram")
     return ap.parse_args(argv)
 
 
@@ -98,8 +104,11 @@ def set_threads(n: int) -> str:
         numba.set_num_threads(n)
         if n > 1:
             kernels.set_kernel_threads(n)
-        lines.append(f"numba threads {numba.get_num_threads()} (kernel rows on "
-                     f"{kernels.kernel_threads()})")
+        mode = ("serial" if kernels.kernel_threads() == 1 else
+                "overlap: states on one core, Gram on another" if ARGS.overlap else
+                "rows and Gram split across the threads")
+        lines.append(f"rnnlab kernel threads {kernels.kernel_threads()} (fit: {mode}; numpy "
+                     f"BLAS on 1 thread inside rnnlab's fit when above 1)")
     else:
         lines.append("numba not installed: torch loop")
     try:
@@ -111,6 +120,22 @@ def set_threads(n: int) -> str:
     except ImportError:
         lines.append(f"BLAS threads via environment ({os.environ['OPENBLAS_NUM_THREADS']})")
     return "; ".join(lines)
+
+
+def rpy_threads() -> int:
+    return ARGS.threads if ARGS.rpy_threads is None else ARGS.rpy_threads
+
+
+def as_rpy(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with numpy's BLAS on ``--rpy-threads`` threads (ReservoirPy's only pool)."""
+    def run() -> object:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return fn()
+        with threadpool_limits(rpy_threads()):
+            return fn()
+    return run
 
 
 def series(seed: int, length: int) -> np.ndarray:
@@ -173,7 +198,7 @@ def rpy_model(esn: EchoStateNetwork):
 def our_fit(esn: EchoStateNetwork, u: torch.Tensor, y: torch.Tensor, warmup: int
             ) -> tuple[RidgeReadout, torch.Tensor]:
     readout = RidgeReadout(esn.units, 1, RIDGE, dtype=F64)
-    final = kernels.fit_streaming(esn, readout, u, y, washout=warmup)
+    final = kernels.fit_streaming(esn, readout, u, y, washout=warmup, overlap=ARGS.overlap)
     return readout, final
 
 
@@ -218,8 +243,8 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
     runs: dict[str, list] = {"rpy": [], "f64": [], "f32": []}
     for _ in range(args.repeats):
         res.reset()
-        fw, fc, _ = timed(lambda: model.fit(x_np, y_np, warmup=w))
-        pw, pc, p_rpy = timed(lambda: model.run(xt_np))
+        fw, fc, _ = timed(as_rpy(lambda: model.fit(x_np, y_np, warmup=w)))
+        pw, pc, p_rpy = timed(as_rpy(lambda: model.run(xt_np)))
         runs["rpy"].append((fw, fc, pw, pc))
         for key, m, a, b, t in (("f64", esn, u, y, u_test), ("f32", esn32, u32, y32, ut32)):
             fw, fc, (readout, final) = timed(lambda m=m, a=a, b=b: our_fit(m, a, b, w))
@@ -231,7 +256,7 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
             else:
                 p_ours32 = pred
     res.reset()
-    st_rpy = timed(lambda: res.run(x_np))[:2]
+    st_rpy = timed(as_rpy(lambda: res.run(x_np)))[:2]
     st_ours = timed(lambda: our_states(esn, u))[:2]
     st_ours32 = timed(lambda: our_states(esn32, u32))[:2]
     nrmse_rpy = nrmse(torch.from_numpy(np.asarray(p_rpy)), y_test[0])
@@ -307,9 +332,9 @@ def batch_case(args: argparse.Namespace, esn: EchoStateNetwork, rpy_single_fit: 
     xs = [u[i].numpy() for i in range(k)]
     ys = [y[i].numpy() for i in range(k)]
     xts = [u_test[i].numpy() for i in range(k)]
-    rfw, rfc, _ = timed(lambda: model.fit(xs, ys, warmup=w))
+    rfw, rfc, _ = timed(as_rpy(lambda: model.fit(xs, ys, warmup=w)))
     res.reset()
-    rpw, rpc, preds = timed(lambda: model.run(xts))
+    rpw, rpc, preds = timed(as_rpy(lambda: model.run(xts)))
     preds = np.stack([np.asarray(p) for p in preds])
     rerr = nrmse(torch.from_numpy(preds[:, w:]), y_test[:k, w:])
     scale = b / k
@@ -385,6 +410,7 @@ def main() -> int:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, numpy {np.__version__}")
     print(set_threads(args.threads))
+    print(f"ReservoirPy: numpy BLAS on {rpy_threads()} thread(s) (--rpy-threads)")
     if args.kernels:
         kernel_table()
         return 0

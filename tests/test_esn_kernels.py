@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import sys
 
 import numpy as np
@@ -179,32 +180,64 @@ def test_recur_in_place_and_non_contiguous_buffers():
 
 @needs_numba
 @pytest.mark.parametrize("batch", [1, 3])
-def test_parallel_rows_equal_serial(batch):
-    if kernels.numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba has one thread")
-    fast, slow = _pair(300, F64, density=0.05, leak=0.3)
-    drive = fast.input_drive(_inputs(batch, 50, seed=7))
-    x0 = fast.initial_state(batch)
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_parallel_rows_equal_serial(batch, dtype):
+    fast, slow = _pair(300, dtype, density=0.05, leak=0.3)
+    drive = fast.input_drive(_inputs(batch, 50, seed=7, dtype=dtype))
+    x0 = torch.randn(batch, 300, generator=torch.Generator().manual_seed(3), dtype=dtype)
     csr = fast.kernel_operator()
     serial = kernels.recur_numba(csr, drive, x0, None, fast.leak, fast.a, fast.b, parallel=False)
+    # three threads on two cores as well: the spin-wait must yield, not stall
+    for threads in (2, 3):
+        flat = drive.clone()
+        try:
+            kernels._THREADS["n"] = threads  # set_kernel_threads refuses more than the cores
+            par = kernels.recur_numba(csr, drive, x0, None, fast.leak, fast.a, fast.b,
+                                      parallel=True)
+            # in place (out is drive), as states() does
+            kernels.recur_numba(csr, flat, x0, flat, fast.leak, fast.a, fast.b, parallel=True)
+        finally:
+            kernels.set_kernel_threads(1)
+        # each row is summed by one thread in the serial order: identical results
+        torch.testing.assert_close(par, serial, rtol=0, atol=0)
+        torch.testing.assert_close(flat, serial, rtol=0, atol=0)
+    tol = 1e-12 if dtype == F64 else 2e-5
+    torch.testing.assert_close(serial, slow.recur(drive, x0), rtol=0, atol=tol)
+
+
+@needs_numba
+def test_parallel_rows_stop_when_a_thread_fails():
+    fast, _ = _pair(100, F64, density=0.1)
+    csr = fast.kernel_operator()
+    drive = fast.input_drive(_inputs(1, 20, seed=1)).numpy()
+    x0 = np.zeros((1, 100))
+    out = np.empty_like(drive)
+    ones, zeros = np.ones(100), np.zeros(100)
+    calls = []
+    real = kernels._run_one_part_jit
+
+    def failing(part, *rest):
+        calls.append(part)
+        if part == 1:
+            raise RuntimeError("thread 1 failed")
+        return real(part, *rest)
+
+    kernels._run_one_part_jit = failing
     try:
-        kernels.set_kernel_threads(2)
-        assert kernels.kernel_threads() == 2
-        par = kernels.recur_numba(csr, drive, x0, None, fast.leak, fast.a, fast.b,
-                                  parallel=True)
+        # thread 0 would wait for thread 1 forever without the abort slot
+        with pytest.raises(RuntimeError, match="thread 1 failed"):
+            kernels._run_parallel(csr, drive, x0, out, ones, ones, zeros, True, True, 2)
     finally:
-        kernels.set_kernel_threads(1)
-    # each row is summed by one thread in the serial order: identical results
-    torch.testing.assert_close(par, serial, rtol=0, atol=0)
-    torch.testing.assert_close(par, slow.recur(drive, x0), rtol=0, atol=1e-12)
+        kernels._run_one_part_jit = real
+    assert sorted(calls) == [0, 1]
 
 
 @needs_numba
 def test_kernel_threads_bad_input():
     with pytest.raises(ValueError, match="positive"):
         kernels.set_kernel_threads(0)
-    with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
-        kernels.set_kernel_threads(kernels.numba.config.NUMBA_NUM_THREADS + 1)
+    with pytest.raises(ValueError, match="cores"):
+        kernels.set_kernel_threads((os.cpu_count() or 1) + 1)
     assert kernels.kernel_threads() == 1
 
 
@@ -337,6 +370,38 @@ def test_fit_streaming_equals_one_shot_fit(dtype, batch, chunk):
         assert float(dw) < 1e-7
         pred = streamed(states)
         torch.testing.assert_close(pred, one_shot(states), rtol=0, atol=1e-8)
+
+
+@needs_numba
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("overlap", [True, False])
+def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
+    esn = EchoStateNetwork(120, 1, density=0.1, leak=0.3, bias_scaling=0.2, seed=5, dtype=F64)
+    assert esn.uses_numba(batch)
+    u, y = _task(batch, 260, seed=4)
+    serial = RidgeReadout(120, 1, 1e-4, dtype=F64)
+    last = kernels.fit_streaming(esn, serial, u, y, chunk=37, washout=20)
+    parallel = RidgeReadout(120, 1, 1e-4, dtype=F64)
+    try:
+        kernels._THREADS["n"] = 2  # also where the machine has one core: the waits yield
+        final = kernels.fit_streaming(esn, parallel, u, y, chunk=37, washout=20,
+                                      overlap=overlap)
+    finally:
+        kernels.set_kernel_threads(1)
+    assert not getattr(kernels._LOCAL, "serial", False)  # the per-thread switch is restored
+    torch.testing.assert_close(final, last, rtol=0, atol=0)  # the same states
+    if overlap:
+        # the chunks are added in the same order: the same sums, bit for bit
+        for key, value in serial.statistics().items():
+            torch.testing.assert_close(parallel.statistics()[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(parallel.weight, serial.weight, rtol=0, atol=0)
+    else:
+        # X^T X as two slices' syrk: the same sums up to the order of addition
+        for key, value in serial.statistics().items():
+            torch.testing.assert_close(parallel.statistics()[key], value, rtol=1e-13,
+                                       atol=1e-11)
+        # (the solve's condition number scales the round-off)
+        torch.testing.assert_close(parallel.weight, serial.weight, rtol=1e-6, atol=1e-8)
 
 
 def test_fit_streaming_with_feedback_and_carried_state():

@@ -29,7 +29,7 @@ SPLIT = {"washout": 50, "train": 400, "validation": 150, "test": 200}
 FORECAST = {"sizes": "16,24", "seeds": "2", "radii": "0.8,0.95", "input-scalings": "0.3,1",
             "ridges": "1e-4", "horizon": "20", "trial-every": "25",
             **{k: str(v) for k, v in SPLIT.items()}}
-TOPO = {"units": "24", "seeds": "3", "mean-degree": "6", "waxman-alpha": "0.5",
+TOPO = {"units": "24", "seeds": "3", "mean-degree": "6", "waxman-alpha": "0.5", "growth-alpha": "1",
         "washout": "50", "train": "400", "validation": "150", "test": "200",
         "radii": "0.8,0.95", "input-scalings": "0.3,1", "ridges": "1e-8"}
 
@@ -171,7 +171,8 @@ def test_esn_forecast_is_seeded(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_reservoir_topologies_end_to_end(tmp_path):
     result, run_dir = run_experiment("reservoir-topologies", TOPO, out_dir=tmp_path)
-    topologies = ("random", "small_world", "scale_free", "spatial", "dlr", "dlrb", "scr")
+    topologies = ("random", "small_world", "scale_free", "spatial", "spatial_growth", "dlr",
+                  "dlrb", "scr")
     tasks = ("narma10", "mackey-glass", "memory-capacity")
     assert [(r["task"], r["topology"]) for r in result.rows] == [
         (t, k) for t in tasks for k in topologies]
@@ -192,39 +193,44 @@ def test_reservoir_topologies_end_to_end(tmp_path):
         assert significant == (p < 0.05)
     nnz = {r["topology"]: r["nnz_per_row"] for r in result.rows if r["task"] == "narma10"}
     assert nnz["random"] == nnz["small_world"] == 6.0
+    # the grown graph's beta is bisected per seed to exactly 24 * 6 / 2 edges
+    assert nnz["spatial_growth"] == 6.0
     assert nnz["scale_free"] == 2 * 3 * (24 - 3) / 24
     assert nnz["scr"] == 1.0 and nnz["dlr"] == 23 / 24 and nnz["dlrb"] == 2 * 23 / 24
     mc = [r["mean"] for r in result.rows if r["task"] == "memory-capacity"]
     assert all(0 < v <= 2 * 24 for v in mc)
     assert (run_dir / "topologies.png").is_file()
 
-    # one graph-reservoir score re-computed with numpy, at the setting the tuning chose
-    m = next(r for r in runs if (r["topology"], r["seed"]) == ("small_world", "2"))
-    radius, v, alpha = map(float, m["narma10_setting"].split("/"))
-    assert radius in (0.8, 0.95) and v in (0.3, 1.0) and alpha == 1e-8
-    w = graph_reservoir("small_world", 24, 6, rewire=0.1, spectral_radius=radius, seed=2,
-                        dtype=torch.float64)
-    esn = EchoStateNetwork(24, 1, topology=w, input_scaling=v, seed=2, dtype=torch.float64)
-    series = task_series("narma10", 2, 50, 400, 150, 200, torch.float64)
-    u, y = series.inputs[0, :, 0].numpy(), series.targets[0, :, 0].numpy()
-    x = _np_states(w.numpy(), esn.W_in.numpy(), u)
-    w_out, bias = _np_ridge(x[50:450], y[50:450], alpha)
-    assert float(m["narma10"]) == pytest.approx(_np_nrmse(x[600:] @ w_out + bias, y[600:]),
-                                                rel=1e-6)
-    # the chosen setting is the best of the grid on the validation segment
-    val = []
-    for r in (0.8, 0.95):
-        wr = graph_reservoir("small_world", 24, 6, rewire=0.1, spectral_radius=r, seed=2,
-                             dtype=torch.float64).numpy()
-        for s in (0.3, 1.0):
-            xr = _np_states(wr, s * esn.W_in.numpy() / v, u)
-            wo, b0 = _np_ridge(xr[50:450], y[50:450], 1e-8)
-            val.append((_np_nrmse(xr[450:600] @ wo + b0, y[450:600]), r, s))
-    assert min(val)[1:] == (radius, v)
+    # graph-reservoir scores re-computed with numpy, at the setting the tuning chose
+    for topology, extra in (("small_world", {"rewire": 0.1}),
+                            ("spatial_growth", {"growth_alpha": 1.0})):
+        m = next(r for r in runs if (r["topology"], r["seed"]) == (topology, "2"))
+        radius, v, alpha = map(float, m["narma10_setting"].split("/"))
+        assert radius in (0.8, 0.95) and v in (0.3, 1.0) and alpha == 1e-8
+        w = graph_reservoir(topology, 24, 6, **extra, spectral_radius=radius, seed=2,
+                            dtype=torch.float64)
+        esn = EchoStateNetwork(24, 1, topology=w, input_scaling=v, seed=2, dtype=torch.float64)
+        series = task_series("narma10", 2, 50, 400, 150, 200, torch.float64)
+        u, y = series.inputs[0, :, 0].numpy(), series.targets[0, :, 0].numpy()
+        x = _np_states(w.numpy(), esn.W_in.numpy(), u)
+        w_out, bias = _np_ridge(x[50:450], y[50:450], alpha)
+        assert float(m["narma10"]) == pytest.approx(
+            _np_nrmse(x[600:] @ w_out + bias, y[600:]), rel=1e-6)
+        # the chosen setting is the best of the grid on the validation segment
+        val = []
+        for r in (0.8, 0.95):
+            wr = graph_reservoir(topology, 24, 6, **extra, spectral_radius=r, seed=2,
+                                 dtype=torch.float64).numpy()
+            for s in (0.3, 1.0):
+                xr = _np_states(wr, s * esn.W_in.numpy() / v, u)
+                wo, b0 = _np_ridge(xr[50:450], y[50:450], 1e-8)
+                val.append((_np_nrmse(xr[450:600] @ wo + b0, y[450:600]), r, s))
+        assert min(val)[1:] == (radius, v)
 
 
 def test_mann_whitney_p_values_equal_scipy(tmp_path):
-    opts = {**TOPO, "seeds": "4", "tasks": "narma10", "topologies": "random,scr,spatial",
+    opts = {**TOPO, "seeds": "4", "tasks": "narma10",
+            "topologies": "random,scr,spatial,spatial_growth",
             "test-name": "mannwhitney", "tune": "false"}
     result, run_dir = run_experiment("reservoir-topologies", opts, out_dir=tmp_path)
     runs = _metrics(run_dir)
@@ -269,6 +275,9 @@ def test_significance_test_edge_cases():
     ("reservoir-topologies", {"test-name": "ks"}, "test_name"),
     ("reservoir-topologies", {"significance": "1.5"}, "significance"),
     ("reservoir-topologies", {"rewire": "2"}, "rewire"),
+    ("reservoir-topologies", {"growth-alpha": "0"}, "growth_alpha"),
+    ("reservoir-topologies", {"topologies": "random,spatial_growth", "mean-degree": "1"},
+     "spatial_growth is connected"),
     ("reservoir-topologies", {"spectral-radius": "0"}, "spectral_radius"),
     ("reservoir-topologies", {"mc-ridge": "-1"}, "mc_ridge"),
     ("reservoir-topologies", {"radii": "0"}, "radii"),

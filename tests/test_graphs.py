@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from rnnlab.reservoir.graphs import (
+    _grow,
+    _pair_index,
+    _splitmix_uniform,
     barabasi_albert_reservoir,
     graph_reservoir,
     graph_to_reservoir,
+    spatial_growth_beta,
+    spatial_growth_graph,
+    spatial_growth_reservoir,
     watts_strogatz_reservoir,
     waxman_beta,
     waxman_reservoir,
@@ -136,7 +142,7 @@ def test_waxman_beta_and_mean_degree():
     assert np.mean(lengths) < 0.6 * 0.5214
 
 
-@pytest.mark.parametrize("kind", ["small_world", "scale_free", "spatial"])
+@pytest.mark.parametrize("kind", ["small_world", "scale_free", "spatial", "spatial_growth"])
 @pytest.mark.parametrize("mode", ["independent", "symmetric"])
 def test_scaled_spectral_radius_against_numpy(kind, mode):
     w = graph_reservoir(kind, 80, 8, mode=mode, spectral_radius=0.9, seed=4,
@@ -151,6 +157,8 @@ def test_mean_degree_matches_random_reservoir_density():
     assert int((graph_reservoir("small_world", n, degree) != 0).sum()) == n * degree
     m = degree // 2
     assert int((graph_reservoir("scale_free", n, degree) != 0).sum()) == 2 * m * (n - m)
+    # beta bisected on the realised degree of this seed: exactly n degree / 2 edges
+    assert int((graph_reservoir("spatial_growth", n, degree) != 0).sum()) == n * degree
 
 
 def test_seeded_and_dtype():
@@ -202,3 +210,177 @@ def test_bad_input():
         graph_to_reservoir(nx.path_graph(6), mode="random_direction", spectral_radius=0.9)
     with pytest.raises(ValueError, match="spectral_radius"):
         graph_to_reservoir(nx.path_graph(6), spectral_radius=0.0)
+
+
+# --- spatial growth (Kaiser & Hilgetag 2004) -----------------------------------------------------
+MEAN_PAIR_DISTANCE = (2 + math.sqrt(2) + 5 * math.log(1 + math.sqrt(2))) / 15   # 0.5214
+MEAN_DISTANCE_TO_CENTRE = (math.sqrt(2) + math.log(1 + math.sqrt(2))) / 6       # 0.3826
+
+
+def _positions(graph: nx.Graph) -> np.ndarray:
+    return np.array([graph.nodes[i]["pos"] for i in range(graph.number_of_nodes())])
+
+
+def test_spatial_growth_seeded():
+    a = spatial_growth_graph(60, 4.0, 0.5, seed=3)
+    b = spatial_growth_graph(60, 4.0, 0.5, seed=3)
+    c = spatial_growth_graph(60, 4.0, 0.5, seed=4)
+    assert list(a.edges()) == list(b.edges()) and dict(a.nodes(data=True)) == dict(
+        b.nodes(data=True))
+    assert set(a.edges()) != set(c.edges())
+    w1 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float64)
+    w2 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float64)
+    torch.testing.assert_close(w1, w2, rtol=0, atol=0)
+    f32 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float32)
+    torch.testing.assert_close(f32, w1.float(), rtol=0, atol=0)
+    g1 = spatial_growth_reservoir(60, 6, 4.0, generator=torch.Generator().manual_seed(9))
+    g2 = spatial_growth_reservoir(60, 6, 4.0, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    csr = spatial_growth_reservoir(60, 6, 4.0, seed=3, layout="csr", dtype=torch.float64)
+    torch.testing.assert_close(csr.to_dense(), w1)
+
+
+def test_spatial_growth_every_node_joins_an_earlier_one():
+    g = spatial_growth_graph(150, 8.0, 0.7, seed=1)
+    attempts = [g.nodes[k]["attempt"] for k in range(150)]
+    assert attempts[0] == 0 and all(np.diff(attempts) > 0)
+    assert g.graph["attempts"] == attempts[-1] + 1
+    assert g.graph["attempts"] > 150                      # some candidates were discarded
+    for k in range(1, 150):
+        assert min(g.neighbors(k)) < k, f"node {k} has no link to an earlier node"
+    assert nx.is_connected(g)
+    pos = _positions(g)
+    assert pos.min() >= 0 and pos.max() <= 1
+    assert g.graph["mean_degree"] == 2 * g.number_of_edges() / 150
+
+
+def test_link_uniforms_are_splitmix64():
+    """The link uniforms: SplitMix64 outputs (the published sequence for seed 1234567 starts
+    6457827717110365317, 3203168211198807973, 9817491932198370423), top 53 bits; uniform by a
+    Kolmogorov-Smirnov test; one counter per pair of attempts s < t."""
+    from scipy import stats
+
+    u = _splitmix_uniform(np.uint64(1234567), np.arange(3))
+    expected = [6457827717110365317, 3203168211198807973, 9817491932198370423]
+    assert [int(v * 2**53) for v in u] == [e >> 11 for e in expected]
+    many = _splitmix_uniform(np.uint64(2024), np.arange(200_000))
+    assert stats.kstest(many, "uniform").pvalue > 1e-3
+    t, s = np.triu_indices(300, 1)[::-1]                   # all s < t < 300
+    idx = _pair_index(t, s)
+    assert len(np.unique(idx)) == len(idx) and int(idx.max()) == 300 * 299 // 2 - 1
+
+
+def test_spatial_growth_acceptance_probability_closed_form():
+    """The growth loop with fixed existing nodes and every candidate at one point x: each
+    candidate is kept with p = 1 - prod_i (1 - beta exp(-alpha d_i)) and, if kept, linked to node
+    i with probability beta exp(-alpha d_i) / p. Monte Carlo over 3000 independent keys (one
+    growth step each), 4.5 standard errors."""
+    existing = np.array([[0.2, 0.3], [0.5, 0.5], [0.8, 0.1], [0.45, 0.9], [0.3, 0.55]])
+    x = np.array([0.4, 0.6])
+    alpha, beta = 3.0, 0.3
+    p_i = beta * np.exp(-alpha * np.linalg.norm(existing - x, axis=1))
+    p = 1 - np.prod(1 - p_i)                               # about 0.45
+    keys = np.random.default_rng(0).integers(0, 2**64, size=3000, dtype=np.uint64)
+    tried, linked = 0, np.zeros(5)
+    for key in keys:
+        g = _grow(6, alpha, beta, key, lambda t0, b: np.tile(x, (b, 1)), existing, 10**6)
+        tried += g.tried - 5                               # candidates, the kept one included
+        linked[g.links[5]] += 1
+    kept = len(keys)
+    p_hat = kept / tried
+    se = math.sqrt(p * p * (1 - p) / kept)                 # geometric number of candidates
+    assert abs(p_hat - p) < 4.5 * se
+    q = p_i / p
+    np.testing.assert_array_less(np.abs(linked / kept - q), 4.5 * np.sqrt(q * (1 - q) / kept))
+
+
+def test_spatial_growth_second_node_against_quadrature():
+    """n = 2 from the centre: each candidate (uniform in the square) is kept with probability
+    q = integral over [0, 1]^2 of beta exp(-alpha |x - c|) (midpoint rule, 1000^2 cells); the
+    candidates drawn for node 1 are geometric with mean 1 / q."""
+    alpha, beta = 4.0, 0.8
+    h = (np.arange(1000) + 0.5) / 1000
+    gx, gy = np.meshgrid(h, h)
+    q = float(np.mean(beta * np.exp(-alpha * np.hypot(gx - 0.5, gy - 0.5))))     # about 0.24
+    draws = [spatial_growth_graph(2, alpha, beta, seed=s, first_position=(0.5, 0.5))
+             .nodes[1]["attempt"] for s in range(2000)]
+    q_hat = len(draws) / sum(draws)
+    assert abs(q_hat - q) < 4.5 * math.sqrt(q * q * (1 - q) / len(draws))
+
+
+def test_spatial_growth_is_local_and_spreads_from_the_first_node():
+    _, g = spatial_growth_reservoir(300, 8, 6.0, seed=0, return_graph=True)
+    pos = _positions(g)
+    lengths = [np.linalg.norm(pos[u] - pos[v]) for u, v in g.edges()]
+    assert np.mean(lengths) < 0.6 * MEAN_PAIR_DISTANCE
+    # growth from the centre with short links: the first nodes stay near it, later ones fill
+    # the square (uniform points: mean distance 0.3826 to the centre)
+    early, late = [], []
+    for s in range(5):
+        d = np.linalg.norm(_positions(spatial_growth_graph(200, 20.0, 1.0, seed=s,
+                                                           first_position=(0.5, 0.5))) - 0.5,
+                           axis=1)
+        early.append(d[1:21].mean())
+        late.append(d[-20:].mean())
+    assert np.mean(early) < 0.6 * MEAN_DISTANCE_TO_CENTRE
+    assert np.mean(early) < 0.7 * np.mean(late)
+
+
+def test_spatial_growth_reservoir_pattern_and_beta():
+    w, g = spatial_growth_reservoir(100, 10, 5.0, seed=2, return_graph=True,
+                                    dtype=torch.float64)
+    np.testing.assert_array_equal(_pattern(w), _adjacency(g))
+    assert int((w != 0).sum()) == 2 * g.number_of_edges() == 1000
+    # the reported beta regrows the same graph
+    again = spatial_growth_graph(100, 5.0, g.graph["beta"], seed=2)
+    assert set(again.edges()) == set(g.edges())
+    assert spatial_growth_beta(100, 10, 5.0, seed=2) == g.graph["beta"]
+    w2 = spatial_growth_reservoir(100, beta=g.graph["beta"], alpha=5.0, seed=2,
+                                  dtype=torch.float64)
+    torch.testing.assert_close(w2, w, rtol=0, atol=0)
+    for seed in range(4):                               # the bisection hits the degree exactly
+        _, h = spatial_growth_reservoir(100, 10, 5.0, seed=seed, return_graph=True)
+        assert h.graph["mean_degree"] == 10.0 and 0 < h.graph["beta"] < 1
+
+
+def test_spatial_growth_common_random_numbers_are_monotone_in_beta():
+    """For one seed a larger beta keeps every candidate a smaller beta kept (up to where the
+    smaller-beta growth stopped), which is what makes the bisection on beta meaningful."""
+    for seed in range(3):
+        small = spatial_growth_graph(80, 6.0, 0.3, seed=seed)
+        large = spatial_growth_graph(80, 6.0, 0.6, seed=seed)
+        kept_small = {small.nodes[k]["attempt"] for k in small}
+        kept_large = {large.nodes[k]["attempt"] for k in large}
+        horizon = min(max(kept_small), max(kept_large))
+        assert {a for a in kept_small if a <= horizon} <= kept_large
+        assert large.number_of_edges() > small.number_of_edges()
+        assert large.graph["attempts"] < small.graph["attempts"]
+
+
+def test_spatial_growth_bad_input():
+    with pytest.raises(ValueError, match="n >= 2"):
+        spatial_growth_graph(1, 5.0, 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        spatial_growth_graph(10, 0.0, 0.5)
+    with pytest.raises(ValueError, match="beta"):
+        spatial_growth_graph(10, 5.0, 0.0)
+    with pytest.raises(ValueError, match="beta"):
+        spatial_growth_graph(10, 5.0, 1.5)
+    with pytest.raises(TypeError, match="beta"):
+        spatial_growth_graph(10, 5.0, "0.5")
+    with pytest.raises(ValueError, match="seed"):
+        spatial_growth_graph(10, 5.0, 0.5, seed=-1)
+    with pytest.raises(ValueError, match="first_position"):
+        spatial_growth_graph(10, 5.0, 0.5, first_position=(1.5, 0.5))
+    with pytest.raises(ValueError, match="max_attempts"):
+        spatial_growth_graph(50, 60.0, 0.01, max_attempts=2000)
+    with pytest.raises(ValueError, match="connected"):
+        spatial_growth_reservoir(50, 1.5, 5.0)
+    with pytest.raises(ValueError, match="lower alpha"):
+        spatial_growth_reservoir(50, 10, 20.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        spatial_growth_reservoir(50, 6, 5.0, beta=0.5)
+    with pytest.raises(ValueError, match="exactly one"):
+        spatial_growth_reservoir(50)
+    with pytest.raises(ValueError, match="alpha"):
+        graph_reservoir("spatial_growth", 50, 6, growth_alpha=-1.0)

@@ -1,11 +1,13 @@
 """Deep echo state networks (Gallicchio, Micheli & Pedrelli 2017, "Deep reservoir computing: a
 critical experimental analysis", Neurocomputing 268; Gallicchio & Micheli 2017, "Echo state
-property of deep reservoir computing networks", Cognitive Computation 9).
+property of deep reservoir computing networks", Cognitive Computation 9), optionally with output
+feedback (Jaeger 2001).
 
 L leaky reservoir layers, layer l with N_l units, leak a_l, gains/shifts g_l, s_l (1 and 0 unless
 intrinsic plasticity changed them), recurrent W_l scaled to its own spectral radius::
 
-    x_l(t) = (1 - a_l) x_l(t-1) + a_l tanh(g_l (W_in,l v_l(t) + bias_l + W_l x_l(t-1)) + s_l)
+    x_l(t) = (1 - a_l) x_l(t-1) + a_l tanh(g_l (W_in,l v_l(t) + bias_l + W_l x_l(t-1)
+                                                 + W_fb,l y(t-1)) + s_l)
 
 The variants differ only in the layer input ``v_l(t)`` (note: the *current* states of the layer
 below, so the whole stack advances one time step at a time):
@@ -21,31 +23,49 @@ variant          v_1(t)                        v_l(t), l > 1
 Scalings: the columns of W_in,l that read u(t) are uniform on ``[-input_scaling_l,
 input_scaling_l]``, those that read x_{l-1}(t) on ``[-inter_scaling_l, inter_scaling_l]`` (the
 paper's inter-layer scaling). The readout is fitted on all layers: on the concatenation
-``[x_1(t); ...; x_L(t)]`` (:meth:`DeepEchoStateNetwork.states`).
+``[x_1(t); ...; x_L(t)]`` (:meth:`DeepEchoStateNetwork.states`)::
+
+    y(t) = W_out [x_1(t); ...; x_L(t)] + c
+
+Output feedback. ``W_fb,l y(t-1)`` is the output fed back into layer l, as in the shallow
+network of Jaeger (2001), "The 'echo state' approach to analysing and training recurrent neural
+networks", GMD Report 148, whose W_fb is ``W^back``: in training the teacher signal is fed back
+(teacher forcing, ``y(t-1) = d(t-1)``, the target one step late; ``y(-1)`` is ``feedback0``,
+default 0), in generation the readout's own prediction (closed loop). It enters every layer
+(``feedback_layers="all"``, W_fb,l uniform on ``[-feedback_scaling_l, feedback_scaling_l]``) or
+only the first (``"first"``: W_fb,l = 0 for l > 1, so the upper layers see the output only
+through the layers below). The deep ESN papers above have no output feedback; putting the same
+``y(t-1)`` into every layer's net input is the direct extension of Jaeger's equation to each
+reservoir of the stack. With feedback off (``output_size = 0`` or ``feedback_scaling = 0``)
+the equation is the one of Gallicchio et al. and W_fb,l is absent.
 
 Every layer is an :class:`~rnnlab.reservoir.esn.EchoStateNetwork` (``layers[l]``; a
 :class:`~rnnlab.reservoir.plasticity.LogisticEchoStateNetwork` with ``activation="logistic"``),
-so its fixed weights are buffers (``layers.<l>.W`` etc. in the ``state_dict``) and its time loop
-and sparse kernel are the shallow network's. Since layer l at time t needs only layer l-1 at time
-t and its own past, a whole sequence is run layer by layer (each layer's input projection one
-matmul over all steps), which gives the same states as advancing the stack step by step.
+so its fixed weights are buffers (``layers.<l>.W``, ``layers.<l>.W_fb`` etc. in the
+``state_dict``) and its time loop, sparse kernel and teacher-forced input drive are the shallow
+network's. Since layer l at time t needs only layer l-1 at time t, its own past and y(t-1) (the
+teacher, known in advance), a teacher-forced sequence is run layer by layer (each layer's input
+projection one matmul over all steps), which gives the same states as advancing the stack step
+by step. Free-running generation cannot: y(t-1) is the readout of all layers at t-1, so
+:meth:`DeepEchoStateNetwork.generate` advances the whole stack one step at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.reservoir.esn import EchoStateNetwork
+from rnnlab.reservoir.esn import EchoStateNetwork, _check_number, closed_loop
 from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
 from rnnlab.reservoir.topology import _generator
 
 VARIANTS = ("deepESN", "deepESN-IA", "groupedESN")
 ACTIVATIONS = ("tanh", "logistic")
+FEEDBACK_LAYERS = ("all", "first")
 
 
 def _per_layer(name: str, value: Any, n_layers: int) -> list[Any]:
@@ -68,6 +88,8 @@ class DeepEchoStateNetwork(nn.Module):
         input_size: D, features of u(t).
         units: N_l: one int (with ``layers``) or one per layer.
         layers: L, the number of layers (needed when ``units`` is one int).
+        output_size: O, features of the output y(t) that is fed back (0: none). Feedback is on
+            when ``output_size > 0`` and some layer's ``feedback_scaling > 0``.
         variant: ``"deepESN"``, ``"deepESN-IA"`` or ``"groupedESN"`` (module docstring).
         spectral_radius, leak, input_scaling, inter_scaling, bias_scaling, density, topology,
             distribution, r, backward_weight: as for
@@ -76,15 +98,26 @@ class DeepEchoStateNetwork(nn.Module):
             per unit). ``input_scaling`` scales the weights from u(t) (layer 1, and every layer
             of ``deepESN-IA`` and ``groupedESN``), ``inter_scaling`` those from x_{l-1}(t)
             (layers l > 1 of ``deepESN`` and ``deepESN-IA``).
+        feedback_scaling: W_fb,l is uniform on ``[-feedback_scaling_l, feedback_scaling_l]``;
+            one value for all layers or one per layer (0: no feedback into that layer).
+        feedback_layers: ``"all"`` (y(t-1) enters every layer) or ``"first"`` (only layer 1;
+            a per-layer ``feedback_scaling`` must then be 0 for the other layers).
         activation: ``"tanh"`` or ``"logistic"`` units.
         sparse: the shallow network's dense/CSR choice, for every layer.
-        seed, generator: one CPU generator draws layer 1's weights, then layer 2's, ... (each
-            in the shallow network's order), so one seed gives the same network in every dtype.
+        seed, generator: one CPU generator draws layer 1's W, W_in and bias, then layer 2's,
+            ... (each in the shallow network's order), and after all of them, when
+            ``output_size > 0``, an ``N_l x O`` block for every layer's W_fb in layer order
+            (drawn for every layer, also those without feedback, so ``feedback_layers`` and
+            one layer's scaling do not change the other layers' W_fb). So adding feedback
+            leaves the other weights of a seed unchanged, and one seed gives the same network
+            in every dtype.
         device, dtype: as for any ``torch.nn`` module.
 
     Tensors are batch first: inputs ``(batch, time, D)``, states ``(batch, time, sum N_l)`` with
     the layers side by side in order, a state ``(batch, sum N_l)`` (:meth:`split_state` splits
-    it per layer).
+    it per layer), teacher/outputs ``(batch, time, O)``, one output ``(batch, O)``. The
+    attributes ``output_size``, ``feedback_layers`` and ``feedback_scaling`` (the scaling each
+    layer got, one float per layer, 0 where it has no ``W_fb``) record the feedback settings.
     """
 
     def __init__(
@@ -92,6 +125,7 @@ class DeepEchoStateNetwork(nn.Module):
         input_size: int,
         units: int | Sequence[int],
         layers: int | None = None,
+        output_size: int = 0,
         *,
         variant: str = "deepESN",
         spectral_radius: float | Sequence[float] = 0.9,
@@ -104,6 +138,8 @@ class DeepEchoStateNetwork(nn.Module):
         distribution: str | Sequence[str] = "uniform",
         r: float | Sequence[float] = 0.5,
         backward_weight: float | Sequence[float] = 0.05,
+        feedback_scaling: float | Sequence[float] = 0.0,
+        feedback_layers: str = "all",
         activation: str = "tanh",
         sparse: bool | None = None,
         seed: int | None = 0,
@@ -117,6 +153,11 @@ class DeepEchoStateNetwork(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 0:
+            raise ValueError(f"output_size must be an int >= 0, got {output_size!r}")
+        if feedback_layers not in FEEDBACK_LAYERS:
+            raise ValueError(f"feedback_layers must be one of {FEEDBACK_LAYERS}, "
+                             f"got {feedback_layers!r}")
         if isinstance(units, int) and not isinstance(units, bool):
             if layers is None:
                 raise ValueError("give layers (the number of layers) when units is one int, or "
@@ -134,6 +175,8 @@ class DeepEchoStateNetwork(nn.Module):
             raise TypeError(f"units must be an int or a sequence of ints, got {units!r}")
         self.input_size, self.variant, self.activation = d, variant, activation
         self.sizes = sizes
+        self.output_size, self.feedback_layers = output_size, feedback_layers
+        fb_scales = self._feedback_scales(feedback_scaling, n_layers)
         per = {name: _per_layer(name, value, n_layers) for name, value in (
             ("spectral_radius", spectral_radius), ("leak", leak),
             ("input_scaling", input_scaling), ("inter_scaling", inter_scaling),
@@ -163,7 +206,37 @@ class DeepEchoStateNetwork(nn.Module):
                     generator=gen, device=device, dtype=dtype))
             except (ValueError, TypeError, RuntimeError) as err:
                 raise type(err)(f"layer {i}: {err}") from err
+        # W_fb is drawn after every other weight, not by each layer's constructor (which draws
+        # it right after that layer's bias and so would shift the draws of all later layers).
+        if output_size > 0:
+            for esn, scale in zip(built, fb_scales, strict=True):
+                w_fb = scale * (2.0 * torch.rand(esn.units, output_size, generator=gen,
+                                                 dtype=torch.float64) - 1.0)
+                if scale > 0:
+                    # The layer's own buffer (registered as None by its constructor): its
+                    # input_drive/step then feed y(t-1) back, and state_dict saves it.
+                    esn.output_size = output_size
+                    esn.W_fb = w_fb.to(device=esn.W.device, dtype=esn.W.dtype)
+        self.feedback_scaling = fb_scales
         self.layers = nn.ModuleList(built)
+
+    def _feedback_scales(self, feedback_scaling: Any, n_layers: int) -> list[float]:
+        scales = []
+        for i, value in enumerate(_per_layer("feedback_scaling", feedback_scaling, n_layers)):
+            try:
+                scales.append(_check_number("feedback_scaling", value, low=0.0))
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"layer {i}: {err}") from err
+        if self.output_size == 0 and any(s > 0 for s in scales):
+            raise ValueError("feedback_scaling > 0 needs output_size > 0 (the fed-back outputs)")
+        if self.feedback_layers == "first":
+            one_value = not isinstance(feedback_scaling, (Sequence, torch.Tensor)) or (
+                isinstance(feedback_scaling, torch.Tensor) and feedback_scaling.dim() == 0)
+            if not one_value and any(s > 0 for s in scales[1:]):
+                raise ValueError("feedback_layers='first' feeds y(t-1) into layer 0 only: give "
+                                 "one feedback_scaling, or 0 for the layers after the first")
+            scales[1:] = [0.0] * (n_layers - 1)
+        return scales
 
     # --------------------------------------------------------------------------------------------
     @property
@@ -174,6 +247,11 @@ class DeepEchoStateNetwork(nn.Module):
     def total_units(self) -> int:
         """sum N_l: the width of :meth:`states` (the readout's features)."""
         return sum(self.sizes)
+
+    @property
+    def has_feedback(self) -> bool:
+        """Whether y(t-1) is fed back into some layer (that layer has a ``W_fb`` buffer)."""
+        return any(esn.has_feedback for esn in self.layers)
 
     def _ref(self) -> torch.Tensor:
         return self.layers[0].W
@@ -197,15 +275,29 @@ class DeepEchoStateNetwork(nn.Module):
         return check_tensor("inputs", inputs, ndim=3, last_dim=self.input_size, dtype=ref.dtype,
                             device=ref.device, layout="(batch, time, features)")
 
+    def _check_state(self, state: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+        ref = self._ref()
+        check_tensor(name, state, ndim=2, last_dim=self.total_units, dtype=ref.dtype,
+                     device=ref.device, layout="(batch, sum of the layers' units)")
+        if state.shape[0] != batch:
+            raise ValueError(f"{name} has batch size {state.shape[0]}, the input has {batch}")
+        return state
+
     def _check_state0(self, state0: torch.Tensor | None, batch: int) -> list[Any]:
         if state0 is None:
             return [None] * self.num_layers
-        ref = self._ref()
-        check_tensor("state0", state0, ndim=2, last_dim=self.total_units, dtype=ref.dtype,
-                     device=ref.device, layout="(batch, sum of the layers' units)")
-        if state0.shape[0] != batch:
-            raise ValueError(f"state0 has batch size {state0.shape[0]}, the input has {batch}")
-        return self.split_state(state0)
+        return self.split_state(self._check_state(state0, batch, "state0"))
+
+    def _check_teacher(self, teacher: torch.Tensor | None, feedback0: torch.Tensor | None) -> None:
+        # The shapes are checked by the layers' own input_drive; here only whether feedback
+        # arguments belong, with the shallow network's messages.
+        if self.has_feedback and teacher is None:
+            raise ValueError(
+                "this ESN feeds its output back (feedback_scaling > 0): pass teacher= (the "
+                "target sequence, teacher forcing) or use generate() with a readout")
+        if not self.has_feedback and (teacher is not None or feedback0 is not None):
+            raise ValueError("teacher/feedback0 given but this ESN has no output feedback "
+                             "(output_size = 0 or feedback_scaling = 0)")
 
     def layer_input(self, index: int, inputs: torch.Tensor,
                     below: torch.Tensor | None) -> torch.Tensor:
@@ -221,53 +313,140 @@ class DeepEchoStateNetwork(nn.Module):
             return below
         return torch.cat([inputs, below], dim=-1)
 
-    def layer_states(self, inputs: torch.Tensor, state0: torch.Tensor | None = None
-                     ) -> list[torch.Tensor]:
-        """Every layer's states x_l(0..T-1), a list of ``(batch, time, N_l)``, from x_l(-1) =
-        the matching part of ``state0`` (default 0)."""
+    def _run(self, inputs: torch.Tensor, state0: torch.Tensor | None,
+             teacher: torch.Tensor | None, feedback0: torch.Tensor | None,
+             drives: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         self._check_inputs(inputs)
+        self._check_teacher(teacher, feedback0)
         starts = self._check_state0(state0, inputs.shape[0])
         out: list[torch.Tensor] = []
         below = None
         for i, esn in enumerate(self.layers):
-            below = esn.states(self.layer_input(i, inputs, below), starts[i])
+            v = self.layer_input(i, inputs, below)
+            y, y0 = (teacher, feedback0) if esn.has_feedback else (None, None)
+            if drives is None:
+                below = esn.states(v, starts[i], y, y0)
+            else:
+                drive = esn.input_drive(v, y, y0)
+                drives.append(drive)
+                x0 = esn.initial_state(inputs.shape[0]) if starts[i] is None else starts[i]
+                below = esn.recur(drive, x0)  # out=None: keeps the drive
             out.append(below)
         return out
 
-    def states(self, inputs: torch.Tensor, state0: torch.Tensor | None = None) -> torch.Tensor:
-        """The states of all layers side by side, ``(batch, time, sum N_l)``: the features of a
-        readout on all layers."""
-        return torch.cat(self.layer_states(inputs, state0), dim=-1)
+    def input_drive(
+        self,
+        inputs: torch.Tensor,
+        teacher: torch.Tensor | None = None,
+        feedback0: torch.Tensor | None = None,
+        state0: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Every layer's ``W_in,l v_l(t) + bias_l (+ W_fb,l y(t-1))``, a list of ``(batch,
+        time, N_l)``: the net input without ``W_l x_l(t-1)``. ``y(t-1)`` is ``teacher[:, t-1]``
+        and, at t = 0, ``feedback0`` (default 0), as for the shallow network. Unlike there, the
+        v_l of the upper layers of ``deepESN``/``deepESN-IA`` are the states of the layer below,
+        so this runs the stack (from ``state0``, default 0)."""
+        drives: list[torch.Tensor] = []
+        self._run(inputs, state0, teacher, feedback0, drives)
+        return drives
 
-    def forward(self, inputs: torch.Tensor, state0: torch.Tensor | None = None,
-                washout: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_states(
+        self,
+        inputs: torch.Tensor,
+        state0: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
+        feedback0: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Every layer's states x_l(0..T-1), a list of ``(batch, time, N_l)``, from x_l(-1) =
+        the matching part of ``state0`` (default 0). With output feedback, ``teacher``
+        ``(batch, time, O)`` is fed back one step late (teacher forcing) and ``feedback0``
+        ``(batch, O)`` is y(-1) (default 0)."""
+        return self._run(inputs, state0, teacher, feedback0)
+
+    def states(
+        self,
+        inputs: torch.Tensor,
+        state0: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
+        feedback0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The states of all layers side by side, ``(batch, time, sum N_l)``: the features of a
+        readout on all layers (``teacher``, ``feedback0`` as in :meth:`layer_states`)."""
+        return torch.cat(self.layer_states(inputs, state0, teacher, feedback0), dim=-1)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        state0: torch.Tensor | None = None,
+        washout: int = 0,
+        teacher: torch.Tensor | None = None,
+        feedback0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run over ``inputs`` ``(batch, time, D)``: ``(states (batch, time - washout, sum N_l),
-        final state (batch, sum N_l))``. Chunk a long sequence by passing the final state as the
-        next ``state0``."""
+        final state (batch, sum N_l))``. With output feedback, ``teacher`` ``(batch, time, O)``
+        is the target sequence, fed back one step late (teacher forcing). Chunk a long sequence
+        by passing the final state as the next ``state0`` (and the last target as
+        ``feedback0``)."""
         if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
             raise ValueError(f"washout must be an int >= 0, got {washout!r}")
         self._check_inputs(inputs)
         if washout >= inputs.shape[1]:
             raise ValueError(f"washout ({washout}) must be smaller than the number of time "
                              f"steps ({inputs.shape[1]})")
-        xs = self.states(inputs, state0)
+        xs = self.states(inputs, state0, teacher, feedback0)
         return xs[:, washout:], xs[:, -1]
 
-    def step(self, u_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, u_t: torch.Tensor, state: torch.Tensor, feedback: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One update of the whole stack: ``u_t`` ``(batch, D)``, ``state`` ``(batch, sum N_l)``
-        (x_l(t-1) of every layer); returns the new ``(batch, sum N_l)``."""
+        (x_l(t-1) of every layer), ``feedback`` y(t-1) ``(batch, O)`` (needed iff the network
+        has output feedback); returns the new ``(batch, sum N_l)``."""
         ref = self._ref()
         check_tensor("u_t", u_t, ndim=2, last_dim=self.input_size, dtype=ref.dtype,
                      device=ref.device, layout="(batch, features)")
-        parts = self._check_state0(state, u_t.shape[0])
+        parts = self.split_state(self._check_state(state, u_t.shape[0], "state"))
+        if self.has_feedback and feedback is None:
+            raise ValueError("this ESN has output feedback: pass feedback= (y(t-1))")
+        if feedback is not None and not self.has_feedback:
+            raise ValueError("feedback given but this ESN has no output feedback")
         new: list[torch.Tensor] = []
         below = None
         for i, esn in enumerate(self.layers):
-            below = esn.step(self.layer_input(i, u_t, below), parts[i])
+            below = esn.step(self.layer_input(i, u_t, below), parts[i],
+                             feedback if esn.has_feedback else None)
             new.append(below)
         return torch.cat(new, dim=-1)
 
+    @torch.no_grad()
+    def generate(
+        self,
+        steps: int,
+        readout: Callable[[torch.Tensor], torch.Tensor],
+        state: torch.Tensor | None = None,
+        last_output: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-running generation for ``steps`` steps with the model's own outputs.
+
+        ``readout`` maps the states of all layers ``(batch, sum N_l)`` to outputs ``(batch,
+        O)`` (e.g. a :class:`~rnnlab.reservoir.readout.RidgeReadout` fitted on
+        :meth:`states`). At each step ``u(t) = inputs[:, t]`` if ``inputs`` ``(batch, steps,
+        D)`` is given, else the previous output ``y(t-1)`` (autoregressive: needs O = D); the
+        output feedback, if any, also gets ``y(t-1)``; then ``y(t) = readout(x(t))``. ``state``
+        is x(-1) of all layers (e.g. the final state of a teacher-forced run) and
+        ``last_output`` is y(-1) (e.g. the last target), needed for autoregression or feedback.
+        Returns ``(outputs (batch, steps, O), states (batch, steps, sum N_l))``.
+        """
+        check_positive_int("steps", steps)
+        if not callable(readout):
+            raise TypeError("readout must be callable: states (batch, sum N_l) -> outputs "
+                            "(batch, O)")
+        return closed_loop(self, steps, readout, state, last_output, inputs, self._ref())
+
     def extra_repr(self) -> str:
         ref = self._ref()
-        return (f"input_size={self.input_size}, units={self.sizes}, variant={self.variant!r}, "
-                f"activation={self.activation!r}, dtype={ref.dtype}, device={ref.device}")
+        return (f"input_size={self.input_size}, units={self.sizes}, output_size="
+                f"{self.output_size}, variant={self.variant!r}, activation={self.activation!r}, "
+                f"feedback={self.has_feedback}, feedback_layers={self.feedback_layers!r}, "
+                f"dtype={ref.dtype}, device={ref.device}")

@@ -393,13 +393,25 @@ class EchoStateNetwork(nn.Module):
         inputs: torch.Tensor,
         teacher: torch.Tensor | None = None,
         feedback0: torch.Tensor | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``W_in u(t) + bias (+ W_fb y(t-1))`` for every step, ``(batch, time, N)``, as one
         matmul each (outside the time loop). ``y(t-1)`` is ``teacher[:, t-1]`` and, at t = 0,
-        ``feedback0`` (default 0)."""
+        ``feedback0`` (default 0). ``out``: a contiguous ``(batch, time, N)`` tensor of the
+        ESN's dtype and device to write into (e.g. a buffer reused chunk after chunk), or
+        ``None`` for a new one."""
         self._check_inputs(inputs)
         batch, steps, _ = inputs.shape
-        drive = torch.addmm(self.bias, inputs.reshape(batch * steps, -1), self.W_in.t())
+        if out is None:
+            drive = torch.addmm(self.bias, inputs.reshape(batch * steps, -1), self.W_in.t())
+        else:
+            if (tuple(out.shape) != (batch, steps, self.units) or out.dtype != self.W.dtype
+                    or out.device != self.W.device or not out.is_contiguous()):
+                raise ValueError(f"out must be a contiguous {self.W.dtype} tensor of shape "
+                                 f"{(batch, steps, self.units)} on {self.W.device}, got "
+                                 f"{out.dtype} {tuple(out.shape)} on {out.device}")
+            drive = torch.addmm(self.bias, inputs.reshape(batch * steps, -1), self.W_in.t(),
+                                out=out.view(batch * steps, self.units))
         drive = drive.view(batch, steps, self.units)
         if self.has_feedback:
             if teacher is None:
@@ -412,7 +424,7 @@ class EchoStateNetwork(nn.Module):
             y0 = (teacher.new_zeros(batch, self.output_size) if feedback0 is None
                   else self._check_outputs(feedback0, batch, "feedback0", 2))
             y_prev = torch.cat([y0.unsqueeze(1), teacher[:, :-1]], dim=1)
-            drive = drive + (y_prev.reshape(batch * steps, -1) @ self.W_fb.t()).view_as(drive)
+            drive.add_((y_prev.reshape(batch * steps, -1) @ self.W_fb.t()).view_as(drive))
         elif teacher is not None or feedback0 is not None:
             raise ValueError("teacher/feedback0 given but this ESN has no output feedback "
                              "(output_size = 0 or feedback_scaling = 0)")
@@ -463,9 +475,11 @@ class EchoStateNetwork(nn.Module):
         state0: torch.Tensor | None = None,
         teacher: torch.Tensor | None = None,
         feedback0: torch.Tensor | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """All states x(0..T-1), ``(batch, time, N)``, from x(-1) = ``state0`` (default 0)."""
-        drive = self.input_drive(inputs, teacher, feedback0)
+        """All states x(0..T-1), ``(batch, time, N)``, from x(-1) = ``state0`` (default 0);
+        ``out`` as in :meth:`input_drive` (the states overwrite the drive in place)."""
+        drive = self.input_drive(inputs, teacher, feedback0, out=out)
         batch = inputs.shape[0]
         x0 = self.initial_state(batch) if state0 is None else \
             self._check_state(state0, batch, "state0")
@@ -548,54 +562,7 @@ class EchoStateNetwork(nn.Module):
         check_positive_int("steps", steps)
         if not callable(readout):
             raise TypeError("readout must be callable: states (batch, N) -> outputs (batch, O)")
-        if inputs is not None:
-            self._check_inputs(inputs)
-            if inputs.shape[1] != steps:
-                raise ValueError(f"inputs have {inputs.shape[1]} steps, expected {steps}")
-        elif last_output is None:
-            raise ValueError("autoregressive generation (no inputs) needs last_output = y(-1)")
-        if self.has_feedback and last_output is None:
-            raise ValueError("this ESN has output feedback: pass last_output = y(-1)")
-        if state is not None:
-            batch = state.shape[0] if state.dim() == 2 else -1
-        elif last_output is not None:
-            batch = last_output.shape[0]
-        else:
-            batch = inputs.shape[0]
-        x = self.initial_state(batch) if state is None else self._check_state(state, batch,
-                                                                                 "state")
-        y = None
-        if last_output is not None:
-            width = self.output_size if self.has_feedback else last_output.shape[-1]
-            check_tensor("last_output", last_output, ndim=2, last_dim=width, dtype=self.W.dtype,
-                         device=self.W.device, layout="(batch, outputs)")
-            if last_output.shape[0] != batch:
-                raise ValueError(f"last_output has batch size {last_output.shape[0]}, "
-                                 f"expected {batch}")
-            if inputs is None and last_output.shape[-1] != self.input_size:
-                raise ValueError(
-                    f"autoregressive generation feeds the output back as input: the output has "
-                    f"{last_output.shape[-1]} features, the ESN takes {self.input_size}")
-            y = last_output
-        if inputs is not None and inputs.shape[0] != batch:
-            raise ValueError(f"inputs have batch size {inputs.shape[0]}, expected {batch}")
-        outputs, states = [], []
-        for t in range(steps):
-            u = inputs[:, t] if inputs is not None else y
-            x = self.step(u, x, y if self.has_feedback else None)
-            y_new = readout(x)
-            if not isinstance(y_new, torch.Tensor) or y_new.dim() != 2 \
-                    or y_new.shape[0] != batch:
-                raise ValueError("readout must return a (batch, outputs) tensor")
-            if y is not None and y_new.shape != y.shape:
-                raise ValueError(f"readout returned shape {tuple(y_new.shape)}, expected "
-                                 f"{tuple(y.shape)} (the shape of last_output)")
-            if not bool(torch.isfinite(y_new).all()):
-                raise ValueError(f"readout output became non-finite at generation step {t}")
-            y = y_new
-            outputs.append(y)
-            states.append(x)
-        return torch.stack(outputs, 1), torch.stack(states, 1)
+        return closed_loop(self, steps, readout, state, last_output, inputs, self.W)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         self._csr_key, self._csr, self._kernel_csr = None, None, None
@@ -608,3 +575,66 @@ class EchoStateNetwork(nn.Module):
             f"feedback={self.has_feedback}, sparse={self.sparse}, kernel={self.kernel!r}, "
             f"dtype={self.W.dtype}, device={self.W.device}"
         )
+
+
+def closed_loop(
+    model: Any,
+    steps: int,
+    readout: Callable[[torch.Tensor], torch.Tensor],
+    state: torch.Tensor | None,
+    last_output: torch.Tensor | None,
+    inputs: torch.Tensor | None,
+    ref: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The free-running loop of ``generate`` for a shallow or deep echo state network
+    ``model`` (its ``step``, ``has_feedback``, ``initial_state``, ``_check_state``,
+    ``_check_inputs``, ``input_size``, ``output_size``); ``ref`` carries the dtype and device.
+    See :meth:`EchoStateNetwork.generate`."""
+    if inputs is not None:
+        model._check_inputs(inputs)
+        if inputs.shape[1] != steps:
+            raise ValueError(f"inputs have {inputs.shape[1]} steps, expected {steps}")
+    elif last_output is None:
+        raise ValueError("autoregressive generation (no inputs) needs last_output = y(-1)")
+    if model.has_feedback and last_output is None:
+        raise ValueError("this ESN has output feedback: pass last_output = y(-1)")
+    if state is not None:
+        batch = state.shape[0] if state.dim() == 2 else -1
+    elif last_output is not None:
+        batch = last_output.shape[0]
+    else:
+        batch = inputs.shape[0]
+    x = model.initial_state(batch) if state is None else model._check_state(state, batch,
+                                                                             "state")
+    y = None
+    if last_output is not None:
+        width = model.output_size if model.has_feedback else last_output.shape[-1]
+        check_tensor("last_output", last_output, ndim=2, last_dim=width, dtype=ref.dtype,
+                     device=ref.device, layout="(batch, outputs)")
+        if last_output.shape[0] != batch:
+            raise ValueError(f"last_output has batch size {last_output.shape[0]}, "
+                             f"expected {batch}")
+        if inputs is None and last_output.shape[-1] != model.input_size:
+            raise ValueError(
+                f"autoregressive generation feeds the output back as input: the output has "
+                f"{last_output.shape[-1]} features, the ESN takes {model.input_size}")
+        y = last_output
+    if inputs is not None and inputs.shape[0] != batch:
+        raise ValueError(f"inputs have batch size {inputs.shape[0]}, expected {batch}")
+    outputs, states = [], []
+    for t in range(steps):
+        u = inputs[:, t] if inputs is not None else y
+        x = model.step(u, x, y if model.has_feedback else None)
+        y_new = readout(x)
+        if not isinstance(y_new, torch.Tensor) or y_new.dim() != 2 \
+                or y_new.shape[0] != batch:
+            raise ValueError("readout must return a (batch, outputs) tensor")
+        if y is not None and y_new.shape != y.shape:
+            raise ValueError(f"readout returned shape {tuple(y_new.shape)}, expected "
+                             f"{tuple(y.shape)} (the shape of last_output)")
+        if not bool(torch.isfinite(y_new).all()):
+            raise ValueError(f"readout output became non-finite at generation step {t}")
+        y = y_new
+        outputs.append(y)
+        states.append(x)
+    return torch.stack(outputs, 1), torch.stack(states, 1)

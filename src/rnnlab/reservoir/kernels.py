@@ -61,7 +61,12 @@ float64 Gram gave the same NRMSE.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -75,6 +80,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 try:
     import numba
+
+    from rnnlab.reservoir import _spin
 except ImportError:  # numba is optional: the torch loop is the fallback
     numba = None
 
@@ -83,7 +90,7 @@ NUMBA_DTYPES = (torch.float32, torch.float64)
 # Weight-times-sequence products per step below which a parallel region per step is not worth
 # its synchronisation (one sequence of a 1000-unit, density-0.1 reservoir, 100k products, did
 # not gain from 2 threads; 32 sequences did).
-PARALLEL_MIN_WORK = 200_000
+PARALLEL_MIN_WORK = 20_000
 # Samples (batch x time steps) per chunk in the streaming helpers: large enough for the syrk of
 # a chunk to run near full speed, small enough to keep the chunk's states in a few MB per unit.
 DEFAULT_CHUNK_SAMPLES = 2048
@@ -95,6 +102,9 @@ def numba_available() -> bool:
 
 
 _THREADS = {"n": 1}
+# Per-thread override of the parallel-rows choice: the overlapped streaming fit runs the state
+# kernel serially on one core while the Gram matrix of the previous chunk is built on the other.
+_LOCAL = threading.local()
 
 
 def kernel_threads() -> int:
@@ -103,22 +113,23 @@ def kernel_threads() -> int:
 
 
 def set_kernel_threads(n: int) -> None:
-    """Run the kernels' rows on ``n`` numba threads (``numba.set_num_threads(n)``; at most
-    numba's ``NUMBA_NUM_THREADS``, the number of cores by default).
+    """Run the kernels' time loops on ``n`` threads (at most the machine's cores).
 
-    Opt-in: with 1 thread (the default) the kernels are serial. Parallel rows are used for a
-    step of at least ``PARALLEL_MIN_WORK`` weight-times-sequence products; on a machine whose
-    cores are busy, each step's parallel region waits for the slowest thread, which measured
-    several times slower than serial here, hence the default.
+    Opt-in: with 1 thread (the default) the kernels are serial. With more, a step of at least
+    ``PARALLEL_MIN_WORK`` weight-times-sequence products is split by rows across ``n``
+    threads that wait for each other once per step (:mod:`rnnlab.reservoir._spin`), and
+    :func:`fit_streaming` builds the normal equations of one chunk while the reservoir runs
+    the next. On a machine whose cores are busy with other work, a thread that waits for a
+    descheduled partner yields its core after a short spin, but the step still takes as long
+    as the slowest thread: keep the default there.
     """
     n = check_positive_int("n", n)
     if numba is None:
         raise ImportError("set_kernel_threads needs the numba package")
-    limit = int(numba.config.NUMBA_NUM_THREADS)
+    limit = os.cpu_count() or 1
     if n > limit:
-        raise ValueError(f"numba was started with at most {limit} threads (NUMBA_NUM_THREADS), "
-                         f"asked for {n}")
-    numba.set_num_threads(n)
+        raise ValueError(f"this machine has {limit} cores; asked for {n} kernel threads (the "
+                         f"threads spin-wait for each other: more threads than cores stall)")
     _THREADS["n"] = n
 
 
@@ -229,20 +240,31 @@ def _run_one(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, fu
         out[t] = xc
 
 
-def _run_one_par(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak,
-                 bounds):
+def _run_one_part(part, parts, flags, bounds, indptr, indices, data, drive, buf, out, leak,
+                  gain, shift, plain, full_leak):
+    """One thread's share of the time loop (one sequence): rows bounds[part]..bounds[part+1]-1
+    of every step, then a wait for the other threads' rows (see :mod:`._spin`)."""
     steps, n = drive.shape
-    blocks = bounds.shape[0] - 1
-    buf = np.empty((2, n), drive.dtype)
-    buf[0] = x0
+    r0, r1 = bounds[part], bounds[part + 1]
     for t in range(steps):
         xp = buf[t % 2]
         xc = buf[(t + 1) % 2]
-        d = drive[t]
-        for c in numba.prange(blocks):
-            _rows_one_jit(bounds[c], bounds[c + 1], indptr, indices, data, d, xp, xc, leak,
-                          gain, shift, plain, full_leak)
-        out[t] = xc
+        # the others read these rows of xc as xp two steps ago: take the lines back now
+        for i in range(r0, r1, 8):
+            _spin.prefetch_write(xc, i)
+        _rows_one_jit(r0, r1, indptr, indices, data, drive[t], xp, xc, leak, gain, shift,
+                      plain, full_leak)
+        o = out[t]
+        for i in range(r0, r1):
+            o[i] = xc[i]
+        _spin.store_release(flags, part * _spin.LINE, t + 1)
+        # step t + 1 reads every row of xc, and overwrites xp, which the others read in step t
+        if not _spin.wait_for_parts(flags, part, parts, t + 1):
+            return
+        for i in range(0, r0, 8):
+            _spin.prefetch_read(xc, i)
+        for i in range(r1, n, 8):
+            _spin.prefetch_read(xc, i)
 
 
 def _rows_batch(r0, r1, indptr, indices, data, drive, t, xp, xc, leak, gain, shift, plain,
@@ -296,20 +318,23 @@ def _run_batch(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, 
             out[b, t] = xc[:, b]
 
 
-def _run_batch_par(indptr, indices, data, drive, x0, out, leak, gain, shift, plain, full_leak,
-                   bounds):
-    batch, steps, n = drive.shape
-    blocks = bounds.shape[0] - 1
-    buf = np.empty((2, n, batch), drive.dtype)
-    buf[0] = x0.T
+def _run_batch_part(part, parts, flags, bounds, indptr, indices, data, drive, buf, out, leak,
+                    gain, shift, plain, full_leak):
+    """One thread's share of the time loop for a batch (see :func:`_run_one_part`)."""
+    batch, steps = drive.shape[0], drive.shape[1]
+    r0, r1 = bounds[part], bounds[part + 1]
     for t in range(steps):
         xp = buf[t % 2]
         xc = buf[(t + 1) % 2]
-        for c in numba.prange(blocks):
-            _rows_batch_jit(bounds[c], bounds[c + 1], indptr, indices, data, drive, t, xp, xc,
-                            leak, gain, shift, plain, full_leak)
-        for b in numba.prange(batch):
-            out[b, t] = xc[:, b]
+        _rows_batch_jit(r0, r1, indptr, indices, data, drive, t, xp, xc, leak, gain, shift,
+                        plain, full_leak)
+        for b in range(batch):
+            o = out[b, t]
+            for i in range(r0, r1):
+                o[i] = xc[i, b]
+        _spin.store_release(flags, part * _spin.LINE, t + 1)
+        if not _spin.wait_for_parts(flags, part, parts, t + 1):
+            return
 
 
 if numba is not None:
@@ -321,8 +346,10 @@ if numba is not None:
     _rows_batch_jit = numba.njit(**_OPTS)(_rows_batch)
     _run_one_jit = numba.njit(**_OPTS)(_run_one)
     _run_batch_jit = numba.njit(**_OPTS)(_run_batch)
-    _run_one_par_jit = numba.njit(parallel=True, **_OPTS)(_run_one_par)
-    _run_batch_par_jit = numba.njit(parallel=True, **_OPTS)(_run_batch_par)
+    # not cached: the spin-wait calls sched_yield through a ctypes pointer of this process
+    _PART_OPTS = {**_OPTS, "cache": False}
+    _run_one_part_jit = numba.njit(**_PART_OPTS)(_run_one_part)
+    _run_batch_part_jit = numba.njit(**_PART_OPTS)(_run_batch_part)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -372,6 +399,46 @@ def _vector(v: torch.Tensor, n: int, dtype: torch.dtype, name: str) -> np.ndarra
     if v.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(v.shape)}")
     return np.ascontiguousarray(v.cpu().numpy())
+
+
+def _run_parallel(csr: CSRArrays, drive: np.ndarray, x0: np.ndarray, out: np.ndarray,
+                  leak: np.ndarray, gain: np.ndarray, shift: np.ndarray, plain: bool,
+                  full_leak: bool, parts: int) -> None:
+    """The time loop on ``parts`` threads (the caller's and ``parts - 1`` more), each over a
+    block of rows holding about the same number of stored weights, synchronised once per step
+    by :mod:`._spin` (the states are bitwise those of the serial kernel: each row's arithmetic
+    is the same)."""
+    batch, _, n = drive.shape
+    parts = max(1, min(parts, n))
+    bounds = _row_blocks(csr.indptr, parts)
+    flags = np.zeros((parts + 1) * _spin.LINE, dtype=np.int64)
+    if batch == 1:
+        buf = np.empty((2, n), drive.dtype)
+        buf[0] = x0[0]
+        run, d, o = _run_one_part_jit, drive[0], out[0]
+    else:
+        buf = np.empty((2, n, batch), drive.dtype)
+        buf[0] = x0.T
+        run, d, o = _run_batch_part_jit, drive, out
+    rest = (parts, flags, bounds, csr.indptr, csr.indices, csr.data, d, buf, o, leak, gain,
+            shift, plain, full_leak)
+    errors: list[BaseException] = []
+
+    def work(part: int) -> None:
+        try:
+            run(part, *rest)
+        except BaseException as err:  # re-raised below, after the other threads stop
+            flags[parts * _spin.LINE] = 1  # release the others' waits
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in range(1, parts)]
+    for th in threads:
+        th.start()
+    work(0)
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
 
 
 def recur_numba(
@@ -439,17 +506,13 @@ def recur_numba(
     x0 = np.ascontiguousarray(state.detach().numpy())
 
     if parallel is None:
-        parallel = kernel_threads() > 1 and csr.nnz * batch >= PARALLEL_MIN_WORK
+        parallel = (kernel_threads() > 1 and csr.nnz * batch >= PARALLEL_MIN_WORK
+                    and not getattr(_LOCAL, "serial", False))
     args = (csr.indptr, csr.indices, csr.data)
-    if batch == 1:
-        if parallel:
-            bounds = _row_blocks(csr.indptr, numba.get_num_threads())
-            _run_one_par_jit(*args, dn[0], x0[0], on[0], a, g, s, plain, full_leak, bounds)
-        else:
-            _run_one_jit(*args, dn[0], x0[0], on[0], a, g, s, plain, full_leak)
-    elif parallel:
-        bounds = _row_blocks(csr.indptr, numba.get_num_threads())
-        _run_batch_par_jit(*args, dn, x0, on, a, g, s, plain, full_leak, bounds)
+    if parallel and kernel_threads() > 1:
+        _run_parallel(csr, dn, x0, on, a, g, s, plain, full_leak, kernel_threads())
+    elif batch == 1:
+        _run_one_jit(*args, dn[0], x0[0], on[0], a, g, s, plain, full_leak)
     else:
         _run_batch_jit(*args, dn, x0, on, a, g, s, plain, full_leak)
     if not direct:
@@ -502,6 +565,53 @@ def _accumulate(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     accumulate_statistics(stats, x, y)
 
 
+def _accumulate_split(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                      pool: ThreadPoolExecutor, parts: int) -> None:
+    """:func:`_accumulate` with ``X^T X`` as ``parts`` syrk calls on consecutive slices of the
+    samples, one per thread (this one and ``parts - 1`` of ``pool``), added in slice order (the
+    same sums for the same ``parts``, up to the summation order against the serial form)."""
+    xn = x.detach().to(torch.float64).contiguous().numpy()
+    edges = np.linspace(0, xn.shape[0], parts + 1).astype(np.int64)
+    slices = [xn[edges[p]:edges[p + 1]] for p in range(parts)]
+    futures = [pool.submit(lambda a: a.T @ a, a) for a in slices[1:]]
+    grams = [slices[0].T @ slices[0]] + [f.result() for f in futures]
+    for g in grams:
+        stats["xtx"].add_(torch.from_numpy(g))
+    x64 = torch.from_numpy(xn)
+    y64 = y.detach().to(torch.float64)
+    stats["xty"].addmm_(x64.t(), y64)
+    stats["sum_x"].add_(x64.sum(0))
+    stats["sum_y"].add_(y64.sum(0))
+    stats["count"].add_(xn.shape[0])
+
+
+@contextlib.contextmanager
+def _single_threaded_pools(active: bool) -> Iterator[None]:
+    """torch's and numpy's own thread pools (OpenMP, BLAS) on one thread while ``active``.
+
+    The parallel fit shares the cores out itself (kernel rows, one syrk per thread); a pool
+    on top would oversubscribe them, and the idle workers of OpenMP and OpenBLAS spin for a
+    while after each call (measured: the input projection of every chunk, a small torch
+    matmul on 2 threads, left a spinning worker that slowed the 2-thread state loop from 30
+    to 47 us per step).
+    """
+    if not active:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with rnnlab[fast]
+            yield
+            return
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | None
                      ) -> tuple[int, int, int]:
     if not hasattr(esn, "states") or not hasattr(esn, "units"):
@@ -536,6 +646,7 @@ def fit_streaming(
     state0: torch.Tensor | None = None,
     feedback0: torch.Tensor | None = None,
     solve: bool = True,
+    overlap: bool = False,
 ) -> torch.Tensor:
     """Fit ``readout`` on the states of ``esn`` driven by ``inputs``, chunk by chunk.
 
@@ -559,6 +670,15 @@ def fit_streaming(
         state0: x(-1), ``(batch, N)`` (default 0).
         feedback0: y(-1) for output feedback, ``(batch, O)``.
         solve: call ``readout.solve()`` at the end.
+        overlap: how more than one core is used when :func:`kernel_threads` is above 1 (and
+            the statistics live on the CPU). ``False`` (default): each chunk's states are
+            computed with the rows split across the kernel threads, then its ``X^T X`` as
+            one syrk per thread on slices of the samples. ``True``: the reservoir runs the
+            next chunk on one core while the normal equations of the previous chunk are built
+            on another (the numba kernel and BLAS both release the GIL); the sums are then
+            those of the serial fit, bit for bit. In both, numpy's BLAS runs one thread per
+            call during the fit, torch's on one thread (``threadpoolctl``,
+            ``torch.set_num_threads``). With one kernel thread: serial.
 
     Returns:
         The final state x(T-1), ``(batch, N)`` (e.g. to continue into a test sequence).
@@ -581,25 +701,57 @@ def fit_streaming(
     # The states come from checked inputs through tanh: finite, so each chunk skips the scan
     # for NaN that accumulate_normal_equations would make (10% of the fit time at N = 1000).
     on_cpu = stats["xtx"].device.type == "cpu" and esn.W.device.type == "cpu"
+    threads = kernel_threads() if on_cpu else 1
+    overlap = bool(overlap) and threads > 1
+    split = threads > 1 and not overlap
     x, y_prev = state0, feedback0
-    with torch.no_grad():
-        for start in range(0, steps, chunk):
-            stop = min(start + chunk, steps)
-            teach = {}
-            if esn.has_feedback:
-                teach = {"teacher": targets[:, start:stop], "feedback0": y_prev}
-                y_prev = targets[:, stop - 1]
-            xs = esn.states(inputs[:, start:stop], x, **teach)
-            x = xs[:, -1].clone()
-            first = max(washout - start, 0)
-            if first < stop - start:
-                xc, yc = xs[:, first:], targets[:, start + first:stop]
-                if on_cpu:
-                    _accumulate(stats, xc.reshape(-1, esn.units),
-                                yc.reshape(-1, readout.n_outputs))
-                else:
-                    readout.partial_fit(xc, yc)
-            del xs
+    pool = ThreadPoolExecutor(max_workers=threads - 1) if threads > 1 else None
+    pending: Future | None = None
+    # the chunks' states go into buffers allocated once (two when one is being read by the
+    # overlapped Gram while the next is written): a fresh 16 MB tensor per chunk cost its page
+    # faults every time
+    width = batch * min(chunk, steps) * esn.units
+    buffers = [torch.empty(width, dtype=esn.W.dtype, device=esn.W.device)
+               for _ in range(2 if overlap else 1)]
+    previous_serial = getattr(_LOCAL, "serial", False)
+    try:
+        _LOCAL.serial = previous_serial or overlap
+        with torch.no_grad(), _single_threaded_pools(threads > 1):
+            for index, start in enumerate(range(0, steps, chunk)):
+                stop = min(start + chunk, steps)
+                teach = {}
+                if esn.has_feedback:
+                    teach = {"teacher": targets[:, start:stop], "feedback0": y_prev}
+                    y_prev = targets[:, stop - 1]
+                buf = buffers[index % len(buffers)][:batch * (stop - start) * esn.units]
+                xs = esn.states(inputs[:, start:stop], x, **teach,
+                                out=buf.view(batch, stop - start, esn.units))
+                x = xs[:, -1].clone()
+                first = max(washout - start, 0)
+                if first < stop - start:
+                    xc, yc = xs[:, first:], targets[:, start + first:stop]
+                    if not on_cpu:
+                        readout.partial_fit(xc, yc)
+                    else:
+                        xc = xc.reshape(-1, esn.units)
+                        yc = yc.reshape(-1, readout.n_outputs)
+                        if split:
+                            _accumulate_split(stats, xc, yc, pool, threads)
+                        elif not overlap:
+                            _accumulate(stats, xc, yc)
+                        else:
+                            # one chunk in flight: its statistics are added before the next
+                            # chunk's, so the sums are the serial ones
+                            if pending is not None:
+                                pending.result()
+                            pending = pool.submit(_accumulate, stats, xc, yc)
+                del xs
+            if pending is not None:
+                pending.result()
+    finally:
+        _LOCAL.serial = previous_serial
+        if pool is not None:
+            pool.shutdown(wait=True)
     if solve:
         readout.solve()
     return x
