@@ -211,7 +211,9 @@ def row(name: str, ours: float, theirs: float, unit: str = "s", fmt: str = "{:.3
 def our_states(esn: EchoStateNetwork, u: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """State collection alone, chunked like the fit; returns the final state."""
     x = None
-    with torch.no_grad():
+    # the same thread pools as inside fit_streaming (one thread each while the kernel threads
+    # share the cores)
+    with torch.no_grad(), kernels._single_threaded_pools(kernels.kernel_threads() > 1):
         for start in range(0, u.shape[1], chunk):
             x = esn.states(u[:, start:start + chunk], x)[:, -1].clone()
     return x

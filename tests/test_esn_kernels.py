@@ -496,3 +496,20 @@ def test_streaming_bad_input():
                                             torch.zeros(5, 1, dtype=F64))
     # nothing was added by the failed calls
     assert float(ro.statistics()["count"]) == 0
+
+
+def test_single_threaded_pools_limit_and_restore():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with kernels._single_threaded_pools(True):
+            assert torch.get_num_threads() == 1
+            blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                    if p["user_api"] == "blas"]
+            assert blas and all(n == 1 for n in blas)
+        assert torch.get_num_threads() == 2
+        with kernels._single_threaded_pools(False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -28,12 +28,15 @@ stored weights with the gathered x(t-1), plus the drive, gain and shift, tanh, l
 * float32 and float64 (the arrays' dtype; one sequence accumulates the row sum in float64;
   tanh is evaluated in float64).
 * Parallel rows (opt-in, :func:`set_kernel_threads`): the rows are split into blocks of equal
-  numbers of stored weights, one per numba thread, with one parallel region per time step, for
-  steps of at least ``PARALLEL_MIN_WORK`` weight-times-sequence products. Serial by default:
-  measured here on 2 shared cores, 2 threads gave 830-970 us against 1270-1890 us per step
-  for a 32-sequence batch at N = 1000, no gain for one sequence (58-73 us), and 20x slower
-  steps whenever another process held a core (each step's region waits for the slowest
-  thread).
+  numbers of stored weights, one per thread; every thread runs the whole time loop over its
+  block and waits for the others once per step (an acquire/release step counter and a short
+  spin, :mod:`rnnlab.reservoir._spin`: about 0.1 us per step here, where a fork and join per
+  step through numba's ``prange`` cost tens of microseconds and gave no gain for one
+  sequence). Each row is summed by one thread in the serial order, so the states are bitwise
+  those of the serial kernel. Used for steps of at least ``PARALLEL_MIN_WORK``
+  weight-times-sequence products. Measured here (2 shared cores, N = 1000, density 0.1,
+  float64, one sequence): 30-41 us per step on 2 threads against 51-62 us serial; N = 2000:
+  106-145 against 187-268 us.
 
 Measured here (shared 2-core AMD EPYC, one thread; N = 1000, density 0.1): one step of one
 sequence takes 55-67 us in the kernel (the gathered dot products alone, 43 us) against
@@ -57,6 +60,15 @@ syrk): measured on this machine for 15000 x 1000 float64 states, one thread, 0.4
 1.20 s for torch's ``x.t() @ x``. The Gram must stay float64: accumulated in float32 it raised
 the Mackey-Glass test NRMSE from 7.2e-4 to 4.1e-2 (ridge 1e-6), while float32 *states* with a
 float64 Gram gave the same NRMSE.
+
+With more than one kernel thread, :func:`fit_streaming` uses the cores for both halves of the
+work: each chunk's states on split rows, then its ``X^T X`` as one syrk per thread on slices of
+the samples (numpy's BLAS held to one thread meanwhile, so that the pools do not oversubscribe
+the cores); or, with ``overlap=True``, the states of chunk k + 1 on one core while the Gram of
+chunk k is built on another. Measured here for 15000 steps of one sequence (N = 1000, density
+0.1, float64): 0.84-1.2 s split, 0.93-1.05 s overlapped, 1.14-1.5 s serial; ReservoirPy 0.4.2
+fits the same in 2.65-2.9 s on one thread, its best setting here (3.6-3.9 s with two BLAS
+threads).
 """
 
 from __future__ import annotations
@@ -793,7 +805,8 @@ def predict_streaming(
         raise ValueError("teacher/feedback0 given but this ESN has no output feedback")
     outputs = []
     x, y_prev = state0, feedback0
-    with torch.no_grad():
+    with torch.no_grad(), _single_threaded_pools(esn.W.device.type == "cpu"
+                                                 and kernel_threads() > 1):
         for start in range(0, steps, chunk):
             stop = min(start + chunk, steps)
             teach = {}
