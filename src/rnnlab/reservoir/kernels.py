@@ -133,7 +133,9 @@ def set_kernel_threads(n: int) -> None:
     :func:`fit_streaming` builds the normal equations of one chunk while the reservoir runs
     the next. On a machine whose cores are busy with other work, a thread that waits for a
     descheduled partner yields its core after a short spin, but the step still takes as long
-    as the slowest thread: keep the default there.
+    as the slowest thread: keep the default there. The parallel kernels are compiled on their
+    first use in each process (about 1.3 s here; they call ``sched_yield`` through a ctypes
+    pointer, which numba's disk cache cannot keep).
     """
     n = check_positive_int("n", n)
     if numba is None:
