@@ -114,6 +114,23 @@ def test_washout_state0_and_step():
     torch.testing.assert_close(x, final, rtol=0, atol=1e-14)
 
 
+def test_states_into_a_given_buffer():
+    esn = EchoStateNetwork(30, 1, 1, feedback_scaling=0.2, leak=0.4, seed=2, dtype=F64)
+    u = _inputs(2, 9, 1, seed=6)
+    y = _inputs(2, 9, 1, seed=7)
+    want = esn.states(u, teacher=y)
+    buf = torch.full((2, 9, 30), float("nan"), dtype=F64)
+    got = esn.states(u, teacher=y, out=buf)
+    assert got.data_ptr() == buf.data_ptr()  # written in place, drive then states
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(esn.input_drive(u, y, out=buf), esn.input_drive(u, y),
+                               rtol=0, atol=0)
+    for bad in (torch.empty(2, 8, 30, dtype=F64), torch.empty(2, 9, 30),
+                torch.empty(2, 30, 9, dtype=F64).transpose(1, 2)):
+        with pytest.raises(ValueError, match="out must be a contiguous"):
+            esn.states(u, teacher=y, out=bad)
+
+
 def test_bad_input_is_rejected():
     esn = EchoStateNetwork(10, 2, seed=0, dtype=F64)
     u = _inputs(1, 6, 2)
