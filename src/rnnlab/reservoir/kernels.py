@@ -66,7 +66,7 @@ work: each chunk's states on split rows, then its ``X^T X`` as one syrk per thre
 the samples (numpy's BLAS held to one thread meanwhile, so that the pools do not oversubscribe
 the cores); or, with ``overlap=True``, the states of chunk k + 1 on one core while the Gram of
 chunk k is built on another. Measured here for 15000 steps of one sequence (N = 1000, density
-0.1, float64): 0.84-1.2 s split, 0.93-1.05 s overlapped, 1.14-1.5 s serial; ReservoirPy 0.4.2
+0.1, float64): 0.73-1.3 s split, 0.93-1.05 s overlapped, 1.14-1.5 s serial; ReservoirPy 0.4.2
 fits the same in 2.65-2.9 s on one thread, its best setting here (3.6-3.9 s with two BLAS
 threads).
 """
