@@ -61,10 +61,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rpy-threads", type=int, default=None,
                     help="BLAS threads for ReservoirPy (default: --threads); its best here is 1")
-    ap.add_argument("--overlap", action="store_true",
-                    help="with --threads > 1: fit_streaming(overlap=True) (states on one core, "
-                         "the Gram of the previous chunk on another) instead of split rows and "
-                         "split Gram")
+    ap.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+                    help="with --threads > 1: fit_streaming's overlap (on: states on one core, "
+                         "the Gram of the previous chunk on another; off: split rows and split "
+                         "Gram; auto: its default, on for batches of 8 or more)")
     return ap.parse_args(argv)
 
 
@@ -104,9 +104,11 @@ def set_threads(n: int) -> str:
         numba.set_num_threads(n)
         if n > 1:
             kernels.set_kernel_threads(n)
-        mode = ("serial" if kernels.kernel_threads() == 1 else
-                "overlap: states on one core, Gram on another" if ARGS.overlap else
-                "rows and Gram split across the threads")
+        mode = ("serial" if kernels.kernel_threads() == 1 else {
+            "on": "overlap: states on one core, Gram on another",
+            "off": "rows and Gram split across the threads",
+            "auto": "split for one sequence, overlapped for batches of "
+                    f"{kernels.OVERLAP_MIN_BATCH} or more"}[ARGS.overlap])
         lines.append(f"rnnlab kernel threads {kernels.kernel_threads()} (fit: {mode}; numpy "
                      f"BLAS on 1 thread inside rnnlab's fit when above 1)")
     else:
@@ -198,7 +200,8 @@ def rpy_model(esn: EchoStateNetwork):
 def our_fit(esn: EchoStateNetwork, u: torch.Tensor, y: torch.Tensor, warmup: int
             ) -> tuple[RidgeReadout, torch.Tensor]:
     readout = RidgeReadout(esn.units, 1, RIDGE, dtype=F64)
-    final = kernels.fit_streaming(esn, readout, u, y, washout=warmup, overlap=ARGS.overlap)
+    overlap = {"auto": None, "on": True, "off": False}[ARGS.overlap]
+    final = kernels.fit_streaming(esn, readout, u, y, washout=warmup, overlap=overlap)
     return readout, final
 
 

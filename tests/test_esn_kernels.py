@@ -373,10 +373,11 @@ def test_fit_streaming_equals_one_shot_fit(dtype, batch, chunk):
 
 
 @needs_numba
-@pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("batch", [1, 3, kernels.OVERLAP_MIN_BATCH])
+@pytest.mark.parametrize("overlap", [True, False, None])
 def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
-    esn = EchoStateNetwork(120, 1, density=0.1, leak=0.3, bias_scaling=0.2, seed=5, dtype=F64)
+    esn = EchoStateNetwork(120, 1, density=0.1, leak=0.3, bias_scaling=0.2, seed=5, dtype=F64,
+                           kernel="numba")
     assert esn.uses_numba(batch)
     u, y = _task(batch, 260, seed=4)
     serial = RidgeReadout(120, 1, 1e-4, dtype=F64)
@@ -390,6 +391,8 @@ def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
         kernels.set_kernel_threads(1)
     assert not getattr(kernels._LOCAL, "serial", False)  # the per-thread switch is restored
     torch.testing.assert_close(final, last, rtol=0, atol=0)  # the same states
+    if overlap is None:  # the default: overlapped for large batches, split otherwise
+        overlap = batch >= kernels.OVERLAP_MIN_BATCH
     if overlap:
         # the chunks are added in the same order: the same sums, bit for bit
         for key, value in serial.statistics().items():
