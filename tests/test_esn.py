@@ -129,6 +129,10 @@ def test_states_into_a_given_buffer():
                 torch.empty(2, 30, 9, dtype=F64).transpose(1, 2)):
         with pytest.raises(ValueError, match="out must be a contiguous"):
             esn.states(u, teacher=y, out=bad)
+    with pytest.raises(ValueError, match="autograd"):
+        esn.states(u.clone().requires_grad_(True), teacher=y, out=buf)
+    with torch.no_grad():  # no graph needed: fine
+        esn.states(u.clone().requires_grad_(True), teacher=y, out=buf)
 
 
 def test_bad_input_is_rejected():
@@ -363,3 +367,13 @@ def test_regressor_params_and_errors():
         reg.fit(np.zeros((10, 1)), np.zeros(10), warmup=10)
     with pytest.raises(TypeError):
         reg.fit("abc", np.zeros(3))
+
+
+def test_numpy_scalars_are_numbers():
+    a = EchoStateNetwork(20, 1, spectral_radius=np.float32(0.8), leak=np.float64(0.5),
+                         input_scaling=np.int64(1), seed=3, dtype=F64)
+    b = EchoStateNetwork(20, 1, spectral_radius=0.8, leak=0.5, input_scaling=1, seed=3,
+                         dtype=F64)
+    torch.testing.assert_close(a.W, b.W, rtol=0, atol=1e-7)  # 0.8 as float32 vs float64
+    with pytest.raises(TypeError, match="number"):
+        EchoStateNetwork(20, 1, spectral_radius=np.bool_(True))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
-import os
 import sys
 
 import numpy as np
@@ -233,11 +232,40 @@ def test_parallel_rows_stop_when_a_thread_fails():
 
 
 @needs_numba
+def test_parallel_rows_release_started_threads_when_a_start_fails(monkeypatch):
+    import threading
+
+    fast, _ = _pair(100, F64, density=0.1)
+    csr = fast.kernel_operator()
+    drive = fast.input_drive(_inputs(1, 20, seed=1)).numpy()
+    out = np.empty_like(drive)
+    ones, zeros = np.ones(100), np.zeros(100)
+    real_start = threading.Thread.start
+    started = []
+
+    def start(self):
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        kernels._run_parallel(csr, drive, np.zeros((1, 100)), out, ones, ones, zeros, True,
+                              True, 3)
+    monkeypatch.undo()
+    # the thread that did start saw the abort slot and returned instead of waiting for ever
+    assert len(started) == 1
+    started[0].join(timeout=10)
+    assert not started[0].is_alive()
+
+
+@needs_numba
 def test_kernel_threads_bad_input():
     with pytest.raises(ValueError, match="positive"):
         kernels.set_kernel_threads(0)
     with pytest.raises(ValueError, match="cores"):
-        kernels.set_kernel_threads((os.cpu_count() or 1) + 1)
+        kernels.set_kernel_threads(kernels.usable_cores() + 1)
     assert kernels.kernel_threads() == 1
 
 

@@ -384,3 +384,13 @@ def test_spatial_growth_bad_input():
         spatial_growth_reservoir(50)
     with pytest.raises(ValueError, match="alpha"):
         graph_reservoir("spatial_growth", 50, 6, growth_alpha=-1.0)
+
+
+def test_spatial_growth_takes_numpy_scalars():
+    import numpy as np
+
+    from rnnlab.reservoir.graphs import spatial_growth_graph
+
+    a = spatial_growth_graph(30, np.float64(3.0), np.float32(0.75), seed=2)
+    b = spatial_growth_graph(30, 3.0, float(np.float32(0.75)), seed=2)
+    assert sorted(a.edges()) == sorted(b.edges())

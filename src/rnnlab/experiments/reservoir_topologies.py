@@ -18,8 +18,9 @@ Reservoirs (N units, the same for all; :mod:`rnnlab.reservoir.graphs` for the gr
 * ``spatial_growth``: spatially grown network (Kaiser & Hilgetag 2004, Phys. Rev. E 69,
   036103): nodes added one by one at uniform positions in the unit square, each joining every
   existing node with probability ``beta exp(-alpha d)`` (``alpha = --growth-alpha``) and
-  discarded if it joins none; beta bisected per seed so that the mean degree is exactly
-  ``mean_degree`` (:func:`rnnlab.reservoir.graphs.spatial_growth_reservoir`). The defaults
+  discarded if it joins none; beta bisected per seed for the mean degree ``mean_degree``
+  (exactly, for the defaults' seeds; otherwise within a few edges)
+  (:func:`rnnlab.reservoir.graphs.spatial_growth_reservoir`). The defaults
   (N = 100, degree 10, ``--growth-alpha 5``) give the same mean link length as the Waxman graph
   at ``--waxman-alpha 0.15`` (0.28; random pairs 0.52), so the two spatial models differ in how
   the graph is made (grown and connected vs static), not in how local it is;

@@ -56,6 +56,7 @@ there). ``sparse=True/False`` forces the choice.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -104,7 +105,8 @@ def _as_dense_float64(w: Any, name: str) -> torch.Tensor:
 
 def _check_number(name: str, value: Any, *, low: float | None = None, low_open: bool = False,
                   high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # numbers.Real: Python and numpy ints and floats (not bools)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     value = float(value)
     if not np.isfinite(value):
@@ -407,9 +409,16 @@ class EchoStateNetwork(nn.Module):
         else:
             if (tuple(out.shape) != (batch, steps, self.units) or out.dtype != self.W.dtype
                     or out.device != self.W.device or not out.is_contiguous()):
+                layout = "contiguous" if out.is_contiguous() else "not contiguous"
                 raise ValueError(f"out must be a contiguous {self.W.dtype} tensor of shape "
                                  f"{(batch, steps, self.units)} on {self.W.device}, got "
-                                 f"{out.dtype} {tuple(out.shape)} on {out.device}")
+                                 f"{out.dtype} {tuple(out.shape)} on {out.device} ({layout})")
+            if torch.is_grad_enabled() and any(
+                    t.requires_grad for t in (inputs, self.W_in, self.bias, teacher, feedback0)
+                    if t is not None):
+                raise ValueError("out= writes the drive in place, which records no autograd "
+                                 "graph: leave out=None when an input requires grad (or run "
+                                 "under torch.no_grad())")
             drive = torch.addmm(self.bias, inputs.reshape(batch * steps, -1), self.W_in.t(),
                                 out=out.view(batch * steps, self.units))
         drive = drive.view(batch, steps, self.units)
@@ -478,7 +487,9 @@ class EchoStateNetwork(nn.Module):
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """All states x(0..T-1), ``(batch, time, N)``, from x(-1) = ``state0`` (default 0);
-        ``out`` as in :meth:`input_drive` (the states overwrite the drive in place)."""
+        ``out`` as in :meth:`input_drive`: the states then overwrite the drive in it and it is
+        returned, except where an autograd graph is needed (``state0`` requires grad), which
+        collects the states in a new tensor."""
         drive = self.input_drive(inputs, teacher, feedback0, out=out)
         batch = inputs.shape[0]
         x0 = self.initial_state(batch) if state0 is None else \

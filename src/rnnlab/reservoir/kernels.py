@@ -99,9 +99,9 @@ except ImportError:  # numba is optional: the torch loop is the fallback
 
 KERNELS = ("auto", "numba", "torch")
 NUMBA_DTYPES = (torch.float32, torch.float64)
-# Weight-times-sequence products per step below which a parallel region per step is not worth
-# its synchronisation (one sequence of a 1000-unit, density-0.1 reservoir, 100k products, did
-# not gain from 2 threads; 32 sequences did).
+# Weight-times-sequence products per step below which splitting a step's rows across threads
+# is not worth the wait at its end (each step then costs a few microseconds of exchange: one
+# sequence of a 1000-unit, density-0.1 reservoir, 100k products, gained 51-62 -> 30-41 us).
 PARALLEL_MIN_WORK = 20_000
 # Samples (batch x time steps) per chunk in the streaming helpers: large enough for the syrk of
 # a chunk to run near full speed, small enough to keep the chunk's states in a few MB per unit.
@@ -127,6 +127,15 @@ def kernel_threads() -> int:
     return _THREADS["n"]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a
+    container's cpuset; the machine's count where affinity is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def set_kernel_threads(n: int) -> None:
     """Run the kernels' time loops on ``n`` threads (at most the machine's cores).
 
@@ -143,10 +152,11 @@ def set_kernel_threads(n: int) -> None:
     n = check_positive_int("n", n)
     if numba is None:
         raise ImportError("set_kernel_threads needs the numba package")
-    limit = os.cpu_count() or 1
+    limit = usable_cores()
     if n > limit:
-        raise ValueError(f"this machine has {limit} cores; asked for {n} kernel threads (the "
-                         f"threads spin-wait for each other: more threads than cores stall)")
+        raise ValueError(f"this process may use {limit} cores; asked for {n} kernel threads "
+                         f"(the threads spin-wait for each other: more threads than cores "
+                         f"stall)")
     _THREADS["n"] = n
 
 
@@ -449,8 +459,17 @@ def _run_parallel(csr: CSRArrays, drive: np.ndarray, x0: np.ndarray, out: np.nda
             errors.append(err)
 
     threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in range(1, parts)]
-    for th in threads:
-        th.start()
+    started = []
+    try:
+        for th in threads:
+            th.start()
+            started.append(th)
+    except BaseException:
+        # the started threads would wait for the missing ones for ever
+        flags[parts * _spin.LINE] = 1
+        for th in started:
+            th.join()
+        raise
     work(0)
     for th in threads:
         th.join()
@@ -478,8 +497,9 @@ def recur_numba(
         out: where to write the states ``(batch, time, N)`` (may be ``drive`` itself); a new
             tensor if ``None``.
         leak, gain, shift: per-unit ``a``, ``g``, ``s`` (N,); default 1, 1, 0.
-        parallel: parallel rows on numba's threads; ``None``: when :func:`kernel_threads` is
-            above 1 and the step is large enough (``PARALLEL_MIN_WORK``).
+        parallel: split the rows across the :func:`kernel_threads` threads (serial when that
+            is 1); ``None``: when it is above 1 and the step is large enough
+            (``PARALLEL_MIN_WORK``).
 
     Returns ``out``. No autograd graph is recorded.
     """
@@ -723,7 +743,9 @@ def fit_streaming(
     # The states come from checked inputs through tanh: finite, so each chunk skips the scan
     # for NaN that accumulate_normal_equations would make (10% of the fit time at N = 1000).
     on_cpu = stats["xtx"].device.type == "cpu" and esn.W.device.type == "cpu"
-    threads = kernel_threads() if on_cpu else 1
+    # more threads only help the numba kernel (the torch loop has its own pool)
+    uses_kernel = getattr(esn, "uses_numba", None)
+    threads = kernel_threads() if on_cpu and callable(uses_kernel) and uses_kernel(batch) else 1
     if overlap is None:
         overlap = batch >= OVERLAP_MIN_BATCH
     overlap = bool(overlap) and threads > 1
@@ -817,8 +839,10 @@ def predict_streaming(
         raise ValueError("teacher/feedback0 given but this ESN has no output feedback")
     outputs = []
     x, y_prev = state0, feedback0
-    with torch.no_grad(), _single_threaded_pools(esn.W.device.type == "cpu"
-                                                 and kernel_threads() > 1):
+    uses_kernel = getattr(esn, "uses_numba", None)
+    parallel = (esn.W.device.type == "cpu" and kernel_threads() > 1 and callable(uses_kernel)
+                and uses_kernel(batch))
+    with torch.no_grad(), _single_threaded_pools(parallel):
         for start in range(0, steps, chunk):
             stop = min(start + chunk, steps)
             teach = {}
