@@ -544,3 +544,21 @@ def test_single_threaded_pools_limit_and_restore():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_fit_streaming_on_two_threads_with_the_torch_loop():
+    # no split rows for the torch loop: the Gram matrix is overlapped, the sums are the serial ones
+    esn = EchoStateNetwork(60, 1, density=0.2, leak=0.5, seed=8, dtype=F64, kernel="torch")
+    u, y = _task(2, 120, seed=5)
+    serial = RidgeReadout(60, 1, 1e-4, dtype=F64)
+    last = kernels.fit_streaming(esn, serial, u, y, chunk=25, washout=10)
+    parallel = RidgeReadout(60, 1, 1e-4, dtype=F64)
+    try:
+        kernels._THREADS["n"] = 2
+        final = kernels.fit_streaming(esn, parallel, u, y, chunk=25, washout=10, overlap=False)
+    finally:
+        kernels.set_kernel_threads(1)
+    # (torch's own pool is held to one thread here: equal up to its summation order)
+    torch.testing.assert_close(final, last, rtol=0, atol=1e-13)
+    for key, value in serial.statistics().items():
+        torch.testing.assert_close(parallel.statistics()[key], value, rtol=1e-12, atol=1e-11)

@@ -718,9 +718,9 @@ def fit_streaming(
             (measured for 32 sequences of 1000 units: 760-880 us per step on two threads
             against 1010-1150 on one, bound by cache bandwidth; the fit took 24.1 s split and
             18.4 s overlapped), else ``False`` (one sequence: 0.73-1.3 s split, 0.93-1.07 s
-            overlapped). In both, numpy's BLAS runs one thread per
-            call during the fit, torch's on one thread (``threadpoolctl``,
-            ``torch.set_num_threads``). With one kernel thread: serial.
+            overlapped); always ``True`` where the ESN runs the torch loop (no split rows).
+            In both, numpy's BLAS and torch run one thread per call during the fit
+            (``threadpoolctl``, ``torch.set_num_threads``). With one kernel thread: serial.
 
     Returns:
         The final state x(T-1), ``(batch, N)`` (e.g. to continue into a test sequence).
@@ -743,11 +743,14 @@ def fit_streaming(
     # The states come from checked inputs through tanh: finite, so each chunk skips the scan
     # for NaN that accumulate_normal_equations would make (10% of the fit time at N = 1000).
     on_cpu = stats["xtx"].device.type == "cpu" and esn.W.device.type == "cpu"
-    # more threads only help the numba kernel (the torch loop has its own pool)
+    threads = kernel_threads() if on_cpu else 1
     uses_kernel = getattr(esn, "uses_numba", None)
-    threads = kernel_threads() if on_cpu and callable(uses_kernel) and uses_kernel(batch) else 1
     if overlap is None:
         overlap = batch >= OVERLAP_MIN_BATCH
+    if not (callable(uses_kernel) and uses_kernel(batch)):
+        # the torch loop (kernel="torch", or a batch where it is the faster one) has no split
+        # rows: the second core builds the Gram matrix meanwhile instead
+        overlap = True
     overlap = bool(overlap) and threads > 1
     split = threads > 1 and not overlap
     x, y_prev = state0, feedback0
