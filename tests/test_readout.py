@@ -276,3 +276,23 @@ def test_ridge_classifier_matches_one_hot_lstsq_and_separates(pooling):
     assert (clf.predict(torch.from_numpy(states)).numpy() == labels).mean() == 1.0
     with pytest.raises(ValueError, match="labels"):
         clf.fit(torch.from_numpy(states), torch.full((batch,), 3))
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_accumulate_statistics_in_slices_against_numpy(parts):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rnnlab.reservoir.readout import accumulate_statistics
+
+    g = np.random.default_rng(4)
+    x, y = g.normal(size=(101, 7)), g.normal(size=(101, 2))
+    ro = RidgeReadout(7, 2, 1e-3, dtype=torch.float64)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        accumulate_statistics(ro.statistics(), torch.from_numpy(x).float(),
+                              torch.from_numpy(y), pool=pool, parts=parts)
+    x32 = x.astype(np.float32).astype(np.float64)  # what the float32 samples hold
+    stats = ro.statistics()
+    np.testing.assert_allclose(stats["xtx"].numpy(), x32.T @ x32, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(stats["xty"].numpy(), x32.T @ y, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(stats["sum_x"].numpy(), x32.sum(0), rtol=1e-13, atol=1e-12)
+    assert float(stats["count"]) == 101

@@ -438,10 +438,6 @@ class DeepEchoStateNetwork(nn.Module):
         ``last_output`` is y(-1) (e.g. the last target), needed for autoregression or feedback.
         Returns ``(outputs (batch, steps, O), states (batch, steps, sum N_l))``.
         """
-        check_positive_int("steps", steps)
-        if not callable(readout):
-            raise TypeError("readout must be callable: states (batch, sum N_l) -> outputs "
-                            "(batch, O)")
         return closed_loop(self, steps, readout, state, last_output, inputs, self._ref())
 
     def extra_repr(self) -> str:

@@ -570,9 +570,6 @@ class EchoStateNetwork(nn.Module):
         ``last_output`` is y(-1) (e.g. the last target), needed for autoregression or feedback.
         Returns ``(outputs (batch, steps, O), states (batch, steps, N))``.
         """
-        check_positive_int("steps", steps)
-        if not callable(readout):
-            raise TypeError("readout must be callable: states (batch, N) -> outputs (batch, O)")
         return closed_loop(self, steps, readout, state, last_output, inputs, self.W)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
@@ -601,6 +598,10 @@ def closed_loop(
     ``model`` (its ``step``, ``has_feedback``, ``initial_state``, ``_check_state``,
     ``_check_inputs``, ``input_size``, ``output_size``); ``ref`` carries the dtype and device.
     See :meth:`EchoStateNetwork.generate`."""
+    check_positive_int("steps", steps)
+    if not callable(readout):
+        raise TypeError("readout must be callable: states (batch, units) -> outputs "
+                        "(batch, O)")
     if inputs is not None:
         model._check_inputs(inputs)
         if inputs.shape[1] != steps:

@@ -271,14 +271,11 @@ def _run_one_part(part, parts, flags, bounds, indptr, indices, data, drive, buf,
                   gain, shift, plain, full_leak):
     """One thread's share of the time loop (one sequence): rows bounds[part]..bounds[part+1]-1
     of every step, then a wait for the other threads' rows (see :mod:`._spin`)."""
-    steps, n = drive.shape
+    steps = drive.shape[0]
     r0, r1 = bounds[part], bounds[part + 1]
     for t in range(steps):
         xp = buf[t % 2]
         xc = buf[(t + 1) % 2]
-        # the others read these rows of xc as xp two steps ago: take the lines back now
-        for i in range(r0, r1, 8):
-            _spin.prefetch_write(xc, i)
         _rows_one_jit(r0, r1, indptr, indices, data, drive[t], xp, xc, leak, gain, shift,
                       plain, full_leak)
         o = out[t]
@@ -288,10 +285,6 @@ def _run_one_part(part, parts, flags, bounds, indptr, indices, data, drive, buf,
         # step t + 1 reads every row of xc, and overwrites xp, which the others read in step t
         if not _spin.wait_for_parts(flags, part, parts, t + 1):
             return
-        for i in range(0, r0, 8):
-            _spin.prefetch_read(xc, i)
-        for i in range(r1, n, 8):
-            _spin.prefetch_read(xc, i)
 
 
 def _rows_batch(r0, r1, indptr, indices, data, drive, t, xp, xc, leak, gain, shift, plain,
@@ -593,33 +586,8 @@ def accumulate_normal_equations(
                      layout="(samples, features)")
     y = check_tensor("targets", targets.detach().reshape(-1, o), ndim=2,
                      layout="(samples, outputs)")
-    _accumulate(stats, x, y)
-    return readout
-
-
-def _accumulate(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> None:
-    """Add checked CPU samples x (M, F), y (M, O) to the float64 statistics."""
     accumulate_statistics(stats, x, y)
-
-
-def _accumulate_split(stats: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                      pool: ThreadPoolExecutor, parts: int) -> None:
-    """:func:`_accumulate` with ``X^T X`` as ``parts`` syrk calls on consecutive slices of the
-    samples, one per thread (this one and ``parts - 1`` of ``pool``), added in slice order (the
-    same sums for the same ``parts``, up to the summation order against the serial form)."""
-    xn = x.detach().to(torch.float64).contiguous().numpy()
-    edges = np.linspace(0, xn.shape[0], parts + 1).astype(np.int64)
-    slices = [xn[edges[p]:edges[p + 1]] for p in range(parts)]
-    futures = [pool.submit(lambda a: a.T @ a, a) for a in slices[1:]]
-    grams = [slices[0].T @ slices[0]] + [f.result() for f in futures]
-    for g in grams:
-        stats["xtx"].add_(torch.from_numpy(g))
-    x64 = torch.from_numpy(xn)
-    y64 = y.detach().to(torch.float64)
-    stats["xty"].addmm_(x64.t(), y64)
-    stats["sum_x"].add_(x64.sum(0))
-    stats["sum_y"].add_(y64.sum(0))
-    stats["count"].add_(xn.shape[0])
+    return readout
 
 
 @contextlib.contextmanager
@@ -649,6 +617,12 @@ def _single_threaded_pools(active: bool) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _runs_kernel(esn: EchoStateNetwork, batch: int) -> bool:
+    """Whether ``esn`` runs ``batch`` sequences through the numba kernel (CPU, float32/64)."""
+    uses = getattr(esn, "uses_numba", None)
+    return callable(uses) and bool(uses(batch))
+
+
 def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | None
                      ) -> tuple[int, int, int]:
     if not hasattr(esn, "states") or not hasattr(esn, "units"):
@@ -670,38 +644,6 @@ def _check_targets(name: str, y: torch.Tensor, batch: int, steps: int, width: in
         raise ValueError(f"{name} has batch and time {tuple(y.shape[:2])}, the inputs "
                          f"{(batch, steps)}")
     return y
-
-
-# Steps of one sequence run serially at a time while the previous chunk's Gram matrix is being
-# built (about 7 ms at N = 1000): then the rest of the chunk goes on split rows.
-OVERLAP_PIECE_STEPS = 128
-
-
-def _states_while_pending(esn: EchoStateNetwork, inputs: torch.Tensor, x0: torch.Tensor | None,
-                          teach: dict, out: torch.Tensor, pending: Future) -> torch.Tensor:
-    """One sequence's chunk of states into ``out``: serially, in pieces of
-    ``OVERLAP_PIECE_STEPS``, while ``pending`` (the previous chunk's normal equations, on the
-    other core) runs; once it is done, the remaining steps on rows split across the kernel
-    threads. The states are those of one call (each row is summed in the same order)."""
-    steps = inputs.shape[1]
-    teacher, y_prev = teach.get("teacher"), teach.get("feedback0")
-    x, pos = x0, 0
-    previous = getattr(_LOCAL, "serial", False)
-    try:
-        while pos < steps:
-            busy = not pending.done()
-            n = min(OVERLAP_PIECE_STEPS, steps - pos) if busy else steps - pos
-            _LOCAL.serial = busy
-            part = {}
-            if teacher is not None:
-                part = {"teacher": teacher[:, pos:pos + n], "feedback0": y_prev}
-                y_prev = teacher[:, pos + n - 1]
-            xs = esn.states(inputs[:, pos:pos + n], x, **part, out=out[:, pos:pos + n])
-            x = xs[:, -1]
-            pos += n
-    finally:
-        _LOCAL.serial = previous
-    return out
 
 
 def fit_streaming(
@@ -744,9 +686,8 @@ def fit_streaming(
             the rows split across the kernel threads, then its ``X^T X`` as one syrk per
             thread on slices of the samples. ``True``: the reservoir runs the next chunk on
             one core while the normal equations of the previous chunk are built on another
-            (the numba kernel and BLAS both release the GIL; for one sequence, the steps left
-            once those are built run on split rows); the sums are then those of the serial
-            fit, bit for bit. ``None`` (default): ``True`` for batches of at least
+            (the numba kernel and BLAS both release the GIL); the sums are then those of the
+            serial fit, bit for bit. ``None`` (default): ``True`` for batches of at least
             ``OVERLAP_MIN_BATCH`` sequences, whose batched step gains little from split rows
             (measured for 32 sequences of 1000 units: 760-880 us per step on two threads
             against 1010-1150 on one, bound by cache bandwidth; the fit took 24.1 s split and
@@ -777,16 +718,13 @@ def fit_streaming(
     # for NaN that accumulate_normal_equations would make (10% of the fit time at N = 1000).
     on_cpu = stats["xtx"].device.type == "cpu" and esn.W.device.type == "cpu"
     threads = kernel_threads() if on_cpu else 1
-    uses_kernel = getattr(esn, "uses_numba", None)
     if overlap is None:
         overlap = batch >= OVERLAP_MIN_BATCH
-    rows_can_split = callable(uses_kernel) and uses_kernel(batch)
-    if not rows_can_split:
+    if not _runs_kernel(esn, batch):
         # the torch loop (kernel="torch", or a batch where it is the faster one) has no split
         # rows: the second core builds the Gram matrix meanwhile instead
         overlap = True
     overlap = bool(overlap) and threads > 1
-    split = threads > 1 and not overlap
     x, y_prev = state0, feedback0
     pool = ThreadPoolExecutor(max_workers=threads - 1) if threads > 1 else None
     pending: Future | None = None
@@ -807,12 +745,8 @@ def fit_streaming(
                     teach = {"teacher": targets[:, start:stop], "feedback0": y_prev}
                     y_prev = targets[:, stop - 1]
                 buf = buffers[index % len(buffers)][:batch * (stop - start) * esn.units]
-                out = buf.view(batch, stop - start, esn.units)
-                if overlap and batch == 1 and pending is not None and rows_can_split:
-                    xs = _states_while_pending(esn, inputs[:, start:stop], x, teach, out,
-                                               pending)
-                else:
-                    xs = esn.states(inputs[:, start:stop], x, **teach, out=out)
+                xs = esn.states(inputs[:, start:stop], x, **teach,
+                                out=buf.view(batch, stop - start, esn.units))
                 x = xs[:, -1].clone()
                 first = max(washout - start, 0)
                 if first < stop - start:
@@ -822,16 +756,14 @@ def fit_streaming(
                     else:
                         xc = xc.reshape(-1, esn.units)
                         yc = yc.reshape(-1, readout.n_outputs)
-                        if split:
-                            _accumulate_split(stats, xc, yc, pool, threads)
-                        elif not overlap:
-                            _accumulate(stats, xc, yc)
+                        if not overlap:
+                            accumulate_statistics(stats, xc, yc, pool=pool, parts=threads)
                         else:
                             # one chunk in flight: its statistics are added before the next
                             # chunk's, so the sums are the serial ones
                             if pending is not None:
                                 pending.result()
-                            pending = pool.submit(_accumulate, stats, xc, yc)
+                            pending = pool.submit(accumulate_statistics, stats, xc, yc)
                 del xs
             if pending is not None:
                 pending.result()
@@ -880,9 +812,7 @@ def predict_streaming(
         raise ValueError("teacher/feedback0 given but this ESN has no output feedback")
     outputs = []
     x, y_prev = state0, feedback0
-    uses_kernel = getattr(esn, "uses_numba", None)
-    parallel = (esn.W.device.type == "cpu" and kernel_threads() > 1 and callable(uses_kernel)
-                and uses_kernel(batch))
+    parallel = kernel_threads() > 1 and _runs_kernel(esn, batch)
     with torch.no_grad(), _single_threaded_pools(parallel):
         for start in range(0, steps, chunk):
             stop = min(start + chunk, steps)
