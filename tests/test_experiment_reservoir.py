@@ -286,3 +286,16 @@ def test_significance_test_edge_cases():
 def test_bad_options(name, opts, match):
     with pytest.raises(ValueError, match=match):
         resolve_config(get_experiment(name), opts)
+
+
+def test_check_choices_messages():
+    from rnnlab.experiments.registry import check_choices
+
+    check_choices("models", ("a", "b"), ("a", "b", "c"))
+    with pytest.raises(ValueError, match="must name at least one of a, b"):
+        check_choices("models", (), ("a", "b"))
+    with pytest.raises(ValueError, match=r"unknown model \['z'\]; valid: a, b"):
+        check_choices("models", ("a", "z"), ("a", "b"), item="model")
+    with pytest.raises(ValueError, match="duplicates"):
+        check_choices("models", ("a", "a"), ("a", "b"))
+    check_choices("models", ("a", "a"), ("a", "b"), unique=False)

@@ -47,7 +47,13 @@ from rnnlab.experiments.memory_capacity import (
     mean_std,
     thread_count,
 )
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    check_choices,
+    option,
+    register,
+)
 from rnnlab.reservoir.deep import VARIANTS, DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.plasticity import IntrinsicPlasticity
@@ -82,11 +88,7 @@ class DeepESNEntropyConfig:
                                    "--threads)")
 
     def validate(self) -> None:
-        if not isinstance(self.variants, (tuple, list)) or not self.variants:
-            raise ValueError("variants must name at least one deep ESN variant")
-        for v in self.variants:
-            if v not in VARIANTS:
-                raise ValueError(f"unknown variant {v!r}: expected one of {VARIANTS}")
+        check_choices("variants", self.variants, VARIANTS, item="variant", unique=False)
         for name in ("units", "layers", "steps", "ip_epochs", "seeds", "torch_threads"):
             check_positive_int(name, getattr(self, name))
         if self.units % self.layers:

@@ -63,7 +63,13 @@ from typing import Any
 
 import torch
 
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    check_choices,
+    option,
+    register,
+)
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.readout import RidgeReadout
 from rnnlab.tasks import mackey_glass, narma, nmse, nrmse
@@ -120,13 +126,7 @@ class EsnForecastConfig:
 def check_common(cfg: Any, chosen: tuple[str, ...], valid: tuple[str, ...], label: str,
                  tasks: tuple[str, ...], sizes: tuple[int, ...]) -> None:
     """Option checks shared with ``reservoir-topologies``."""
-    if not chosen:
-        raise ValueError(f"{label} must not be empty")
-    bad = [m for m in chosen if m not in valid]
-    if bad:
-        raise ValueError(f"unknown {label} {bad}; valid: {', '.join(valid)}")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"{label} has duplicates: {chosen}")
+    check_choices(label, chosen, valid)
     if not cfg.tasks or any(t not in tasks for t in cfg.tasks):
         raise ValueError(f"tasks must be a non-empty subset of {tasks}, got {cfg.tasks}")
     if not sizes or min(sizes) < 2:

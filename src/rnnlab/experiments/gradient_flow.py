@@ -39,7 +39,13 @@ from rnnlab._validation import check_tensor
 from rnnlab.cells import GRUCell, LSTMCell, RecurrentCell, flatten_state, map_state
 from rnnlab.cells.elman import ElmanCell
 from rnnlab.cells.gru import FORMS
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    check_choices,
+    option,
+    register,
+)
 from rnnlab.learning.clipping import clip_grad_norm_
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.long_term import (
@@ -82,13 +88,7 @@ class GradientFlowConfig:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.variant not in MARKER_VARIANTS:
             raise ValueError(f"variant must be one of {MARKER_VARIANTS}, got {self.variant!r}")
-        if not self.models:
-            raise ValueError(f"models is empty: name at least one of {MODELS}")
-        unknown = [m for m in self.models if m not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; models must be among {MODELS}")
-        if len(set(self.models)) != len(self.models):
-            raise ValueError(f"models lists a model twice: {self.models}")
+        check_choices("models", self.models, MODELS, item="model(s)")
         for name in ("length", "hidden_size", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -55,7 +55,13 @@ from rnnlab.experiments.memory_capacity import (
     mean_std,
     thread_count,
 )
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    check_choices,
+    option,
+    register,
+)
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.plasticity import IntrinsicPlasticity, LogisticEchoStateNetwork, unit_outputs
 from rnnlab.reservoir.readout import RidgeReadout
@@ -155,11 +161,7 @@ class IntrinsicPlasticityConfig:
                                    "--threads)")
 
     def validate(self) -> None:
-        if not isinstance(self.rules, (tuple, list)) or not self.rules:
-            raise ValueError("rules must name at least one IP rule")
-        for r in self.rules:
-            if r not in RULES:
-                raise ValueError(f"unknown IP rule {r!r}: expected one of {RULES}")
+        check_choices("rules", self.rules, RULES, item="IP rule", unique=False)
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         for name in ("units", "train_length", "test_length", "ip_epochs", "bins", "seeds",

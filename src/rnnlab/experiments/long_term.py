@@ -62,7 +62,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    check_choices,
+    option,
+    register,
+)
 from rnnlab.init import initialize
 from rnnlab.learning.clipping import GradientClipper
 from rnnlab.models import ElmanRNN
@@ -207,13 +213,7 @@ class LongTermConfig:
     def validate(self) -> None:
         for name, values, known in (("tasks", self.tasks, TASKS),
                                     ("methods", self.methods, tuple(METHODS))):
-            if not values:
-                raise ValueError(f"{name} is empty; choose from {', '.join(known)}")
-            unknown = [v for v in values if v not in known]
-            if unknown:
-                raise ValueError(f"unknown {name} {unknown}; choose from {', '.join(known)}")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} has duplicates: {values}")
+            check_choices(name, values, known)
         gated = [m for m in self.methods if m in GATED]
         if gated and not gated_units_available():
             raise ValueError(f"methods {gated} need gated units, but rnnlab.cells is not "

@@ -126,6 +126,20 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def check_choices(name: str, values: Any, valid: tuple[str, ...], item: str | None = None,
+                  unique: bool = True) -> None:
+    """The option ``name`` lists at least one of ``valid`` (each ``item``, default ``name``),
+    nothing else, and (``unique``) nothing twice; ``ValueError`` naming the problem otherwise."""
+    item = name if item is None else item
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ValueError(f"{name} must name at least one of {', '.join(valid)}")
+    bad = [v for v in values if v not in valid]
+    if bad:
+        raise ValueError(f"unknown {item} {bad}; valid: {', '.join(valid)}")
+    if unique and len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicates (an entry named twice): {list(values)}")
+
+
 def get_experiment(name: str) -> Experiment:
     _load_builtin()
     if name not in REGISTRY:
