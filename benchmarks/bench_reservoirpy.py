@@ -4,7 +4,10 @@ Run: ``.venv/bin/python benchmarks/bench_reservoirpy.py --threads 1`` (about 3-4
 loaded 2-core machine; the Mackey-Glass series are generated once and cached in the temporary
 directory). Options: ``--rpy-sequences 32`` runs ReservoirPy on all 32 sequences of the batch
 case instead of extrapolating from fewer; ``--memory10`` adds the 10-sequence memory comparison;
-``--kernels`` prints the per-step table behind ``kernel="auto"`` (numba against the torch loop).
+``--kernels`` prints the per-step table behind ``kernel="auto"`` (numba against the torch loop;
+with ``--device cuda``: CUDA graphs against the eager torch loop, dense and CSR). ``--device
+cuda`` runs rnnlab on the GPU (ReservoirPy stays on the CPU): ``benchmarks/gpu_check.sh`` runs
+it with the CUDA tests on a GPU machine.
 
 Protocol (the issue's): one ESN, 1000 units, spectral radius 0.9, leak 0.3, density 0.1 of W,
 dense uniform W_in (scaling 1) and bias (scaling 0.2), built by rnnlab and copied into
@@ -59,8 +62,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--memory10", action="store_true", help="the 10-sequence memory comparison")
     ap.add_argument("--kernels", action="store_true", help="only the kernel table")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rpy-threads", type=int, default=None,
-                    help="BLAS threads for ReservoirPy (default: --threads); its best here is 1")
+    ap.add_argument("--rpy-threads", type=str, default=None,
+                    help="BLAS threads for ReservoirPy (default: --threads; its best on 2 cores "
+                         "is 1), or a comma list: its single-sequence fit is timed at each and "
+                         "its best count is the baseline of every ratio")
+    ap.add_argument("--device", default="cpu",
+                    help="where rnnlab runs (cpu, cuda); ReservoirPy always runs on the CPU")
     ap.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
                     help="with --threads > 1: fit_streaming's overlap (on: states on one core, "
                          "the Gram of the previous chunk on another; off: split rows and split "
@@ -124,8 +131,23 @@ def set_threads(n: int) -> str:
     return "; ".join(lines)
 
 
+def rpy_thread_counts() -> list[int]:
+    if ARGS.rpy_threads is None:
+        return [ARGS.threads]
+    return [int(n) for n in ARGS.rpy_threads.split(",")]
+
+
+RPY = {"threads": rpy_thread_counts()[0]}
+DEVICE = torch.device(ARGS.device)
+
+
 def rpy_threads() -> int:
-    return ARGS.threads if ARGS.rpy_threads is None else ARGS.rpy_threads
+    return RPY["threads"]
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def as_rpy(fn: Callable[[], object]) -> Callable[[], object]:
@@ -152,8 +174,10 @@ def series(seed: int, length: int) -> np.ndarray:
 
 def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     gc.collect()
+    sync()
     w0, c0 = time.perf_counter(), time.process_time()
     result = fn()
+    sync()  # GPU work is asynchronous: the time is the time to the finished result
     return time.perf_counter() - w0, time.process_time() - c0, result
 
 
@@ -172,7 +196,7 @@ def rnnlab_peak(fn: Callable[[], object]) -> tuple[int, int]:
     gc.collect()
     tracemalloc.start()
     try:
-        torch_peak = peak_memory_bytes(fn)
+        torch_peak = peak_memory_bytes(fn, device=DEVICE)
         return torch_peak, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -199,7 +223,7 @@ def rpy_model(esn: EchoStateNetwork):
 
 def our_fit(esn: EchoStateNetwork, u: torch.Tensor, y: torch.Tensor, warmup: int
             ) -> tuple[RidgeReadout, torch.Tensor]:
-    readout = RidgeReadout(esn.units, 1, RIDGE, dtype=F64)
+    readout = RidgeReadout(esn.units, 1, RIDGE, dtype=F64, device=esn.W.device)
     overlap = {"auto": None, "on": True, "off": False}[ARGS.overlap]
     final = kernels.fit_streaming(esn, readout, u, y, washout=warmup, overlap=overlap)
     return readout, final
@@ -231,19 +255,31 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
     u_test = torch.from_numpy(s[steps:steps + n_test]).view(1, -1, 1)
     y_test = torch.from_numpy(s[steps + 1:steps + n_test + 1]).view(1, -1, 1)
     x_np, y_np, xt_np = u[0].numpy(), y[0].numpy(), u_test[0].numpy()
+    res, model = rpy_model(esn)
+    esn = copy.deepcopy(esn).to(DEVICE)
+    u, y, u_test = u.to(DEVICE), y.to(DEVICE), u_test.to(DEVICE)
     esn32 = copy.deepcopy(esn).float()  # the same weights, rounded to float32
     u32, y32, ut32 = u.float(), y.float(), u_test.float()
 
-    res, model = rpy_model(esn)
     # same weights, same update: the states must agree before anything is timed
     check = min(1000, steps)
     with torch.no_grad():
-        ours_states = esn(u[:, :check])[0][0].numpy()
+        ours_states = esn(u[:, :check])[0][0].cpu().numpy()
     theirs_states = res.run(x_np[:check])
     state_gap = float(np.abs(ours_states - theirs_states).max())
-    # warm the kernels (numba loads its cached machine code on first use)
+    # warm the kernels (numba loads its cached machine code on first use; CUDA records a graph)
     our_fit(esn, u[:, :200], y[:, :200], 10)
     our_fit(esn32, u32[:, :200], y32[:, :200], 10)
+    counts = rpy_thread_counts()
+    if len(counts) > 1:
+        tried = {}
+        for n in counts:
+            RPY["threads"] = n
+            res.reset()
+            tried[n] = timed(as_rpy(lambda: model.fit(x_np, y_np, warmup=w)))[0]
+        RPY["threads"] = min(tried, key=tried.get)
+        print("ReservoirPy fit by BLAS threads: " + ", ".join(
+            f"{n}: {t:.2f} s" for n, t in tried.items()) + f" -> {RPY['threads']} used below")
 
     runs: dict[str, list] = {"rpy": [], "f64": [], "f32": []}
     for _ in range(args.repeats):
@@ -264,10 +300,11 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
     st_rpy = timed(as_rpy(lambda: res.run(x_np)))[:2]
     st_ours = timed(lambda: our_states(esn, u))[:2]
     st_ours32 = timed(lambda: our_states(esn32, u32))[:2]
+    y_test = y_test.cpu()
     nrmse_rpy = nrmse(torch.from_numpy(np.asarray(p_rpy)), y_test[0])
-    nrmse_ours = nrmse(p_ours[0], y_test[0])
-    nrmse_ours32 = nrmse(p_ours32[0].double(), y_test[0])
-    pred_gap = float(np.abs(np.asarray(p_rpy) - p_ours[0].numpy()).max())
+    nrmse_ours = nrmse(p_ours[0].cpu(), y_test[0])
+    nrmse_ours32 = nrmse(p_ours32[0].double().cpu(), y_test[0])
+    pred_gap = float(np.abs(np.asarray(p_rpy) - p_ours[0].cpu().numpy()).max())
 
     res.reset()
     mem_rpy = numpy_peak(lambda: model.fit(x_np, y_np, warmup=w))
@@ -295,15 +332,15 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
     line("states only, CPU s", st_rpy[1], st_ours[1], st_ours32[1])
     print(f"{'fit peak memory, MiB (f64)':<30} {mem_rpy / 2**20:>11.1f} "
           f"{(mem_t + mem_np) / 2**20:>11.1f} {mem_rpy / (mem_t + mem_np):>6.2f}x")
-    print(f"  (rnnlab: torch {mib(mem_t)} by the profiler + numpy {mib(mem_np)} by tracemalloc;"
-          f" ReservoirPy: numpy by tracemalloc)")
+    print(f"  (rnnlab: torch {mib(mem_t)} on {DEVICE.type} + numpy {mib(mem_np)} by "
+          f"tracemalloc; ReservoirPy: numpy by tracemalloc)")
     print(f"{'test NRMSE':<30} {nrmse_rpy:>11.3e} {nrmse_ours:>11.3e} {'':>7} "
           f"{nrmse_ours32:>11.3e}")
     best_rpy = min(r[0] for r in runs["rpy"])
     best_ours = min(r[0] for r in runs["f64"])
     ok = best_rpy / best_ours >= 3 and nrmse_ours <= 1.05 * nrmse_rpy
-    print(f"target: float64 fit >= 3x faster at equal NRMSE: best run {best_rpy / best_ours:.2f}x"
-          f" -> {'holds' if ok else 'MISSED'}")
+    print(f"target: float64 fit >= 3x faster at equal NRMSE (rnnlab on {DEVICE.type}): best "
+          f"run {best_rpy / best_ours:.2f}x -> {'holds' if ok else 'MISSED'}")
     return {"rpy_fit_per_seq": best_rpy}
 
 
@@ -318,22 +355,24 @@ def batch_case(args: argparse.Namespace, esn: EchoStateNetwork, rpy_single_fit: 
     # test: each sequence's continuation from a zero state, the first w steps discarded
     u_test = torch.from_numpy(data[:, steps:steps + w + n_test, None].copy())
     y_test = torch.from_numpy(data[:, steps + 1:steps + w + n_test + 1, None].copy())
+    esn_cpu = esn
+    esn = copy.deepcopy(esn).to(DEVICE)
     esn32 = copy.deepcopy(esn).float()  # the same weights, rounded to float32
 
     print(f"\n== {b} sequences, one readout ({gen:.0f} s to load/generate the series) ==")
     results = {}
     for name, model in (("float64", esn), ("float32 states", esn32)):
         dt = model.W.dtype
-        ub, yb, ut = u.to(dt), y.to(dt), u_test.to(dt)
-        our_fit(model, ub[:, :100], yb[:, :100], 10)  # warm the batched kernel
+        ub, yb, ut = (t.to(device=DEVICE, dtype=dt) for t in (u, y, u_test))
+        our_fit(model, ub[:, :300], yb[:, :300], 10)  # warm the batched kernel (or CUDA graph)
         fw, fc, (readout, _) = timed(lambda m=model, a=ub, c=yb: our_fit(m, a, c, w))
         pw, pc, (pred, _) = timed(
             lambda m=model, r=readout, a=ut: kernels.predict_streaming(m, r, a))
-        err = nrmse(pred[:, w:].double(), y_test[:, w:])
+        err = nrmse(pred[:, w:].double().cpu(), y_test[:, w:])
         results[name] = (fw, fc, pw, pc, err)
 
     k = max(1, min(args.rpy_sequences, b))
-    res, model = rpy_model(esn)
+    res, model = rpy_model(esn_cpu)
     xs = [u[i].numpy() for i in range(k)]
     ys = [y[i].numpy() for i in range(k)]
     xts = [u_test[i].numpy() for i in range(k)]
@@ -358,13 +397,16 @@ def batch_case(args: argparse.Namespace, esn: EchoStateNetwork, rpy_single_fit: 
           f"{f64[0] / b / steps * 1e6:>12.1f} {'':>8} {f32[0] / b / steps * 1e6:>12.1f}")
     print(f"{'test NRMSE':<32} {rerr:>12.3e} {f64[4]:>12.3e} {'':>8} {f32[4]:>12.3e}"
           + (f"   (ReservoirPy's readout fitted on {k} sequences)" if k < b else ""))
-    mem_t, mem_np = rnnlab_peak(lambda: our_fit(esn, u, y, w))
-    print(f"rnnlab fit peak memory, float64, {b} sequences: {mib(mem_t + mem_np)} (torch "
+    ud, yd = u.to(DEVICE), y.to(DEVICE)
+    mem_t, mem_np = rnnlab_peak(lambda: our_fit(esn, ud, yd, w))
+    print(f"rnnlab fit peak memory ({DEVICE.type}), float64, {b} sequences: "
+          f"{mib(mem_t + mem_np)} (torch "
           f"{mib(mem_t)} + numpy {mib(mem_np)}); ReservoirPy holds every state: "
           f"{b} x {steps} x {args.units} x 8 B = {mib(b * steps * args.units * 8)} at least")
     r64, r32 = rfw * scale / f64[0], rfw * scale / f32[0]
-    print(f"target: {b} sequences >= 10x faster: float64 {r64:.1f}x, float32 states "
-          f"{r32:.1f}x -> {'holds' if max(r64, r32) >= 10 else 'MISSED'}")
+    print(f"target: {b} sequences >= 10x faster (rnnlab on {DEVICE.type}): float64 "
+          f"{r64:.1f}x, float32 states {r32:.1f}x -> "
+          f"{'holds' if max(r64, r32) >= 10 else 'MISSED'}")
 
 
 def memory10(args: argparse.Namespace, esn: EchoStateNetwork) -> None:
@@ -375,6 +417,7 @@ def memory10(args: argparse.Namespace, esn: EchoStateNetwork) -> None:
     _, model = rpy_model(esn)
     xs, ys = [u[i].numpy() for i in range(10)], [y[i].numpy() for i in range(10)]
     rpy = numpy_peak(lambda: model.fit(xs, ys, warmup=w))
+    esn, u, y = copy.deepcopy(esn).to(DEVICE), u.to(DEVICE), y.to(DEVICE)
     mem_t, mem_np = rnnlab_peak(lambda: our_fit(esn, u, y, w))
     print("\n== 10 sequences, fit peak memory ==")
     print(f"ReservoirPy (tracemalloc): {mib(rpy)}; rnnlab: {mib(mem_t + mem_np)} (torch "
@@ -410,14 +453,51 @@ def kernel_table() -> None:
         print(f"{n:>5} {dens:>8} " + " ".join(f"{c:>16}" for c in cells))
 
 
+def gpu_kernel_table() -> None:
+    """Per-step time on CUDA: the loop replayed as CUDA graphs, the eager torch loop (dense W)
+    and the eager loop with torch's CSR matmul (``sparse=True``)."""
+    print(f"\n== per step on {torch.cuda.get_device_name(DEVICE)} (us, best of 3 runs of 1024 "
+          f"steps): CUDA graph / eager dense / eager CSR ==")
+    print(f"{'N':>5} {'density':>8} {'f64 b1':>20} {'f64 b32':>20} {'f32 b1':>20} "
+          f"{'f32 b32':>20}")
+    steps = 1024
+    for n, dens in ((500, 0.1), (1000, 0.1), (2000, 0.05), (4000, 0.02)):
+        base = EchoStateNetwork(n, 1, spectral_radius=None, density=dens, leak=0.3, dtype=F64)
+        cells = []
+        for dt in (F64, torch.float32):
+            for b in (1, 32):
+                per = []
+                for kern, sparse in (("cuda_graph", None), ("torch", False), ("torch", True)):
+                    esn = copy.deepcopy(base).to(device=DEVICE, dtype=dt)
+                    esn.kernel, esn.sparse = kern, sparse
+                    with torch.no_grad():
+                        drive = esn.input_drive(torch.randn(b, steps, 1, dtype=dt,
+                                                            device=DEVICE))
+                        x0 = esn.initial_state(b)
+                        esn.recur(drive, x0)  # records the graph, warms cuBLAS/cuSPARSE
+                        best = min(timed(lambda e=esn, d=drive, x=x0: e.recur(d, x))[0]
+                                   for _ in range(3))
+                    per.append(best / steps * 1e6)
+                cells.append(" / ".join(f"{v:.1f}" for v in per))
+        print(f"{n:>5} {dens:>8} " + " ".join(f"{c:>20}" for c in cells))
+
+
 def main() -> int:
     args = ARGS
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, numpy {np.__version__}")
     print(set_threads(args.threads))
-    print(f"ReservoirPy: numpy BLAS on {rpy_threads()} thread(s) (--rpy-threads)")
+    print(f"ReservoirPy: numpy BLAS on {ARGS.rpy_threads or ARGS.threads} thread(s) "
+          f"(--rpy-threads)")
+    if DEVICE.type == "cuda":
+        print(f"rnnlab on {torch.cuda.get_device_name(DEVICE)} (CUDA graphs: "
+              f"{build_esn(50, 0).to(DEVICE).uses_cuda_graph(1, 10**4)}); ReservoirPy on the "
+              f"CPU")
     if args.kernels:
-        kernel_table()
+        if DEVICE.type == "cuda":
+            gpu_kernel_table()
+        else:
+            kernel_table()
         return 0
     try:
         import reservoirpy
@@ -428,8 +508,9 @@ def main() -> int:
           f"{'numba' if kernels.numba_available() else 'torch'}")
     esn = build_esn(args.units, args.seed)
     print(f"ESN: {args.units} units, density 0.1 ({kernels.csr_arrays(esn.W).nnz} weights), "
-          f"rho 0.9, leak 0.3, ridge {RIDGE}; numba kernel in use: {esn.uses_numba(1)} "
-          f"(batch {args.batch}: {esn.uses_numba(max(1, args.batch))})")
+          f"rho 0.9, leak 0.3, ridge {RIDGE}; numba kernel in use: "
+          f"{DEVICE.type == 'cpu' and esn.uses_numba(1)} (batch {args.batch}: "
+          f"{DEVICE.type == 'cpu' and esn.uses_numba(max(1, args.batch))})")
     single = single_case(args, esn)
     if args.batch > 0:
         batch_case(args, esn, single["rpy_fit_per_seq"])

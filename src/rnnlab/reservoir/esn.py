@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.reservoir import cuda_graphs as _cuda_graphs
 from rnnlab.reservoir import kernels as _kernels
 from rnnlab.reservoir import topology as topo
 
@@ -324,7 +325,7 @@ class EchoStateNetwork(nn.Module):
     def uses_numba(self, batch: int = 1) -> bool:
         """Whether the time loop runs the numba kernel for this batch size, device, dtype and W
         (when no autograd graph is needed; see ``kernel`` in the class doc)."""
-        if self.kernel == "torch" or not _kernels.numba_available():
+        if self.kernel in ("torch", "cuda_graph") or not _kernels.numba_available():
             return False
         if self.W.device.type != "cpu" or self.W.dtype not in _kernels.NUMBA_DTYPES:
             return False
@@ -353,6 +354,36 @@ class EchoStateNetwork(nn.Module):
             if self.kernel == "numba":
                 raise ValueError("kernel='numba' records no autograd graph, and one is needed "
                                  "here (an input requires grad): use kernel='auto' or 'torch'")
+            return False
+        return True
+
+    def uses_cuda_graph(self, batch: int = 1, steps: int = _cuda_graphs.GRAPH_MIN_STEPS
+                        ) -> bool:
+        """Whether the time loop over ``steps`` steps of ``batch`` sequences is replayed as a
+        CUDA graph (:mod:`rnnlab.reservoir.cuda_graphs`; when no autograd graph is needed):
+        on CUDA with ``kernel="auto"`` or ``"cuda_graph"``, a dense W (see ``sparse``) and at
+        least ``GRAPH_MIN_STEPS`` steps."""
+        if self.kernel not in ("auto", "cuda_graph") or self.W.device.type != "cuda":
+            return False
+        return steps >= _cuda_graphs.GRAPH_MIN_STEPS and not self.uses_sparse(batch)
+
+    def _graph_applies(self, drive: torch.Tensor, state: torch.Tensor) -> bool:
+        if self.kernel == "cuda_graph":
+            if self.W.device.type != "cuda":
+                raise ValueError(f"kernel='cuda_graph' runs on CUDA; this ESN is on "
+                                 f"{self.W.device} (use kernel='auto' or 'torch')")
+            if self.uses_sparse(drive.shape[0]):
+                raise ValueError("kernel='cuda_graph' records the dense step: it does not go "
+                                 "with sparse=True")
+        if not self.uses_cuda_graph(drive.shape[0], drive.shape[1]):
+            return False
+        graph = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (drive, state, self.W, self.leak, self.a, self.b))
+        if graph:
+            if self.kernel == "cuda_graph":
+                raise ValueError("kernel='cuda_graph' records no autograd graph, and one is "
+                                 "needed here (an input requires grad): use kernel='auto' or "
+                                 "'torch'")
             return False
         return True
 
@@ -461,6 +492,7 @@ class EchoStateNetwork(nn.Module):
         plain = bool((self.a == 1).all()) and bool((self.b == 0).all())
         a, b = self.a, self.b
         x = state
+        use_graph = self._graph_applies(drive, state)
         if self.uses_sparse(batch):
             wc = self.recurrent_csr()
             for t in range(steps):
@@ -469,13 +501,24 @@ class EchoStateNetwork(nn.Module):
                 h = torch.tanh(pre if plain else torch.addcmul(b, a, pre))
                 x = h if full_leak else torch.lerp(x, h, leak)
                 out[:, t] = x
-        else:
-            w_t = self.W.t()
+            return out
+        done = 0
+        if use_graph:
+            done = _cuda_graphs.graph_loop(self, batch, plain, full_leak).run(drive, state, out)
+            if done:
+                x = out[:, done - 1]
+        w_t = self.W.t()
+        if torch.is_grad_enabled() and any(
+                t.requires_grad for t in (drive, state, self.W, leak, a, b)):
+            # out= records no autograd: new tensors, copied into out (CopySlices records)
             for t in range(steps):
-                pre = torch.addmm(drive[:, t], x, w_t)
-                h = torch.tanh(pre if plain else torch.addcmul(b, a, pre))
-                x = h if full_leak else torch.lerp(x, h, leak)
+                x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak)
                 out[:, t] = x
+            return out
+        for t in range(done, steps):
+            # written straight into out[:, t] (which may be drive[:, t]: read first)
+            x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak,
+                                        out=out[:, t])
         return out
 
     def states(

@@ -97,7 +97,7 @@ try:
 except ImportError:  # numba is optional: the torch loop is the fallback
     numba = None
 
-KERNELS = ("auto", "numba", "torch")
+KERNELS = ("auto", "numba", "torch", "cuda_graph")
 NUMBA_DTYPES = (torch.float32, torch.float64)
 # Weight-times-sequence products per step below which splitting a step's rows across threads
 # is not worth the wait at its end (each step then costs a few microseconds of exchange: one
@@ -106,6 +106,9 @@ PARALLEL_MIN_WORK = 20_000
 # Samples (batch x time steps) per chunk in the streaming helpers: large enough for the syrk of
 # a chunk to run near full speed, small enough to keep the chunk's states in a few MB per unit.
 DEFAULT_CHUNK_SAMPLES = 2048
+# On CUDA, larger chunks: each chunk's Gram matrix is one GPU matmul (launches, not arithmetic,
+# bound small ones), and GPU memory is larger (16384 x 1000 float64 states: 131 MB).
+DEFAULT_CHUNK_SAMPLES_CUDA = 16384
 # Batch size from which fit_streaming on more than one thread overlaps the Gram matrix with a
 # serial state loop rather than splitting both (see fit_streaming's ``overlap``).
 OVERLAP_MIN_BATCH = 8
@@ -631,7 +634,9 @@ def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | N
                  device=esn.W.device, layout="(batch, time, features)")
     batch, steps, _ = inputs.shape
     if chunk is None:
-        chunk = max(1, DEFAULT_CHUNK_SAMPLES // batch)
+        samples = (DEFAULT_CHUNK_SAMPLES_CUDA if esn.W.device.type == "cuda"
+                   else DEFAULT_CHUNK_SAMPLES)
+        chunk = max(1, samples // batch)
     check_positive_int("chunk", chunk)
     return batch, steps, chunk
 
@@ -662,8 +667,9 @@ def fit_streaming(
     """Fit ``readout`` on the states of ``esn`` driven by ``inputs``, chunk by chunk.
 
     The reservoir runs over ``chunk`` time steps at a time (default ``DEFAULT_CHUNK_SAMPLES //
-    batch``), carrying the state across chunks; each chunk's states (after the first
-    ``washout`` steps of the sequences) and targets go into the readout's normal equations
+    batch``, on CUDA ``DEFAULT_CHUNK_SAMPLES_CUDA // batch``), carrying the state across
+    chunks; each chunk's states (after the first ``washout`` steps of the sequences) and
+    targets go into the readout's normal equations
     (:func:`accumulate_normal_equations`) and are dropped, so memory is
     O(batch x chunk x N) for the states plus the readout's O(N^2), whatever the length. The
     result equals ``readout.fit(esn(inputs, washout=washout)[0], targets[:, washout:])`` up to

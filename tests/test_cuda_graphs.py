@@ -1,0 +1,151 @@
+"""The ESN time loop replayed as CUDA graphs against the eager torch loop, the CPU and a numpy
+loop written out from the update equation; the recording cache; the errors of a forced
+``kernel="cuda_graph"``. The CUDA tests run on a machine with a GPU (CI has none)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from rnnlab.reservoir import cuda_graphs, kernels
+from rnnlab.reservoir.esn import EchoStateNetwork
+from rnnlab.reservoir.readout import RidgeReadout
+from tests.test_esn_kernels import numpy_states
+
+F64, F32 = torch.float64, torch.float32
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+# whole graph blocks and a remainder that runs eagerly
+STEPS = 2 * cuda_graphs.GRAPH_STEPS + 17
+
+
+def _esn(n=60, dtype=F64, leak=0.3, **kw):
+    return EchoStateNetwork(n, 2, density=0.2, leak=leak, bias_scaling=0.2, seed=3, dtype=dtype,
+                            **kw)
+
+
+def _inputs(batch, steps, d=2, seed=0):
+    return torch.randn(batch, steps, d, generator=torch.Generator().manual_seed(seed),
+                       dtype=F64)
+
+
+def test_graph_kernel_is_for_cuda_only():
+    esn = _esn(kernel="cuda_graph")
+    assert not esn.uses_cuda_graph(1, 1000) and not esn.uses_numba(1)
+    with pytest.raises(ValueError, match="kernel='cuda_graph' runs on CUDA"):
+        esn(_inputs(1, 5))
+    assert not _esn().uses_cuda_graph(1, 1000)  # auto on the CPU: numba or the torch loop
+
+
+def test_eager_dense_step_matches_the_update_equation():
+    # the step the graphs record, run eagerly on the CPU (kernel="torch", dense W), with a gain
+    # and shift as intrinsic plasticity leaves them, and full leak
+    for leak in (0.3, 1.0):
+        esn = _esn(kernel="torch", sparse=False, leak=leak)
+        with torch.no_grad():
+            esn.a.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(1))
+            esn.b.uniform_(-0.2, 0.2, generator=torch.Generator().manual_seed(2))
+        u = _inputs(2, 30)
+        with torch.no_grad():
+            got = esn(u)[0]
+        np.testing.assert_allclose(got.numpy(), numpy_states(esn, u), rtol=0, atol=1e-12)
+
+
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("leak", [0.3, 1.0])
+@pytest.mark.parametrize("plain", [True, False])
+def test_graph_replay_equals_eager_loop_and_numpy(batch, leak, plain):
+    esn = _esn(leak=leak).cuda()
+    if not plain:
+        with torch.no_grad():
+            esn.a.uniform_(0.5, 1.5)
+            esn.b.uniform_(-0.2, 0.2)
+    eager = copy.deepcopy(esn)
+    eager.kernel = "torch"
+    assert esn.uses_cuda_graph(batch, STEPS) and not eager.uses_cuda_graph(batch, STEPS)
+    u = _inputs(batch, STEPS).cuda()
+    x0 = torch.randn(batch, esn.units, dtype=F64, device="cuda") * 0.1
+    with torch.no_grad():
+        got, last = esn(u, x0)
+        want, _ = eager(u, x0)
+    assert cuda_graphs.recorded_graphs(esn) == 1 and cuda_graphs.recorded_graphs(eager) == 0
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(last, got[:, -1], rtol=0, atol=0)
+    np.testing.assert_allclose(got.cpu().numpy(), numpy_states(esn.cpu(), u.cpu(), x0=x0.cpu()),
+                               rtol=0, atol=1e-11)
+
+
+@needs_cuda
+def test_graph_float32_and_cache():
+    esn = _esn(dtype=F32).cuda()
+    ref = copy.deepcopy(esn).double()
+    u = _inputs(2, STEPS)
+    with torch.no_grad():
+        got = esn(u.float().cuda())[0]
+        loop = cuda_graphs._LOOPS[esn][1]
+        esn(u.float().cuda())
+        assert cuda_graphs._LOOPS[esn][1] is loop  # replayed, not recorded again
+        esn(u[:1].float().cuda())
+        assert cuda_graphs._LOOPS[esn][1] is not loop  # another batch size: recorded again
+    assert got.dtype == F32 and got.is_cuda
+    torch.testing.assert_close(got.double().cpu(), ref.cpu()(u)[0], rtol=0, atol=2e-5)
+
+
+@needs_cuda
+def test_graph_follows_weights_changed_in_place_and_moves():
+    esn = _esn().cuda()
+    u = _inputs(2, STEPS).cuda()
+    with torch.no_grad():
+        esn(u)
+        esn.W.mul_(0.5)  # in place: same address, the graph must be recorded again
+        esn.leak.fill_(0.7)
+        got = esn(u)[0]
+    eager = copy.deepcopy(esn)
+    eager.kernel = "torch"
+    with torch.no_grad():
+        torch.testing.assert_close(got, eager(u)[0], rtol=0, atol=1e-12)
+        # a deep copy (the graphs are not module attributes) and a state_dict round trip
+        twin = copy.deepcopy(esn)
+        twin.load_state_dict(esn.state_dict())
+        torch.testing.assert_close(twin(u)[0], got, rtol=0, atol=1e-12)
+        cpu = esn.cpu()
+        assert cpu.W.device.type == "cpu"
+        torch.testing.assert_close(cpu(u.cpu())[0], got.cpu(), rtol=0, atol=1e-10)
+
+
+@needs_cuda
+def test_autograd_on_cuda_uses_the_eager_loop():
+    esn = _esn().cuda()
+    u = _inputs(1, STEPS).cuda().requires_grad_(True)
+    xs = esn(u)[0]
+    xs.square().sum().backward()
+    cpu = _esn()
+    uc = u.detach().cpu().requires_grad_(True)
+    cpu(uc)[0].square().sum().backward()
+    torch.testing.assert_close(u.grad.cpu(), uc.grad, rtol=1e-9, atol=1e-11)
+    forced = _esn(kernel="cuda_graph").cuda()
+    with pytest.raises(ValueError, match="records no autograd graph"):
+        forced(u)
+    with pytest.raises(ValueError, match="sparse=True"):
+        _esn(kernel="cuda_graph", sparse=True).cuda()(u.detach())
+
+
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 4])
+def test_fit_streaming_on_cuda_equals_cpu(batch):
+    esn = _esn(n=80, output_size=1, feedback_scaling=0.3)
+    u = _inputs(batch, 600)
+    y = torch.tanh(u[..., :1].roll(1, dims=1))
+    cpu = RidgeReadout(80, 1, 1e-6, dtype=F64)
+    kernels.fit_streaming(esn, cpu, u, y, washout=50, chunk=250)
+    gpu_esn = copy.deepcopy(esn).cuda()
+    gpu = RidgeReadout(80, 1, 1e-6, dtype=F64, device="cuda")
+    final = kernels.fit_streaming(gpu_esn, gpu, u.cuda(), y.cuda(), washout=50)
+    assert final.is_cuda and cuda_graphs.recorded_graphs(gpu_esn) == 1
+    torch.testing.assert_close(gpu.weight.cpu(), cpu.weight, rtol=1e-6, atol=1e-8)
+    pred, _ = kernels.predict_streaming(gpu_esn, gpu, u.cuda(), teacher=y.cuda())
+    want, _ = kernels.predict_streaming(esn, cpu, u, teacher=y)
+    torch.testing.assert_close(pred.cpu(), want, rtol=0, atol=1e-8)
