@@ -5,6 +5,7 @@ loop written out from the update equation; the recording cache; the errors of a 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -149,3 +150,23 @@ def test_fit_streaming_on_cuda_equals_cpu(batch):
     pred, _ = kernels.predict_streaming(gpu_esn, gpu, u.cuda(), teacher=y.cuda())
     want, _ = kernels.predict_streaming(esn, cpu, u, teacher=y)
     torch.testing.assert_close(pred.cpu(), want, rtol=0, atol=1e-8)
+
+
+@needs_cuda
+def test_failed_recording_warns_and_runs_eagerly(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(cuda_graphs, "_GraphLoop", broken)
+    esn = _esn().cuda()
+    u = _inputs(2, STEPS).cuda()
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="eager torch loop"):
+        got = esn(u)[0]
+    assert cuda_graphs.recorded_graphs(esn) == 0
+    eager = copy.deepcopy(esn)
+    eager.kernel = "torch"
+    with torch.no_grad():
+        torch.testing.assert_close(got, eager(u)[0], rtol=0, atol=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no second attempt, so no second warning
+            esn(u)

@@ -29,6 +29,7 @@ float64 units).
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,7 @@ class _GraphLoop:
 
 
 _LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FAILED: weakref.WeakSet = weakref.WeakSet()
 
 
 def _key(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool) -> tuple:
@@ -110,15 +112,28 @@ def _key(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool) -> tup
             tuple((t.data_ptr(), t._version) for t in tensors))
 
 
-def graph_loop(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool) -> _GraphLoop:
+def graph_loop(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool
+               ) -> _GraphLoop | None:
     """The module's recorded loop for this batch size (recorded now if the cached one does not
-    fit: another batch size, device or dtype, or buffers replaced or changed in place)."""
+    fit: another batch size, device or dtype, or buffers replaced or changed in place).
+
+    ``None`` if recording failed (e.g. a CUDA runtime that cannot capture): that is warned
+    once per module and the module then runs the eager loop, so a long run does not stop."""
+    if esn in _FAILED:
+        return None
     key = _key(esn, batch, plain, full_leak)
     cached = _LOOPS.get(esn)
     if cached is not None and cached[0] == key:
         return cached[1]
     _LOOPS.pop(esn, None)  # free the old graph's memory pool before recording a new one
-    loop = _GraphLoop(esn, batch, plain, full_leak)
+    try:
+        loop = _GraphLoop(esn, batch, plain, full_leak)
+    except RuntimeError as err:
+        _FAILED.add(esn)
+        warnings.warn(f"recording the ESN time loop as a CUDA graph failed ({err}); this "
+                      f"module runs the eager torch loop from now on", RuntimeWarning,
+                      stacklevel=3)
+        return None
     _LOOPS[esn] = (key, loop)
     return loop
 

@@ -503,8 +503,9 @@ class EchoStateNetwork(nn.Module):
                 out[:, t] = x
             return out
         done = 0
-        if use_graph:
-            done = _cuda_graphs.graph_loop(self, batch, plain, full_leak).run(drive, state, out)
+        loop = _cuda_graphs.graph_loop(self, batch, plain, full_leak) if use_graph else None
+        if loop is not None:
+            done = loop.run(drive, state, out)
             if done:
                 x = out[:, done - 1]
         w_t = self.W.t()
