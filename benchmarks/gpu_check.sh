@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one run (CI has none): the CUDA tests, then the ReservoirPy
-# comparison with rnnlab on the GPU and the per-step table of the CUDA time loops.
+# comparison with rnnlab on the GPU and the per-step table of the CUDA time loops, then the same
+# comparison on the machine's CPU cores.
 #
 # Run from the repository root on a CUDA machine whose python3 has torch, numpy, scipy, numba,
 # networkx, typer, rich, matplotlib, pytest and hypothesis (the package itself is used from
@@ -37,4 +38,12 @@ timeout "${TABLE_TIMEOUT:-90}" python3 benchmarks/bench_reservoirpy.py --device 
 timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_reservoirpy.py --device cuda \
   --threads 16 --rpy-threads 1,4,16 --repeats 3 --rpy-sequences 8 ${BENCH_ARGS:-} \
   2>&1 | tee "$OUT/bench.log"
+# 3. the same comparison on the machine's CPU cores (rnnlab's kernels on CPU_THREADS threads,
+# split rows and split Gram; ReservoirPy at its best BLAS thread count), unless CPU_BENCH=0
+if [ "${CPU_BENCH:-1}" = 1 ]; then
+  # shellcheck disable=SC2086
+  timeout "${CPU_BENCH_TIMEOUT:-240}" python3 benchmarks/bench_reservoirpy.py --device cpu \
+    --threads "${CPU_THREADS:-8}" --overlap off --rpy-threads "1,${CPU_THREADS:-8}" \
+    --repeats 2 --rpy-sequences 8 ${CPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_cpu.log"
+fi
 exit "$status"

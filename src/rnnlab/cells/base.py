@@ -39,6 +39,21 @@ IMPLS = ("auto", "fused", "handwritten", "loop")
 
 # --------------------------------------------------------------------------------------------
 # States as trees of tensors
+def uniform_init_(p: torch.Tensor, bound: float, generator: torch.Generator | None) -> None:
+    """``p`` ~ Uniform(-bound, bound) in place, drawn from ``generator``.
+
+    A generator lives on one device (a ``torch.Generator()`` on the CPU), and an in-place draw on
+    a parameter of another device is refused by torch; such a draw is made on the generator's
+    device in ``p``'s dtype and copied over, so a seed gives a module on the GPU the same
+    weights as on the CPU (in the same dtype). ``generator=None``: torch's default generator of
+    ``p``'s device."""
+    if generator is None or generator.device == p.device:
+        p.uniform_(-bound, bound, generator=generator)
+    else:
+        p.copy_(torch.empty(p.shape, dtype=p.dtype, device=generator.device)
+                .uniform_(-bound, bound, generator=generator))
+
+
 def map_state(fn: Callable[..., torch.Tensor], *states: State) -> State:
     """Apply ``fn`` leaf by leaf to states of the same structure: ``map_state(f, a, b)``."""
     first = states[0]
@@ -396,13 +411,17 @@ def fused_rnn(
         else state0.unsqueeze(0)  # type: ignore[union-attr]
     )
     if lengths is None:
-        result = fn(x, hx, weights, has_biases, 1, 0.0, False, False, True)
+        # train: cuDNN keeps what backward needs only in training mode (else backward raises);
+        # dropout is 0, so this changes nothing else
+        train = torch.is_grad_enabled()
+        result = fn(x, hx, weights, has_biases, 1, 0.0, train, False, True)
         out = result[0]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         order = packed.sorted_indices
         hx = map_state(lambda s: s.index_select(1, order.to(s.device)), hx)
-        result = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
+        result = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0,
+                    torch.is_grad_enabled(), False)
         out, _ = pad_packed_sequence(
             PackedSequence(result[0], packed.batch_sizes, order, packed.unsorted_indices),
             batch_first=True, total_length=x.shape[1],

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State
+from rnnlab.cells.base import RecurrentCell, State, uniform_init_
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
@@ -106,12 +106,12 @@ class DeepTransitionCell(RecurrentCell):
             bound = 1.0 / math.sqrt(self.hidden_size)
             for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.weight_shortcut):
                 if p is not None:
-                    p.uniform_(-bound, bound, generator=generator)
+                    uniform_init_(p, bound, generator)
             for lin in self.transition:
                 b = 1.0 / math.sqrt(lin.in_features)
-                lin.weight.uniform_(-b, b, generator=generator)
+                uniform_init_(lin.weight, b, generator)
                 if lin.bias is not None:
-                    lin.bias.uniform_(-b, b, generator=generator)
+                    uniform_init_(lin.bias, b, generator)
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)

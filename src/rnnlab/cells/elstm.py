@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int
+from rnnlab.cells.base import uniform_init_
 
 
 class ELSTMCell(nn.Module):
@@ -57,7 +58,7 @@ class ELSTMCell(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             for p in self.parameters():
-                p.uniform_(-bound, bound, generator=generator)
+                uniform_init_(p, bound, generator)
             self.bias_f.add_(self.forget_bias)
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, fused_rnn
+from rnnlab.cells.base import RecurrentCell, State, fused_rnn, uniform_init_
 
 FORMS = ("cho", "torch")
 
@@ -77,7 +77,7 @@ class GRUCell(RecurrentCell):
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             for p in self.parameters():
-                p.uniform_(-bound, bound, generator=generator)
+                uniform_init_(p, bound, generator)
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)

@@ -34,7 +34,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, check_finite_float, fused_rnn
+from rnnlab.cells.base import RecurrentCell, State, check_finite_float, fused_rnn, uniform_init_
 
 # The derivatives from the stored activations in one kernel each, written into a buffer slice:
 # sigmoid: grad * y * (1 - y); tanh: grad * (1 - y^2).
@@ -161,7 +161,7 @@ class LSTMCell(RecurrentCell):
         bound = 1.0 / math.sqrt(h)
         with torch.no_grad():
             for p in self.parameters():
-                p.uniform_(-bound, bound, generator=generator)
+                uniform_init_(p, bound, generator)
             if self.bias_ih is not None and self.forget_bias is not None:
                 self.bias_ih[h:2 * h] = self.forget_bias
                 self.bias_hh[h:2 * h] = 0.0

@@ -27,7 +27,10 @@ from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction, squ
 
 class ELSTMRTRL(LearningRule):
     """Exact, O(N D)-per-step RTRL for a model whose ``cell`` is an :class:`ELSTMCell` and
-    that has ``output(state)`` (e.g. ``RecurrentNetwork(ELSTMCell(...), ...)``)."""
+    that has ``initial_state(batch)`` and ``output(state)`` (a linear readout of the hidden
+    state). :class:`~rnnlab.models.RecurrentNetwork` does not take an ELSTMCell (a plain
+    ``nn.Module`` cell, not a :class:`~rnnlab.cells.RecurrentCell`), so such a model is a small
+    ``nn.Module`` of the user's."""
 
     def __init__(self, model: nn.Module, reduction: str = "sum") -> None:
         if not isinstance(getattr(model, "cell", None), ELSTMCell):

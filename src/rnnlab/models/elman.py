@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.cells.base import uniform_init_
 
 
 def _identity(a: torch.Tensor) -> torch.Tensor:
@@ -86,7 +87,7 @@ class ElmanRNN(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             for p in (self.U, self.W, self.b, self.V, self.c):
-                p.uniform_(-bound, bound, generator=generator)
+                uniform_init_(p, bound, generator)
 
     # ----------------------------------------------------------------------------------------
     @property

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell
+from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell, uniform_init_
 from rnnlab.cells.deep import ACTIVATIONS, StackedCell
 from rnnlab.models.elman import READOUTS
 
@@ -159,8 +159,8 @@ class RecurrentNetwork(nn.Module):
         with torch.no_grad():
             for lin in (*self.output_hidden, self.readout):
                 bound = 1.0 / math.sqrt(lin.in_features)
-                lin.weight.uniform_(-bound, bound, generator=generator)
-                lin.bias.uniform_(-bound, bound, generator=generator)
+                uniform_init_(lin.weight, bound, generator)
+                uniform_init_(lin.bias, bound, generator)
 
     @property
     def input_size(self) -> int:

@@ -682,7 +682,8 @@ class HessianFree(torch.optim.Optimizer):
         group = self.param_groups[0]
         mu = self._check_hidden(hidden)
         self.state["step"] += 1
-        nan = torch.tensor(math.nan)
+        ref = group["params"][0]  # a skipped step returns NaN where the loss would live
+        nan = torch.full((), math.nan, dtype=ref.dtype, device=ref.device)
         lam = group["damping"]
         if isinstance(lam, bool) or not isinstance(lam, int | float) or not math.isfinite(lam) \
                 or lam <= 0:
