@@ -368,6 +368,8 @@ class EchoStateNetwork(nn.Module):
         return steps >= _cuda_graphs.GRAPH_MIN_STEPS and not self.uses_sparse(batch)
 
     def _graph_applies(self, drive: torch.Tensor, state: torch.Tensor) -> bool:
+        graph = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (drive, state, self.W, self.leak, self.a, self.b))
         if self.kernel == "cuda_graph":
             if self.W.device.type != "cuda":
                 raise ValueError(f"kernel='cuda_graph' runs on CUDA; this ESN is on "
@@ -375,17 +377,11 @@ class EchoStateNetwork(nn.Module):
             if self.uses_sparse(drive.shape[0]):
                 raise ValueError("kernel='cuda_graph' records the dense step: it does not go "
                                  "with sparse=True")
-        if not self.uses_cuda_graph(drive.shape[0], drive.shape[1]):
-            return False
-        graph = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (drive, state, self.W, self.leak, self.a, self.b))
-        if graph:
-            if self.kernel == "cuda_graph":
+            if graph:
                 raise ValueError("kernel='cuda_graph' records no autograd graph, and one is "
                                  "needed here (an input requires grad): use kernel='auto' or "
                                  "'torch'")
-            return False
-        return True
+        return not graph and self.uses_cuda_graph(drive.shape[0], drive.shape[1])
 
     def recurrent_csr(self) -> torch.Tensor:
         """W as a ``torch.sparse_csr`` tensor (cached until W, its device or dtype changes)."""
