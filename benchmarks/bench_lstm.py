@@ -1,7 +1,8 @@
 """How fast is rnnlab's LSTM layer? Forward + backward time against ``torch.nn.LSTM``.
 
 Run: ``.venv/bin/python benchmarks/bench_lstm.py`` (defaults: batch 32, 100 steps, input 128,
-hidden 128, float32, CPU, one thread; ``--threads K`` to change it, the count used is printed).
+hidden 128, float32, CPU, one thread; ``--threads K`` to change it, the count used is printed;
+``--device cuda`` runs every contender on the GPU, where the fused kernel is cuDNN's).
 
 Every contender computes ``loss = (outputs * w).sum()`` over a ``(batch, time, input)`` batch
 and ``loss.backward()`` into all its parameters; the time of one such call is measured for every
@@ -49,6 +50,8 @@ def _step_fn(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> Callable[[]
             p.grad = None
         out = module(x)[0]
         (out * w).sum().backward()
+        if x.is_cuda:  # the time to the finished gradients, not to the queued kernels
+            torch.cuda.synchronize(x.device)
 
     return run
 
@@ -64,19 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (every contender runs there)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
     d, h = args.input, args.hidden
-    x = torch.randn(args.batch, args.steps, d, dtype=dtype)
-    w = torch.randn(args.batch, args.steps, h, dtype=dtype)
+    dev = torch.device(args.device)
+    x = torch.randn(args.batch, args.steps, d, dtype=dtype).to(dev)
+    w = torch.randn(args.batch, args.steps, h, dtype=dtype).to(dev)
 
-    baseline = nn.LSTM(d, h, batch_first=True, dtype=dtype)
-    np_cell = LSTMCell(d, h, variant="NP", dtype=dtype)
+    baseline = nn.LSTM(d, h, batch_first=True, dtype=dtype).to(dev)
+    np_cell = LSTMCell(d, h, variant="NP", dtype=dtype).to(dev)
     np_cell.load_state_dict({k.removesuffix("_l0"): v for k, v in baseline.state_dict().items()})
-    peep_cell = LSTMCell(d, h, dtype=dtype)
+    peep_cell = LSTMCell(d, h, dtype=dtype).to(dev)
     contenders: dict[str, Callable[[], None]] = {
         "nn.LSTM": _step_fn(baseline, x, w),
         "NP auto": _step_fn(RecurrentLayer(np_cell), x, w),
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"torch.get_num_threads() = {torch.get_num_threads()}"
+        f"torch.get_num_threads() = {torch.get_num_threads()}, device "
+        f"{torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}"
     )
     print(
         f"batch {args.batch}, steps {args.steps}, input {d}, hidden {h}, {args.dtype}, "

@@ -25,15 +25,20 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 # 1. every test that runs only with a GPU: the CUDA-graph loop, device parity of every model,
 # and the CUDA cases of the other files (their names say cuda, gpu or moving)
 timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -rfEs \
-  tests/test_cuda_graphs.py tests/test_device_parity.py \
+  tests/test_cuda_graphs.py tests/test_device_parity.py tests/test_cudnn_layout.py \
   tests/test_esn.py tests/test_esn_kernels.py tests/test_deep_esn.py tests/test_cost.py \
   tests/test_long_term.py tests/test_music.py tests/test_text.py \
   -k "cuda or gpu or graph or parity or device or moving" 2>&1 | tee "$OUT/tests.log"
 status=${PIPESTATUS[0]}
 
-# 2. per-step table of the CUDA loops, then the ReservoirPy comparison with rnnlab on the GPU
-timeout "${TABLE_TIMEOUT:-90}" python3 benchmarks/bench_reservoirpy.py --device cuda --kernels \
-  2>&1 | tee "$OUT/kernels.log"
+# 2. rnnlab's LSTM layer against nn.LSTM on the GPU (forward + backward, cuDNN), the per-step
+# table of the CUDA ESN loops (unless KERNEL_TABLE=0), the ReservoirPy comparison on the GPU
+timeout "${LSTM_TIMEOUT:-60}" python3 benchmarks/bench_lstm.py --device cuda 2>&1 \
+  | tee "$OUT/lstm.log"
+if [ "${KERNEL_TABLE:-1}" = 1 ]; then
+  timeout "${TABLE_TIMEOUT:-90}" python3 benchmarks/bench_reservoirpy.py --device cuda \
+    --kernels 2>&1 | tee "$OUT/kernels.log"
+fi
 # shellcheck disable=SC2086
 timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_reservoirpy.py --device cuda \
   --threads 16 --rpy-threads 1,4,16 --repeats 3 --rpy-sequences 8 ${BENCH_ARGS:-} \

@@ -390,6 +390,41 @@ def _repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
 
 
 # --------------------------------------------------------------------------------------------
+# data_ptr tuples of weight lists already laid out in one cuDNN buffer (bounded: a stale entry
+# only means that cuDNN compacts the weights itself, as without this)
+_CUDNN_FLAT: set[tuple[int, ...]] = set()
+
+
+def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
+    """Lay the weights out in one contiguous buffer as cuDNN wants them (what
+    ``nn.LSTM.flatten_parameters`` does): otherwise cuDNN copies them into one at every call
+    and warns "RNN module weights are not part of single contiguous chunk of memory". The
+    parameters stay the same objects (their storage is re-pointed, in place, under no_grad),
+    so optimisers and state_dict are unaffected; a cell moved or re-created is laid out again
+    on its first fused call."""
+    key = tuple(w.data_ptr() for w in weights)
+    if key in _CUDNN_FLAT:
+        return
+    first = weights[0]
+    if (len(set(key)) != len(key) or not torch._use_cudnn_rnn_flatten_weight()
+            or any(w.dtype != first.dtype or not w.is_cuda
+                   or not torch.backends.cudnn.is_acceptable(w) for w in weights)):
+        return
+    from torch.backends.cudnn import rnn as cudnn_rnn
+
+    mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[kind]
+    try:
+        with torch.no_grad(), torch.cuda.device_of(first):
+            torch._cudnn_rnn_flatten_weight(
+                weights, len(weights), first.shape[1], cudnn_rnn.get_cudnn_mode(mode),
+                weights[1].shape[1], 0, 1, True, False)
+    except RuntimeError:  # pragma: no cover - cuDNN refused: it compacts per call instead
+        return
+    if len(_CUDNN_FLAT) > 4096:
+        _CUDNN_FLAT.clear()
+    _CUDNN_FLAT.add(tuple(w.data_ptr() for w in weights))
+
+
 def fused_rnn(
     kind: str,
     x: torch.Tensor,
@@ -406,6 +441,8 @@ def fused_rnn(
     fn = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh,
           "rnn_relu": torch.rnn_relu}[kind]
     has_biases = len(weights) == 4
+    if x.is_cuda:
+        _flatten_for_cudnn(kind, weights)
     hx: State = (
         (state0[0].unsqueeze(0), state0[1].unsqueeze(0)) if kind == "lstm"  # type: ignore[index]
         else state0.unsqueeze(0)  # type: ignore[union-attr]
