@@ -170,3 +170,21 @@ def test_failed_recording_warns_and_runs_eagerly(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no second attempt, so no second warning
             esn(u)
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", ["deepESN", "deepESN-IA", "groupedESN"])
+def test_deep_esn_layers_replay_graphs(variant):
+    from tests.test_deep_esn import randomise_gains, reference_states, small
+
+    model = small(variant)
+    randomise_gains(model)
+    gpu = copy.deepcopy(model).cuda()
+    u = torch.randn(2, STEPS, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        got = gpu.layer_states(u.cuda())
+    layers = [m for m in gpu.modules() if isinstance(m, EchoStateNetwork)]
+    assert layers and all(cuda_graphs.recorded_graphs(m) == 1 for m in layers)
+    for layer, (a, b) in enumerate(zip(got, reference_states(model, u), strict=True)):
+        np.testing.assert_allclose(a.cpu().numpy(), b, rtol=0, atol=1e-11,
+                                   err_msg=f"{variant} layer {layer}")
