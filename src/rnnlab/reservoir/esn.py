@@ -24,7 +24,8 @@ time loop (``drive = W_in u + bias + W_fb y_prev`` for all steps at once); the l
 (:meth:`EchoStateNetwork.recur`) only adds ``W x(t-1)`` and applies the non-linearity and the
 leak. On the CPU that loop is by default the fused numba kernel of
 :mod:`rnnlab.reservoir.kernels` (one pass over the rows of W per step; ``kernel="auto"``, see
-:func:`~rnnlab.reservoir.kernels.numba_is_faster`), and otherwise (CUDA, autograd, no numba,
+:func:`~rnnlab.reservoir.kernels.numba_is_faster`); on CUDA the torch loop replayed as CUDA
+graphs (:mod:`rnnlab.reservoir.cuda_graphs`); and otherwise (autograd, no numba,
 ``kernel="torch"``) the torch loop below. In the torch loop ``W x`` uses torch's sparse CSR
 matmul on the CPU when it is faster than dense. Measured here (shared 2-core AMD EPYC, 1
 thread, torch 2.13, leak 0.3, the whole step: matmul, tanh, leak; microseconds per step, best
@@ -50,8 +51,10 @@ high for batches (the CSR index traffic is shared by the batch columns). So ``sp
 (automatic) uses CSR on the CPU when the density of W is at most
 ``d* = c * min(N, 4000) / 1000`` with ``c = 0.12`` (float64) or ``0.05`` (other dtypes), doubled
 (up to 0.25) for batches of 8 or more, and N >= 400 (N >= 256 for such batches); dense otherwise,
-and always dense on CUDA (not measured here; dense matmul of these sizes is not the bottleneck
-there). ``sparse=True/False`` forces the choice.
+and always dense on CUDA (measured on an H200: dense was faster than torch's CSR matmul up to
+N = 2000 at density 0.05 and within 10% at N = 4000, density 0.02; see
+:mod:`rnnlab.reservoir.cuda_graphs`, which replays the dense loop as CUDA graphs).
+``sparse=True/False`` forces the choice.
 """
 
 from __future__ import annotations
@@ -151,11 +154,13 @@ class EchoStateNetwork(nn.Module):
         sparse: use a sparse CSR kernel for ``W x`` in the torch loop (``None``: automatic,
             see the module doc).
         kernel: the time loop: ``"numba"`` (the fused CPU kernel of
-            :mod:`rnnlab.reservoir.kernels`), ``"torch"`` (the torch loop, any device), or
-            ``"auto"`` (numba when it is installed, the module is float32/float64 on the CPU,
-            no autograd graph is needed and W is sparse enough; see
-            :func:`~rnnlab.reservoir.kernels.numba_is_faster`). Both give the same states
-            (to round-off).
+            :mod:`rnnlab.reservoir.kernels`), ``"torch"`` (the eager torch loop, any device),
+            ``"cuda_graph"`` (the torch loop recorded and replayed as CUDA graphs,
+            :mod:`rnnlab.reservoir.cuda_graphs`), or ``"auto"``: where no autograd graph is
+            needed, numba when it is installed, the module is float32/float64 on the CPU and
+            W is sparse enough (:func:`~rnnlab.reservoir.kernels.numba_is_faster`), CUDA
+            graphs on CUDA for runs of at least ``GRAPH_MIN_STEPS`` steps; else the eager
+            loop. All give the same states (to round-off).
         seed, generator: randomness; W, then W_in, then the bias, then W_fb are drawn in that
             order from one CPU generator (``generator``, or a new one seeded with ``seed``,
             default 0), in float64 and then cast, so one seed gives the same network in every

@@ -43,12 +43,13 @@ sequence takes 55-67 us in the kernel (the gathered dot products alone, 43 us) a
 120-260 us for the torch loop and about 110 us for scipy's CSR product alone; see
 :func:`numba_is_faster` for other sizes.
 
-Selection: ``EchoStateNetwork(kernel="auto" | "numba" | "torch")``. ``"auto"`` uses the numba
-kernel when numba imports, the module is on the CPU in float32/float64, no autograd graph is
-needed and W is sparse enough for it to win (:func:`numba_is_faster`); otherwise the torch loop
-(:meth:`EchoStateNetwork.recur <rnnlab.reservoir.esn.EchoStateNetwork.recur>`: dense or CSR
-``addmm``, which also runs on CUDA). ``"numba"`` forces the kernel (an error where it cannot
-run); ``"torch"`` forces the torch loop.
+Selection: ``EchoStateNetwork(kernel="auto" | "numba" | "torch" | "cuda_graph")``. ``"auto"``
+uses the numba kernel when numba imports, the module is on the CPU in float32/float64, no
+autograd graph is needed and W is sparse enough for it to win (:func:`numba_is_faster`); on
+CUDA the torch loop replayed as CUDA graphs (:mod:`rnnlab.reservoir.cuda_graphs`); otherwise
+the torch loop (:meth:`EchoStateNetwork.recur <rnnlab.reservoir.esn.EchoStateNetwork.recur>`:
+dense or CSR ``addmm``). ``"numba"`` and ``"cuda_graph"`` force theirs (an error where it
+cannot run); ``"torch"`` forces the eager torch loop.
 
 Streaming (:func:`fit_streaming`, :func:`predict_streaming`): the reservoir runs over a long
 sequence (or batch) chunk by chunk, carrying the state (and the fed-back target) across chunks;
