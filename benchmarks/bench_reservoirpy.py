@@ -7,7 +7,10 @@ case instead of extrapolating from fewer; ``--memory10`` adds the 10-sequence me
 ``--kernels`` prints the per-step table behind ``kernel="auto"`` (numba against the torch loop;
 with ``--device cuda``: CUDA graphs against the eager torch loop, dense and CSR). ``--device
 cuda`` runs rnnlab on the GPU (ReservoirPy stays on the CPU): ``benchmarks/gpu_check.sh`` runs
-it with the CUDA tests on a GPU machine.
+it with the CUDA tests on a GPU machine. ``--rpy-threads 1,4,16`` times ReservoirPy's fit at each
+BLAS thread count and takes its best as the baseline; ``--rpy-workers 1,4`` does the same for its
+``workers=`` over the sequences of the batch case (here, on 2 cores, workers=2 was 10x slower
+than 1).
 
 Protocol (the issue's): one ESN, 1000 units, spectral radius 0.9, leak 0.3, density 0.1 of W,
 dense uniform W_in (scaling 1) and bias (scaling 0.2), built by rnnlab and copied into
