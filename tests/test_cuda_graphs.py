@@ -32,6 +32,36 @@ def _inputs(batch, steps, d=2, seed=0):
                        dtype=F64)
 
 
+def test_recur_checks_out():
+    esn = _esn(kernel="torch")
+    drive = esn.input_drive(_inputs(2, 6))
+    with pytest.raises(ValueError, match=r"out must be a torch\.float64 tensor of shape"):
+        esn.recur(drive, esn.initial_state(2), out=torch.empty(2, 6, esn.units + 1, dtype=F64))
+    with pytest.raises(ValueError, match="out must be"):
+        esn.recur(drive, esn.initial_state(2), out=torch.empty(2, 6, esn.units))
+
+
+def test_cuda_chunks_are_whole_graph_blocks(monkeypatch):
+    esn = _esn(n=1000)
+    monkeypatch.setattr(esn, "uses_cuda_graph", lambda batch=1, steps=0: True)
+    for batch in (1, 3, 32, 500):
+        steps = kernels._cuda_chunk(esn, batch)
+        assert steps % cuda_graphs.GRAPH_STEPS == 0 and steps >= cuda_graphs.GRAPH_MIN_STEPS
+        assert steps * batch * 1000 * 8 <= max(kernels.CUDA_CHUNK_BYTES,
+                                                 cuda_graphs.GRAPH_MIN_STEPS * batch * 8000)
+        assert (steps + cuda_graphs.GRAPH_STEPS) * batch * 8000 > kernels.CUDA_CHUNK_BYTES \
+            or steps == cuda_graphs.GRAPH_MIN_STEPS
+    monkeypatch.setattr(esn, "uses_cuda_graph", lambda batch=1, steps=0: False)
+    assert kernels._cuda_chunk(esn, 3) == kernels.CUDA_CHUNK_BYTES // (3 * 8000)
+
+
+def test_logistic_units_run_the_torch_loop():
+    from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
+
+    esn = LogisticEchoStateNetwork(500, 1, density=0.05, dtype=F64)
+    assert not esn.uses_numba(1) and not esn.uses_cuda_graph(1, 10_000)
+
+
 def test_graph_kernel_is_for_cuda_only():
     esn = _esn(kernel="cuda_graph")
     assert not esn.uses_cuda_graph(1, 1000) and not esn.uses_numba(1)
@@ -86,13 +116,64 @@ def test_graph_float32_and_cache():
     u = _inputs(2, STEPS)
     with torch.no_grad():
         got = esn(u.float().cuda())[0]
-        loop = cuda_graphs._LOOPS[esn][1]
+        first = list(cuda_graphs._LOOPS[esn].values())
         esn(u.float().cuda())
-        assert cuda_graphs._LOOPS[esn][1] is loop  # replayed, not recorded again
-        esn(u[:1].float().cuda())
-        assert cuda_graphs._LOOPS[esn][1] is not loop  # another batch size: recorded again
+        assert list(cuda_graphs._LOOPS[esn].values()) == first  # replayed, not recorded again
+        esn(u[:1].float().cuda())  # another batch size: recorded beside the first
+        assert cuda_graphs.recorded_graphs(esn) == 2
+        assert first[0] in cuda_graphs._LOOPS[esn].values()
+        for b in range(3, 3 + cuda_graphs.LOOPS_PER_MODULE):
+            esn(_inputs(b, STEPS).float().cuda())
+        assert cuda_graphs.recorded_graphs(esn) == cuda_graphs.LOOPS_PER_MODULE
     assert got.dtype == F32 and got.is_cuda
     torch.testing.assert_close(got.double().cpu(), ref.cpu()(u)[0], rtol=0, atol=2e-5)
+
+
+@needs_cuda
+def test_graph_after_inference_mode_on_two_streams_and_replaced_buffers():
+    esn = _esn().cuda()
+    eager = copy.deepcopy(esn)
+    eager.kernel = "torch"
+    u = _inputs(2, STEPS).cuda()
+    with torch.inference_mode():
+        first = esn(u)[0]  # recorded here: its buffers must still work outside
+    with torch.no_grad():
+        want = eager(u)[0]
+        torch.testing.assert_close(first, want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(esn(u)[0], want, rtol=0, atol=1e-12)
+        # one module, two streams one after the other: the second waits for the first
+        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+        u2 = _inputs(2, STEPS, seed=1).cuda()
+        torch.cuda.synchronize()
+        with torch.cuda.stream(s1):
+            a = esn(u)[0]
+        with torch.cuda.stream(s2):
+            b = esn(u2)[0]
+        torch.cuda.synchronize()
+        torch.testing.assert_close(a, want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, eager(u2)[0], rtol=0, atol=1e-12)
+        # a buffer replaced by a view of another layout (same address): recorded again
+        esn.W = esn.W.t().contiguous().t()
+        eager.W = esn.W.clone()
+        torch.testing.assert_close(esn(u)[0], eager(u)[0], rtol=0, atol=1e-12)
+        # the float32 matmul settings pick cuBLAS's kernel: a change records again
+        n = cuda_graphs.recorded_graphs(esn)
+        previous = torch.backends.cuda.matmul.allow_tf32
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = not previous
+            esn(u)
+            assert cuda_graphs.recorded_graphs(esn) == n + 1
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@needs_cuda
+def test_no_graph_under_autocast():
+    esn = _esn(leak=1.0).cuda()
+    u = _inputs(2, STEPS).cuda()
+    with torch.no_grad(), torch.autocast("cuda"):
+        esn(u)
+    assert cuda_graphs.recorded_graphs(esn) == 0
 
 
 @needs_cuda

@@ -1,10 +1,12 @@
-"""The fused cuDNN path lays a cell's weights out in one buffer once (as nn.LSTM's
-flatten_parameters does) instead of letting cuDNN compact them at every call: same results as
-the loop implementation, the same Parameter objects, training still updates what cuDNN reads.
+"""A fused cell's weights are laid out in one cuDNN buffer when the cell is built on, moved to or
+copied on the GPU (as nn.LSTM's flatten_parameters does) instead of cuDNN compacting them at
+every call: same results as the loop implementation, the same Parameter objects, training still
+updates what cuDNN reads, storage re-pointed by others and substituted tensors are left alone.
 Needs a CUDA device (CI has none)."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -30,8 +32,7 @@ def test_fused_weights_laid_out_once_and_trained(kind):
     fused, loop = RecurrentLayer(cell, impl="fused"), RecurrentLayer(cell, impl="loop")
     params = list(cell.parameters())
     x = torch.randn(2, 7, 3, dtype=F64, device="cuda")
-    fused(x)  # the first call lays the weights out
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # laid out by .cuda()
         warnings.simplefilter("error")  # "not part of single contiguous chunk" would raise
         out = fused(x)[0]
     assert [id(p) for p in cell.parameters()] == [id(p) for p in params]
@@ -45,6 +46,76 @@ def test_fused_weights_laid_out_once_and_trained(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.testing.assert_close(fused(x)[0], loop(x)[0], rtol=1e-10, atol=1e-12)
-    # moved and back: laid out again, still equal
+    # moved and back, and deep-copied: laid out again, still equal
     cell.cpu().cuda()
-    torch.testing.assert_close(fused(x)[0], loop(x)[0], rtol=1e-10, atol=1e-12)
+    twin = copy.deepcopy(cell)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(fused(x)[0], loop(x)[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(RecurrentLayer(twin, impl="fused")(x)[0], loop(x)[0],
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_storage_re_pointed_by_others_is_left_alone():
+    # as a sharded optimiser's bucket views do: the next fused calls must not move the weights
+    # back into a cuDNN buffer (cuDNN compacts per call instead, which is correct)
+    cell = CELLS["lstm-np"]().cuda()
+    fused, loop = RecurrentLayer(cell, impl="fused"), RecurrentLayer(cell, impl="loop")
+    x = torch.randn(2, 7, 3, dtype=F64, device="cuda")
+    fused(x)
+    params = list(cell.parameters())
+    bucket = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = bucket[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cuDNN's per-call compaction warning, expected here
+        got = fused(x)[0]
+    ptr, end = bucket.data_ptr(), bucket.data_ptr() + bucket.numel() * bucket.element_size()
+    assert all(ptr <= p.data_ptr() < end for p in cell.parameters())
+    torch.testing.assert_close(got, loop(x)[0], rtol=1e-10, atol=1e-12)
+
+
+def _gru_case():
+    cell = CELLS["gru"]().cuda()
+    layer = RecurrentLayer(cell, impl="fused")
+    x = torch.randn(2, 7, 3, dtype=F64, device="cuda")
+    layer.zero_grad()
+    RecurrentLayer(cell, impl="loop")(x)[0].square().sum().backward()
+    return layer, x
+
+
+def test_functional_call_with_substituted_tensors():
+    layer, x = _gru_case()
+    params = {k: torch.nn.Parameter(v.detach().clone()) for k, v in layer.named_parameters()}
+    before = [v.data_ptr() for v in params.values()]
+    loss = torch.func.functional_call(layer, params, (x,))[0].square().sum()
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for (_, p), g in zip(layer.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-9, atol=1e-11)
+    # the substitutes (Parameters, but not the cell's own) were used where they are, not
+    # re-pointed into a cuDNN buffer
+    assert [v.data_ptr() for v in params.values()] == before
+
+
+def test_func_grad_over_the_fused_layer():
+    layer, x = _gru_case()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p):
+        return torch.func.functional_call(layer, p, (x,))[0].square().sum()
+
+    grads = torch.func.grad(loss)(params)
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-9, atol=1e-11)
+
+
+def test_built_on_the_gpu_is_laid_out():
+    cell = LSTMCell(3, 5, variant="NP", dtype=F64, device="cuda")
+    x = torch.randn(2, 7, 3, dtype=F64, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = RecurrentLayer(cell, impl="fused")(x)[0]
+    torch.testing.assert_close(got, RecurrentLayer(cell, impl="loop")(x)[0], rtol=1e-10,
+                               atol=1e-12)

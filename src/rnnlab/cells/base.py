@@ -119,6 +119,29 @@ class RecurrentCell(nn.Module):
     #: names of the state's parts, for messages and documentation ("h",) or ("h", "c")
     state_names: tuple[str, ...] = ("h",)
 
+    def fused_weights(self) -> tuple[str, list[torch.Tensor]] | None:
+        """``(kind, [weight_ih, weight_hh(, bias_ih, bias_hh)])`` when the cell runs torch's
+        fused kernel (:func:`fused_rnn`), else None."""
+        return None
+
+    def layout_for_cudnn(self) -> None:
+        """On CUDA, lay the fused kernel's weights out in one cuDNN buffer
+        (:func:`_flatten_for_cudnn`); a no-op elsewhere. Called when the cell is built and
+        after it is moved or cast, as torch's RNN modules do."""
+        spec = self.fused_weights()
+        if spec is not None:
+            _flatten_for_cudnn(*spec)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        result = super()._apply(fn, recurse)
+        self.layout_for_cudnn()
+        return result
+
+    def __setstate__(self, state: dict) -> None:
+        # copy.deepcopy and unpickling clone each parameter on its own
+        super().__setstate__(state)
+        self.layout_for_cudnn()
+
     # -- the step ------------------------------------------------------------------------------
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
         """The input-only part of a step, for inputs of any leading shape (default: ``x``)."""
@@ -390,25 +413,21 @@ def _repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
 
 
 # --------------------------------------------------------------------------------------------
-# data_ptr tuples of weight lists already laid out in one cuDNN buffer (bounded: a stale entry
-# only means that cuDNN compacts the weights itself, as without this)
-_CUDNN_FLAT: set[tuple[int, ...]] = set()
-
-
 def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
     """Lay the weights out in one contiguous buffer as cuDNN wants them (what
     ``nn.LSTM.flatten_parameters`` does): otherwise cuDNN copies them into one at every call
     and warns "RNN module weights are not part of single contiguous chunk of memory". The
     parameters stay the same objects (their storage is re-pointed, in place, under no_grad),
-    so optimisers and state_dict are unaffected; a cell moved or re-created is laid out again
-    on its first fused call."""
-    key = tuple(w.data_ptr() for w in weights)
-    if key in _CUDNN_FLAT:
-        return
+    so optimisers and state_dict are unaffected. Called, as in torch's RNN modules, only when a
+    cell is built or moved (:meth:`RecurrentCell.layout_for_cudnn`), never from the forward
+    pass: storage that other code re-points later (a sharded optimiser's bucket views, say) and
+    tensors substituted by ``torch.func.functional_call`` are left alone, and cuDNN then
+    compacts per call, which is correct."""
     first = weights[0]
-    if (len(set(key)) != len(key) or not torch._use_cudnn_rnn_flatten_weight()
+    if (len({w.data_ptr() for w in weights}) != len(weights)
             or any(w.dtype != first.dtype or not w.is_cuda
-                   or not torch.backends.cudnn.is_acceptable(w) for w in weights)):
+                   or not torch.backends.cudnn.is_acceptable(w) for w in weights)
+            or not torch._use_cudnn_rnn_flatten_weight()):
         return
     from torch.backends.cudnn import rnn as cudnn_rnn
 
@@ -420,9 +439,6 @@ def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
                 weights[1].shape[1], 0, 1, True, False)
     except RuntimeError:  # pragma: no cover - cuDNN refused: it compacts per call instead
         return
-    if len(_CUDNN_FLAT) > 4096:
-        _CUDNN_FLAT.clear()
-    _CUDNN_FLAT.add(tuple(w.data_ptr() for w in weights))
 
 
 def fused_rnn(
@@ -441,24 +457,22 @@ def fused_rnn(
     fn = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh,
           "rnn_relu": torch.rnn_relu}[kind]
     has_biases = len(weights) == 4
-    if x.is_cuda:
-        _flatten_for_cudnn(kind, weights)
+    # train: cuDNN keeps what backward needs only in training mode (else backward raises);
+    # dropout is 0, so this changes nothing else
+    train = torch.is_grad_enabled()
     hx: State = (
         (state0[0].unsqueeze(0), state0[1].unsqueeze(0)) if kind == "lstm"  # type: ignore[index]
         else state0.unsqueeze(0)  # type: ignore[union-attr]
     )
     if lengths is None:
-        # train: cuDNN keeps what backward needs only in training mode (else backward raises);
-        # dropout is 0, so this changes nothing else
-        train = torch.is_grad_enabled()
         result = fn(x, hx, weights, has_biases, 1, 0.0, train, False, True)
         out = result[0]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         order = packed.sorted_indices
         hx = map_state(lambda s: s.index_select(1, order.to(s.device)), hx)
-        result = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0,
-                    torch.is_grad_enabled(), False)
+        result = fn(packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, train,
+                    False)
         out, _ = pad_packed_sequence(
             PackedSequence(result[0], packed.batch_sizes, order, packed.unsorted_indices),
             batch_first=True, total_length=x.shape[1],

@@ -64,6 +64,7 @@ class ElmanCell(RecurrentCell):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters(generator)
+        self.layout_for_cudnn()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.RNN``."""
@@ -84,11 +85,15 @@ class ElmanCell(RecurrentCell):
         # The state is h itself, so the fused kernel's outputs are every step's state.
         return ("fused", "loop")
 
-    def _sequence(self, impl, x, state0, lengths, return_states):
+    def fused_weights(self) -> tuple[str, list[torch.Tensor]]:
         weights = [self.weight_ih, self.weight_hh]
         if self.bias_ih is not None:
             weights += [self.bias_ih, self.bias_hh]
-        outputs, final = fused_rnn(f"rnn_{self.nonlinearity}", x, state0, weights, lengths)
+        return f"rnn_{self.nonlinearity}", weights
+
+    def _sequence(self, impl, x, state0, lengths, return_states):
+        kind, weights = self.fused_weights()
+        outputs, final = fused_rnn(kind, x, state0, weights, lengths)
         return outputs, final, (outputs if return_states else None)
 
     def extra_repr(self) -> str:

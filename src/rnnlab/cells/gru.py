@@ -71,6 +71,7 @@ class GRUCell(RecurrentCell):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters(generator)
+        self.layout_for_cudnn()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.GRU``."""
@@ -104,11 +105,17 @@ class GRUCell(RecurrentCell):
     def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
         return ("fused", "loop") if self.form == "torch" else ("loop",)
 
-    def _sequence(self, impl, x, state0, lengths, return_states):
+    def fused_weights(self) -> tuple[str, list[torch.Tensor]] | None:
+        if self.form != "torch":
+            return None
         weights = [self.weight_ih, self.weight_hh]
         if self.bias_ih is not None:
             weights += [self.bias_ih, self.bias_hh]
-        outputs, final = fused_rnn("gru", x, state0, weights, lengths)
+        return "gru", weights
+
+    def _sequence(self, impl, x, state0, lengths, return_states):
+        kind, weights = self.fused_weights()  # type: ignore[misc]
+        outputs, final = fused_rnn(kind, x, state0, weights, lengths)
         return outputs, final, (outputs if return_states else None)
 
     def extra_repr(self) -> str:

@@ -146,6 +146,7 @@ class LSTMCell(RecurrentCell):
         else:
             self.register_parameter("weight_gg", None)
         self.reset_parameters(generator)
+        self.layout_for_cudnn()
 
     # -- parameters ----------------------------------------------------------------------------
     def _unused_gates(self) -> list[int]:
@@ -224,6 +225,14 @@ class LSTMCell(RecurrentCell):
         """True when the math is exactly ``torch.nn.LSTM``'s (no peepholes, vanilla gates)."""
         return self.spec == LSTMVariant(peepholes=False)
 
+    def fused_weights(self) -> tuple[str, list[torch.Tensor]] | None:
+        if not self.is_torch_lstm:
+            return None
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias_ih is not None:
+            weights += [self.bias_ih, self.bias_hh]
+        return "lstm", weights
+
     def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
         impls: list[str] = []
         if self.is_torch_lstm and not return_states:  # the kernel does not return c(t)
@@ -234,10 +243,8 @@ class LSTMCell(RecurrentCell):
 
     def _sequence(self, impl, x, state0, lengths, return_states):
         if impl == "fused":
-            weights = [self.weight_ih, self.weight_hh]
-            if self.bias_ih is not None:
-                weights += [self.bias_ih, self.bias_hh]
-            outputs, final = fused_rnn("lstm", x, state0, weights, lengths)
+            kind, weights = self.fused_weights()  # type: ignore[misc]
+            outputs, final = fused_rnn(kind, x, state0, weights, lengths)
             return outputs, final, None
         s = self.spec
         last = None if lengths is None else lengths - 1

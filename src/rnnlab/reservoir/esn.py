@@ -372,9 +372,11 @@ class EchoStateNetwork(nn.Module):
             return False
         return steps >= _cuda_graphs.GRAPH_MIN_STEPS and not self.uses_sparse(batch)
 
-    def _graph_applies(self, drive: torch.Tensor, state: torch.Tensor) -> bool:
+    def _graph_applies(self, drive: torch.Tensor, state: torch.Tensor,
+                       out: torch.Tensor | None = None) -> bool:
         graph = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (drive, state, self.W, self.leak, self.a, self.b))
+            t is not None and t.requires_grad
+            for t in (drive, state, out, self.W, self.leak, self.a, self.b))
         if self.kernel == "cuda_graph":
             if self.W.device.type != "cuda":
                 raise ValueError(f"kernel='cuda_graph' runs on CUDA; this ESN is on "
@@ -386,7 +388,10 @@ class EchoStateNetwork(nn.Module):
                 raise ValueError("kernel='cuda_graph' records no autograd graph, and one is "
                                  "needed here (an input requires grad): use kernel='auto' or "
                                  "'torch'")
-        return not graph and self.uses_cuda_graph(drive.shape[0], drive.shape[1])
+        if graph or (self.W.device.type == "cuda" and torch.is_autocast_enabled("cuda")):
+            # autocast's casts would be frozen into the recording: eager under autocast
+            return False
+        return self.uses_cuda_graph(drive.shape[0], drive.shape[1])
 
     def recurrent_csr(self) -> torch.Tensor:
         """W as a ``torch.sparse_csr`` tensor (cached until W, its device or dtype changes)."""
@@ -488,12 +493,18 @@ class EchoStateNetwork(nn.Module):
         batch, steps, _ = drive.shape
         if out is None:
             out = torch.empty_like(drive)
+        elif (out.shape != drive.shape or out.dtype != drive.dtype
+              or out.device != drive.device):
+            # the steps below write into out[:, t] with out=, which would resize a wrong one
+            raise ValueError(f"out must be a {drive.dtype} tensor of shape "
+                             f"{tuple(drive.shape)} on {drive.device} (the drive's), got "
+                             f"{out.dtype} {tuple(out.shape)} on {out.device}")
         leak = self.leak
         full_leak = bool((leak == 1).all())
         plain = bool((self.a == 1).all()) and bool((self.b == 0).all())
         a, b = self.a, self.b
         x = state
-        use_graph = self._graph_applies(drive, state)
+        use_graph = self._graph_applies(drive, state, out)
         if self.uses_sparse(batch):
             wc = self.recurrent_csr()
             for t in range(steps):
@@ -511,7 +522,7 @@ class EchoStateNetwork(nn.Module):
                 x = out[:, done - 1]
         w_t = self.W.t()
         if torch.is_grad_enabled() and any(
-                t.requires_grad for t in (drive, state, self.W, leak, a, b)):
+                t.requires_grad for t in (drive, state, out, self.W, leak, a, b)):
             # out= records no autograd: new tensors, copied into out (CopySlices records)
             for t in range(steps):
                 x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak)

@@ -108,8 +108,9 @@ PARALLEL_MIN_WORK = 20_000
 # a chunk to run near full speed, small enough to keep the chunk's states in a few MB per unit.
 DEFAULT_CHUNK_SAMPLES = 2048
 # On CUDA, larger chunks: each chunk's Gram matrix is one GPU matmul (launches, not arithmetic,
-# bound small ones), and GPU memory is larger (16384 x 1000 float64 states: 131 MB).
-DEFAULT_CHUNK_SAMPLES_CUDA = 16384
+# bound small ones), and GPU memory is larger: about this many bytes of states per chunk
+# (16384 steps of one sequence of 1000 float64 units).
+CUDA_CHUNK_BYTES = 128 * 2**20
 # Batch size from which fit_streaming on more than one thread overlaps the Gram matrix with a
 # serial state loop rather than splitting both (see fit_streaming's ``overlap``).
 OVERLAP_MIN_BATCH = 8
@@ -627,6 +628,21 @@ def _runs_kernel(esn: EchoStateNetwork, batch: int) -> bool:
     return callable(uses) and bool(uses(batch))
 
 
+def _cuda_chunk(esn: EchoStateNetwork, batch: int) -> int:
+    """Time steps per chunk on CUDA: about ``CUDA_CHUNK_BYTES`` of states, a whole number of
+    CUDA-graph blocks (so no step of a chunk runs eagerly) and at least the shortest run that
+    is replayed, where the ESN replays graphs."""
+    from rnnlab.reservoir import cuda_graphs
+
+    per_step = batch * esn.units * esn.W.element_size()
+    steps = max(1, CUDA_CHUNK_BYTES // per_step)
+    uses = getattr(esn, "uses_cuda_graph", None)
+    if callable(uses) and uses(batch, cuda_graphs.GRAPH_MIN_STEPS):
+        block = cuda_graphs.GRAPH_STEPS
+        steps = max(cuda_graphs.GRAPH_MIN_STEPS, steps // block * block)
+    return steps
+
+
 def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | None
                      ) -> tuple[int, int, int]:
     if not hasattr(esn, "states") or not hasattr(esn, "units"):
@@ -635,9 +651,10 @@ def _check_streaming(esn: EchoStateNetwork, inputs: torch.Tensor, chunk: int | N
                  device=esn.W.device, layout="(batch, time, features)")
     batch, steps, _ = inputs.shape
     if chunk is None:
-        samples = (DEFAULT_CHUNK_SAMPLES_CUDA if esn.W.device.type == "cuda"
-                   else DEFAULT_CHUNK_SAMPLES)
-        chunk = max(1, samples // batch)
+        if esn.W.device.type == "cuda":
+            chunk = _cuda_chunk(esn, batch)
+        else:
+            chunk = max(1, DEFAULT_CHUNK_SAMPLES // batch)
     check_positive_int("chunk", chunk)
     return batch, steps, chunk
 
@@ -668,9 +685,9 @@ def fit_streaming(
     """Fit ``readout`` on the states of ``esn`` driven by ``inputs``, chunk by chunk.
 
     The reservoir runs over ``chunk`` time steps at a time (default ``DEFAULT_CHUNK_SAMPLES //
-    batch``, on CUDA ``DEFAULT_CHUNK_SAMPLES_CUDA // batch``), carrying the state across
-    chunks; each chunk's states (after the first ``washout`` steps of the sequences) and
-    targets go into the readout's normal equations
+    batch``; on CUDA about ``CUDA_CHUNK_BYTES`` of states, in whole CUDA-graph blocks),
+    carrying the state across chunks; each chunk's states (after the first ``washout`` steps
+    of the sequences) and targets go into the readout's normal equations
     (:func:`accumulate_normal_equations`) and are dropped, so memory is
     O(batch x chunk x N) for the states plus the readout's O(N^2), whatever the length. The
     result equals ``readout.fit(esn(inputs, washout=washout)[0], targets[:, washout:])`` up to

@@ -114,6 +114,14 @@ class LogisticEchoStateNetwork(EchoStateNetwork):
 
     activation = "logistic"
 
+    def uses_numba(self, batch: int = 1) -> bool:
+        """False: the logistic loop is the torch loop (no numba kernel, no CUDA graphs)."""
+        return False
+
+    def uses_cuda_graph(self, batch: int = 1, steps: int = 0) -> bool:
+        """False: the logistic loop is the torch loop (no numba kernel, no CUDA graphs)."""
+        return False
+
     def recur(
         self, drive: torch.Tensor, state: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
