@@ -99,18 +99,6 @@ def test_functional_call_with_substituted_tensors():
     assert [v.data_ptr() for v in params.values()] == before
 
 
-def test_func_grad_over_the_fused_layer():
-    layer, x = _gru_case()
-    params = {k: v.detach() for k, v in layer.named_parameters()}
-
-    def loss(p):
-        return torch.func.functional_call(layer, p, (x,))[0].square().sum()
-
-    grads = torch.func.grad(loss)(params)
-    for name, p in layer.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-9, atol=1e-11)
-
-
 def test_built_on_the_gpu_is_laid_out():
     cell = LSTMCell(3, 5, variant="NP", dtype=F64, device="cuda")
     x = torch.randn(2, 7, 3, dtype=F64, device="cuda")
