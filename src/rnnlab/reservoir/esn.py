@@ -78,6 +78,13 @@ SPARSE_MIN_UNITS_BATCHED = 256
 SPARSE_BATCH = 8
 
 
+def _cuda_autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cuda")
+    except TypeError:  # torch < 2.4 takes no device and answers for CUDA
+        return torch.is_autocast_enabled()
+
+
 def sparse_density_threshold(units: int, dtype: torch.dtype, batch: int = 1) -> float:
     """Largest density of W at which the CSR kernel is used automatically (CPU), 0 if never."""
     min_units = SPARSE_MIN_UNITS_BATCHED if batch >= SPARSE_BATCH else SPARSE_MIN_UNITS
@@ -388,7 +395,7 @@ class EchoStateNetwork(nn.Module):
                 raise ValueError("kernel='cuda_graph' records no autograd graph, and one is "
                                  "needed here (an input requires grad): use kernel='auto' or "
                                  "'torch'")
-        if graph or (self.W.device.type == "cuda" and torch.is_autocast_enabled("cuda")):
+        if graph or (self.W.device.type == "cuda" and _cuda_autocast_on()):
             # autocast's casts would be frozen into the recording: eager under autocast
             return False
         return self.uses_cuda_graph(drive.shape[0], drive.shape[1])
