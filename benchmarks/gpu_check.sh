@@ -7,8 +7,10 @@
 # networkx, typer, rich, matplotlib, pytest and hypothesis (the package itself is used from
 # src/, not installed): `bash benchmarks/gpu_check.sh`. ReservoirPy is taken from wheels in
 # .whl/ when that folder exists (for a machine without network access). Logs go to $OUT (default
-# ./gpu_check_out). BENCH_ARGS adds options to the benchmark. A failing step does not stop the
-# later ones; the exit status is that of the tests.
+# ./gpu_check_out). BENCH_ARGS adds options to the benchmark. The benchmark caches its
+# Mackey-Glass series in the temporary directory: point TMPDIR at a folder that already holds
+# them to skip their generation (about 20 s for the 33 series). A failing step does not stop
+# the later ones; the exit status is that of the tests.
 set -u
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
