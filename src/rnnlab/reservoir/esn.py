@@ -492,7 +492,8 @@ class EchoStateNetwork(nn.Module):
         the states into ``out`` (may be ``drive`` itself: step t reads ``drive[:, t]`` before
         writing it) or a new tensor, and returns it. Runs the fused numba kernel
         (:func:`rnnlab.reservoir.kernels.recur_numba`) where :meth:`uses_numba` says so and no
-        autograd graph is needed, else the torch loop below.
+        autograd graph is needed, else the torch loop below, whose dense step is replayed as
+        CUDA graphs where :meth:`uses_cuda_graph` says so (:mod:`rnnlab.reservoir.cuda_graphs`).
         """
         if self._numba_applies(drive, state):
             return _kernels.recur_numba(self.kernel_operator(), drive, state, out, self.leak,
