@@ -21,6 +21,7 @@ from rnnlab.experiments import _music_training as mt
 from rnnlab.experiments import get_experiment, list_experiments, resolve_config, run_experiment
 from rnnlab.experiments.deep_rnn import MODELS, build_network, canonical_model, matched_width
 from rnnlab.experiments.lstm_variants import build_lstm_network
+from rnnlab.experiments.registry import mean_std
 from rnnlab.tasks.music import LOWEST_MIDI, NUM_KEYS, marginal_nll, notes_to_roll
 
 COIN_FLIP = 88 * math.log(2.0)
@@ -127,8 +128,13 @@ def test_welch_t_test_against_closed_form():
     assert t == pytest.approx(t_ref, rel=1e-12)
     assert p == pytest.approx(2 * stats.t.sf(abs(t_ref), df), rel=1e-10)
     assert all(math.isnan(v) for v in mt.welch_t_test([1.0], b))
-    mean, std = mt.mean_std(a)
+    mean, std = mean_std(a)
     assert mean == pytest.approx(ma) and std == pytest.approx(math.sqrt(va))
+    # None and NaN are left out; one value has no sample std unless the caller fixes one
+    assert mean_std([*a, None, math.nan]) == (mean, std)
+    one = mean_std([2.5])
+    assert one[0] == 2.5 and math.isnan(one[1])
+    assert mean_std([2.5], single_std=0.0) == (2.5, 0.0)
 
 
 def test_lstm_variants_end_to_end(tiny_json, tmp_path):

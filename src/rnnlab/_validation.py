@@ -7,6 +7,10 @@ silently wrong result further down.
 
 from __future__ import annotations
 
+import math
+import numbers
+
+import numpy as np
 import torch
 
 
@@ -16,6 +20,23 @@ def check_positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def check_number(name: str, value: object, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False) -> float:
+    """``float(value)`` if it is a finite real number (Python or numpy int or float, not a bool)
+    within ``[low, high]`` (``(low, high]`` with ``low_open``), else ``TypeError``/``ValueError``
+    naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
     return value
 
 

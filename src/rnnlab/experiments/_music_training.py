@@ -376,33 +376,6 @@ def welch_t_test(sample: Sequence[float], reference: Sequence[float]) -> tuple[f
     return float(result.statistic), float(result.pvalue)
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1) of the finite values; std is NaN for one."""
-    finite = [float(v) for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
-    return mean, math.sqrt(var)
-
-
-class thread_count:
-    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.before = torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
-
-
 __all__ = [
     "COIN_FLIP_NLL",
     "PRESETS",
@@ -413,10 +386,8 @@ __all__ = [
     "count_parameters",
     "evaluate_nll",
     "load_music_data",
-    "mean_std",
     "project_data_candidates",
     "set_marginal_bias",
-    "thread_count",
     "train_music_model",
     "welch_t_test",
 ]

@@ -39,20 +39,17 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_number, check_positive_int
 from rnnlab.analysis.entropy import layer_state_entropy, state_entropy
-from rnnlab.experiments.memory_capacity import (
-    check_number,
-    fmt,
-    mean_std,
-    thread_count,
-)
+from rnnlab.experiments.memory_capacity import fmt
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
     check_choices,
+    mean_std,
     option,
     register,
+    thread_count,
 )
 from rnnlab.reservoir.deep import VARIANTS, DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork

@@ -50,12 +50,17 @@ from rnnlab.experiments._music_training import (
     MusicConfig,
     count_parameters,
     load_music_data,
-    mean_std,
     set_marginal_bias,
-    thread_count,
     train_music_model,
 )
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    mean_std,
+    option,
+    register,
+    thread_count,
+)
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS, marginal_nll
 

@@ -55,7 +55,6 @@ and solved for each alpha.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,8 +66,10 @@ from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
     check_choices,
+    mean_std,
     option,
     register,
+    thread_count,
 )
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.readout import RidgeReadout
@@ -307,26 +308,6 @@ def _values_text(values: list[Any]) -> str:
     return "/".join(f"{v:g}" for v in values) if len(set(values)) > 1 else f"{values[0]:g}"
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
-
-
-class thread_limit:
-    """``torch.set_num_threads(n)`` inside a ``with`` block, restored after."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.before = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.before)
-
-
 # ------------------------------------------------------------------------------------------------
 def _run_one(cfg: EsnForecastConfig, task: str, model: str, n: int, seed: int, series: Series,
              dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -388,7 +369,7 @@ def run(cfg: EsnForecastConfig, ctx: RunContext) -> ExperimentResult:
     traces: dict[str, dict[str, Any]] = {}
     total = len(cfg.tasks) * len(cfg.sizes) * len(cfg.models) * cfg.seeds
     started = time.perf_counter()
-    with thread_limit(cfg.torch_threads), ctx.progress("esn-forecast runs", total) as advance:
+    with thread_count(cfg.torch_threads), ctx.progress("esn-forecast runs", total) as advance:
         for task in cfg.tasks:
             for seed in range(cfg.seeds):
                 series = task_series(task, seed, cfg.washout, cfg.train, cfg.validation,
@@ -410,8 +391,9 @@ def run(cfg: EsnForecastConfig, ctx: RunContext) -> ExperimentResult:
         for model in cfg.models:
             for n in cfg.sizes:
                 sel = [r for r in runs if (r["task"], r["model"], r["N"]) == (task, model, n)]
-                one, one_sd = mean_std([r["one_step_nrmse"] for r in sel])
-                fr, fr_sd = mean_std([r["freerun_nrmse84"] for r in sel])
+                # one seed: std 0 (no spread seen), as the table has always shown it
+                one, one_sd = mean_std([r["one_step_nrmse"] for r in sel], single_std=0.0)
+                fr, fr_sd = mean_std([r["freerun_nrmse84"] for r in sel], single_std=0.0)
                 rows.append({
                     "task": task, "model": model, "N": n, "seeds": len(sel),
                     "one_step_nrmse": one, "one_step_nrmse_std": one_sd,
@@ -483,7 +465,7 @@ def _plots(cfg: EsnForecastConfig, ctx: RunContext, rows: list[dict[str, Any]],
             ys, errs = [], []
             for n in cfg.sizes:
                 vals = [r[key] for r in runs if (r["task"], r["model"], r["N"]) == (task, model, n)]
-                m, s = mean_std(vals)
+                m, s = mean_std(vals, single_std=0.0)
                 ys.append(m)
                 errs.append(s)
             ax.errorbar(cfg.sizes, ys, yerr=errs, marker="o", capsize=3, label=model)

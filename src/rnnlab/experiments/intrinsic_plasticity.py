@@ -48,19 +48,16 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.experiments.memory_capacity import (
-    check_number,
-    fmt,
-    mean_std,
-    thread_count,
-)
+from rnnlab._validation import check_number, check_positive_int, check_tensor
+from rnnlab.experiments.memory_capacity import fmt
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
     check_choices,
+    mean_std,
     option,
     register,
+    thread_count,
 )
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.plasticity import IntrinsicPlasticity, LogisticEchoStateNetwork, unit_outputs

@@ -45,13 +45,18 @@ from rnnlab.experiments._music_training import (
     MusicConfig,
     count_parameters,
     load_music_data,
-    mean_std,
     set_marginal_bias,
-    thread_count,
     train_music_model,
     welch_t_test,
 )
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    mean_std,
+    option,
+    register,
+    thread_count,
+)
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS, marginal_nll
 

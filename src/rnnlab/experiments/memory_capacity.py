@@ -59,17 +59,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_number, check_positive_int
 from rnnlab.analysis.esp import esp_check
 from rnnlab.analysis.memory import linear_memory_capacity, memory_capacity
 from rnnlab.analysis.spectral import spectral_radius
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    mean_std,
+    option,
+    register,
+    thread_count,
+)
 from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.plasticity import IntrinsicPlasticity
@@ -83,48 +89,6 @@ DET_INPUTS = ("sign_pi", "sign_random", "uniform")
 
 # ------------------------------------------------------------------------------------------------
 # Helpers shared by the reservoir experiments (intrinsic_plasticity, deep_esn_entropy import them)
-class thread_count:
-    """``torch.set_num_threads(n)`` inside the block, the previous count restored after."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.before = torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1) of the finite values; NaN where undefined
-    (no finite value; std of one value)."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
-
-
-def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:
-    """A finite number within ``[low, high]`` (``(low, high]`` with ``low_open``), else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-    return value
-
-
 def check_numbers(name: str, values: Any, **bounds: Any) -> tuple[float, ...]:
     """A non-empty tuple of numbers each passing :func:`check_number`."""
     if not isinstance(values, (tuple, list)) or not values:

@@ -13,9 +13,10 @@ import csv
 import dataclasses
 import datetime as _dt
 import json
+import math
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,34 @@ def check_choices(name: str, values: Any, valid: tuple[str, ...], item: str | No
         raise ValueError(f"unknown {item} {bad}; valid: {', '.join(valid)}")
     if unique and len(set(values)) != len(values):
         raise ValueError(f"{name} has duplicates (an entry named twice): {list(values)}")
+
+
+class thread_count:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.before = torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def mean_std(values: Iterable[float | None], single_std: float = math.nan
+             ) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of the finite values (None and NaN left out):
+    NaN, NaN without any, and std ``single_std`` (NaN: undefined) for one."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, single_std
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
 
 
 def get_experiment(name: str) -> Experiment:

@@ -79,12 +79,17 @@ from rnnlab.experiments.esn_forecast import (
     build_reservoir,
     check_common,
     grid_search,
-    mean_std,
     one_step_score,
     task_series,
-    thread_limit,
 )
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    mean_std,
+    option,
+    register,
+    thread_count,
+)
 from rnnlab.reservoir.graphs import GRAPH_KINDS, GRAPH_MODES, graph_reservoir
 from rnnlab.tasks import nrmse
 
@@ -257,7 +262,7 @@ def run(cfg: ReservoirTopologiesConfig, ctx: RunContext) -> ExperimentResult:
                                                    for t in cfg.topologies}
     nnz: dict[str, list[float]] = {t: [] for t in cfg.topologies}
     settings: dict[str, list[dict[str, Any]]] = {t: [] for t in cfg.topologies}
-    with thread_limit(cfg.torch_threads), \
+    with thread_count(cfg.torch_threads), \
             ctx.progress("reservoir-topologies runs", cfg.seeds * len(cfg.topologies)) as advance:
         for seed in range(cfg.seeds):
             val = cfg.validation if cfg.tune else 0

@@ -58,8 +58,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.reservoir.esn import EchoStateNetwork, _check_number, closed_loop
+from rnnlab._validation import check_number, check_positive_int, check_tensor
+from rnnlab.reservoir.esn import EchoStateNetwork, closed_loop
 from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
 from rnnlab.reservoir.topology import _generator
 
@@ -224,7 +224,7 @@ class DeepEchoStateNetwork(nn.Module):
         scales = []
         for i, value in enumerate(_per_layer("feedback_scaling", feedback_scaling, n_layers)):
             try:
-                scales.append(_check_number("feedback_scaling", value, low=0.0))
+                scales.append(check_number("feedback_scaling", value, low=0.0))
             except (ValueError, TypeError) as err:
                 raise type(err)(f"layer {i}: {err}") from err
         if self.output_size == 0 and any(s > 0 for s in scales):

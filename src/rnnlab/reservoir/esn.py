@@ -59,7 +59,6 @@ N = 2000 at density 0.05 and within 10% at N = 4000, density 0.02; see
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,7 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_number, check_positive_int, check_tensor
 from rnnlab.reservoir import cuda_graphs as _cuda_graphs
 from rnnlab.reservoir import kernels as _kernels
 from rnnlab.reservoir import topology as topo
@@ -112,21 +111,6 @@ def _as_dense_float64(w: Any, name: str) -> torch.Tensor:
         return torch.from_numpy(w.toarray().astype(np.float64))
     raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or scipy.sparse matrix, "
                     f"got {type(w).__name__}")
-
-
-def _check_number(name: str, value: Any, *, low: float | None = None, low_open: bool = False,
-                  high: float | None = None) -> float:
-    # numbers.Real: Python and numpy ints and floats (not bools)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-    return value
 
 
 class EchoStateNetwork(nn.Module):
@@ -216,12 +200,12 @@ class EchoStateNetwork(nn.Module):
         if kernel == "numba" and not _kernels.numba_available():
             raise ImportError("kernel='numba' needs the numba package (pip install numba); "
                               "kernel='auto' falls back to the torch loop without it")
-        bias_scaling = _check_number("bias_scaling", bias_scaling, low=0.0)
-        feedback_scaling = _check_number("feedback_scaling", feedback_scaling, low=0.0)
+        bias_scaling = check_number("bias_scaling", bias_scaling, low=0.0)
+        feedback_scaling = check_number("feedback_scaling", feedback_scaling, low=0.0)
         if feedback_scaling > 0 and output_size == 0:
             raise ValueError("feedback_scaling > 0 needs output_size > 0 (the fed-back outputs)")
         if spectral_radius is not None:
-            spectral_radius = _check_number("spectral_radius", spectral_radius, low=0.0,
+            spectral_radius = check_number("spectral_radius", spectral_radius, low=0.0,
                                             low_open=True)
         self.units, self.input_size, self.output_size = n, d, output_size
         self.sparse = sparse

@@ -57,14 +57,12 @@ same matrix in every dtype.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
 import torch
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_number, check_positive_int
 from rnnlab.reservoir.topology import DISTRIBUTIONS, _finish, _generator
 
 GRAPH_MODES = ("independent", "symmetric", "random_direction")
@@ -104,16 +102,6 @@ def _draw(count: int, distribution: str, gen: torch.Generator) -> torch.Tensor:
         zero = vals == 0
         vals[zero] = 2.0 * torch.rand(int(zero.sum()), generator=gen, dtype=torch.float64) - 1.0
     return vals
-
-
-def _check_number(name: str, value: Any) -> float:
-    # numbers.Real: Python and numpy ints and floats (not bools)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def graph_to_reservoir(
@@ -161,7 +149,7 @@ def graph_to_reservoir(
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if spectral_radius is not None:
-        spectral_radius = _check_number("spectral_radius", spectral_radius)
+        spectral_radius = check_number("spectral_radius", spectral_radius)
         if spectral_radius <= 0:
             raise ValueError(f"spectral_radius must be > 0, got {spectral_radius}")
     gen = _generator(generator, _check_seed(seed) if generator is None else None)
@@ -222,7 +210,7 @@ def watts_strogatz_reservoir(
     check_positive_int("k", k)
     if k % 2 or k < 2 or k >= n:
         raise ValueError(f"k must be even with 2 <= k < n ({n}), got {k}")
-    p = _check_number("p", p)
+    p = check_number("p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p (rewiring probability) must be in [0, 1], got {p}")
     nx_seed, gen = _seeds(seed, generator)
@@ -269,8 +257,8 @@ def waxman_beta(positions: torch.Tensor, mean_degree: float, alpha: float) -> fl
     ``beta = mean_degree n / (2 sum_{i<j} exp(-d_ij / (alpha L)))``. Raises ``ValueError`` if
     that exceeds 1 (the graph cannot be that dense at this ``alpha``).
     """
-    mean_degree = _check_number("mean_degree", mean_degree)
-    alpha = _check_number("alpha", alpha)
+    mean_degree = check_number("mean_degree", mean_degree)
+    alpha = check_number("alpha", alpha)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     pos = torch.as_tensor(positions, dtype=torch.float64)
@@ -319,7 +307,7 @@ def waxman_reservoir(
     check_positive_int("n", n)
     if n < 2:
         raise ValueError(f"a Waxman graph needs n >= 2 nodes, got {n}")
-    alpha = _check_number("alpha", alpha)
+    alpha = check_number("alpha", alpha)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     nx = _nx()
@@ -420,12 +408,12 @@ def _grow(n: int, alpha: float, beta: float, key: np.uint64, candidates: Any,
 
 
 def _check_alpha_beta(alpha: Any, beta: Any) -> tuple[float, float | None]:
-    alpha = _check_number("alpha", alpha)
+    alpha = check_number("alpha", alpha)
     if alpha <= 0:
         raise ValueError(f"alpha (spatial decay of the connection probability) must be > 0, "
                          f"got {alpha}")
     if beta is not None:
-        beta = _check_number("beta", beta)
+        beta = check_number("beta", beta)
         if not 0 < beta <= 1:
             raise ValueError(f"beta (connection probability at distance 0) must be in (0, 1], "
                              f"got {beta}")
@@ -590,7 +578,7 @@ def spatial_growth_beta(
     if n < 2:
         raise ValueError(f"a spatially grown graph needs n >= 2 nodes, got {n}")
     alpha, _ = _check_alpha_beta(alpha, None)
-    mean_degree = _check_number("mean_degree", mean_degree)
+    mean_degree = check_number("mean_degree", mean_degree)
     low = 2.0 * (n - 1) / n
     if not low <= mean_degree <= n - 1:
         raise ValueError(f"mean_degree of a spatially grown graph with n={n} must be in "
