@@ -86,7 +86,7 @@ import numpy as np
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.reservoir.readout import RidgeReadout, accumulate_statistics
+from rnnlab.reservoir.readout import RidgeReadout, _flatten_pair, accumulate_statistics
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnlab.reservoir.esn import EchoStateNetwork
@@ -573,24 +573,7 @@ def accumulate_normal_equations(
     stats = readout.statistics()
     if stats["xtx"].device.type != "cpu":
         return readout.partial_fit(states, targets)
-    f, o = readout.n_features, readout.n_outputs
-    if not isinstance(states, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise TypeError("states and targets must be torch.Tensors")
-    if states.dim() < 1 or states.shape[-1] != f:
-        raise ValueError(f"states must have {f} features in the last dimension, got shape "
-                         f"{tuple(states.shape)}")
-    if targets.dim() < 1 or targets.shape[-1] != o:
-        raise ValueError(f"targets must have {o} outputs in the last dimension, got shape "
-                         f"{tuple(targets.shape)}")
-    if states.shape[:-1] != targets.shape[:-1]:
-        raise ValueError(f"states {tuple(states.shape)} and targets {tuple(targets.shape)} must "
-                         f"have the same leading (batch, time) shape")
-    if not (states.is_floating_point() and targets.is_floating_point()):
-        raise TypeError("states and targets must be floating point")
-    x = check_tensor("states", states.detach().reshape(-1, f), ndim=2,
-                     layout="(samples, features)")
-    y = check_tensor("targets", targets.detach().reshape(-1, o), ndim=2,
-                     layout="(samples, outputs)")
+    x, y = _flatten_pair(states, targets, readout.n_features, readout.n_outputs)
     accumulate_statistics(stats, x, y)
     return readout
 
