@@ -363,11 +363,9 @@ class EchoStateNetwork(nn.Module):
             return False
         return steps >= _cuda_graphs.GRAPH_MIN_STEPS and not self.uses_sparse(batch)
 
-    def _graph_applies(self, drive: torch.Tensor, state: torch.Tensor,
-                       out: torch.Tensor | None = None) -> bool:
-        graph = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad
-            for t in (drive, state, out, self.W, self.leak, self.a, self.b))
+    def _graph_applies(self, drive: torch.Tensor, graph: bool) -> bool:
+        """Whether ``recur`` replays CUDA graphs over ``drive``; ``graph``: an autograd graph
+        is needed (errors where ``kernel="cuda_graph"`` cannot run)."""
         if self.kernel == "cuda_graph":
             if self.W.device.type != "cuda":
                 raise ValueError(f"kernel='cuda_graph' runs on CUDA; this ESN is on "
@@ -496,7 +494,10 @@ class EchoStateNetwork(nn.Module):
         plain = bool((self.a == 1).all()) and bool((self.b == 0).all())
         a, b = self.a, self.b
         x = state
-        use_graph = self._graph_applies(drive, state, out)
+        # out= writes record no autograd: where a graph is needed, steps go to new tensors
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (drive, state, out, self.W, leak, a, b))
+        use_graph = self._graph_applies(drive, needs_grad)
         if self.uses_sparse(batch):
             wc = self.recurrent_csr()
             for t in range(steps):
@@ -513,9 +514,8 @@ class EchoStateNetwork(nn.Module):
             if done:
                 x = out[:, done - 1]
         w_t = self.W.t()
-        if torch.is_grad_enabled() and any(
-                t.requires_grad for t in (drive, state, out, self.W, leak, a, b)):
-            # out= records no autograd: new tensors, copied into out (CopySlices records)
+        if needs_grad:
+            # new tensors, copied into out (CopySlices records)
             for t in range(steps):
                 x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak)
                 out[:, t] = x
