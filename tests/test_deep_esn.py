@@ -671,7 +671,7 @@ def test_mackey_glass_free_run_autoregressive_with_feedback(variant, feedback_la
 def test_feedback_bad_arguments():
     with pytest.raises(ValueError, match="output_size must be an int >= 0"):
         DeepEchoStateNetwork(1, 5, 2, -1)
-    with pytest.raises(ValueError, match="output_size must be an int >= 0"):
+    with pytest.raises(TypeError, match="output_size must be an int"):
         DeepEchoStateNetwork(1, 5, 2, True)
     with pytest.raises(ValueError, match=r"feedback_scaling > 0 needs output_size > 0"):
         DeepEchoStateNetwork(1, 8, 2, feedback_scaling=0.5, density=0.5)

@@ -14,13 +14,41 @@ import numpy as np
 import torch
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``ValueError``/``TypeError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def check_int(name: str, value: object, *, low: int | None = None,
+              high: int | None = None) -> int:
+    """``int(value)`` if it is an integer (Python or numpy, not a bool) within ``[low, high]``,
+    else ``TypeError``/``ValueError`` naming it.
+
+    numpy integers are accepted because that is what ``np.arange`` grids (scikit-learn's
+    ``GridSearchCV`` among them) hand to a constructor.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be an int <= {high}, got {value}")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``int(value)`` if it is an integer (Python or numpy) >= 1, else ``ValueError``/``TypeError``
+    naming it."""
+    value = check_int(name, value)
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
+
+
+def check_washout(washout: object, steps: int) -> int:
+    """``int(washout)`` if it is an integer in ``[0, steps)``: the number of leading time steps
+    dropped from a run of ``steps`` steps (at least one step must remain)."""
+    washout = check_int("washout", washout, low=0)
+    if washout >= steps:
+        raise ValueError(f"washout ({washout}) must be smaller than the number of time steps "
+                         f"({steps})")
+    return washout
 
 
 def check_number(name: str, value: object, *, low: float | None = None,

@@ -52,16 +52,24 @@ by step. Free-running generation cannot: y(t-1) is the readout of all layers at 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from rnnlab._validation import check_number, check_positive_int, check_tensor
+from rnnlab._random import make_generator
+from rnnlab._validation import (
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+    check_washout,
+)
 from rnnlab.reservoir.esn import EchoStateNetwork, closed_loop
 from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
-from rnnlab.reservoir.topology import _generator
 
 VARIANTS = ("deepESN", "deepESN-IA", "groupedESN")
 ACTIVATIONS = ("tanh", "logistic")
@@ -153,12 +161,11 @@ class DeepEchoStateNetwork(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 0:
-            raise ValueError(f"output_size must be an int >= 0, got {output_size!r}")
+        output_size = check_int("output_size", output_size, low=0)
         if feedback_layers not in FEEDBACK_LAYERS:
             raise ValueError(f"feedback_layers must be one of {FEEDBACK_LAYERS}, "
                              f"got {feedback_layers!r}")
-        if isinstance(units, int) and not isinstance(units, bool):
+        if isinstance(units, numbers.Integral) and not isinstance(units, (bool, np.bool_)):
             if layers is None:
                 raise ValueError("give layers (the number of layers) when units is one int, or "
                                  "units as one int per layer")
@@ -182,7 +189,7 @@ class DeepEchoStateNetwork(nn.Module):
             ("input_scaling", input_scaling), ("inter_scaling", inter_scaling),
             ("bias_scaling", bias_scaling), ("density", density), ("topology", topology),
             ("distribution", distribution), ("r", r), ("backward_weight", backward_weight))}
-        gen = _generator(generator, seed)
+        gen = make_generator(seed, generator)
         cls = LogisticEchoStateNetwork if activation == "logistic" else EchoStateNetwork
         built = []
         for i, n in enumerate(sizes):
@@ -387,12 +394,9 @@ class DeepEchoStateNetwork(nn.Module):
         is the target sequence, fed back one step late (teacher forcing). Chunk a long sequence
         by passing the final state as the next ``state0`` (and the last target as
         ``feedback0``)."""
-        if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-            raise ValueError(f"washout must be an int >= 0, got {washout!r}")
+        washout = check_int("washout", washout, low=0)
         self._check_inputs(inputs)
-        if washout >= inputs.shape[1]:
-            raise ValueError(f"washout ({washout}) must be smaller than the number of time "
-                             f"steps ({inputs.shape[1]})")
+        check_washout(washout, inputs.shape[1])
         xs = self.states(inputs, state0, teacher, feedback0)
         return xs[:, washout:], xs[:, -1]
 

@@ -66,7 +66,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab._validation import check_number, check_positive_int, check_tensor
+from rnnlab._random import make_generator
+from rnnlab._validation import (
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+    check_washout,
+)
 from rnnlab.reservoir import cuda_graphs as _cuda_graphs
 from rnnlab.reservoir import kernels as _kernels
 from rnnlab.reservoir import topology as topo
@@ -191,8 +198,7 @@ class EchoStateNetwork(nn.Module):
         super().__init__()
         n = check_positive_int("units", units)
         d = check_positive_int("input_size", input_size)
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 0:
-            raise ValueError(f"output_size must be an int >= 0, got {output_size!r}")
+        output_size = check_int("output_size", output_size, low=0)
         if sparse not in (None, True, False):
             raise ValueError(f"sparse must be None, True or False, got {sparse!r}")
         if kernel not in _kernels.KERNELS:
@@ -210,7 +216,7 @@ class EchoStateNetwork(nn.Module):
         self.units, self.input_size, self.output_size = n, d, output_size
         self.sparse = sparse
         self.kernel = kernel
-        gen = topo._generator(generator, seed)
+        gen = make_generator(seed, generator)
 
         # --- recurrent weights
         w = self._build_recurrent(topology, n, spectral_radius, density, distribution, r,
@@ -571,12 +577,9 @@ class EchoStateNetwork(nn.Module):
         Process a long sequence in chunks by passing each chunk's final state as the next
         ``state0`` (and the last target as ``feedback0``).
         """
-        if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-            raise ValueError(f"washout must be an int >= 0, got {washout!r}")
+        washout = check_int("washout", washout, low=0)
         self._check_inputs(inputs)
-        if washout >= inputs.shape[1]:
-            raise ValueError(f"washout ({washout}) must be smaller than the number of time "
-                             f"steps ({inputs.shape[1]})")
+        check_washout(washout, inputs.shape[1])
         xs = self.states(inputs, state0, teacher, feedback0)
         return xs[:, washout:], xs[:, -1]
 

@@ -62,8 +62,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnlab._validation import check_number, check_positive_int
-from rnnlab.reservoir.topology import DISTRIBUTIONS, _finish, _generator
+from rnnlab._random import make_generator
+from rnnlab._validation import check_int, check_number, check_positive_int
+from rnnlab.reservoir.topology import DISTRIBUTIONS, _finish
 
 GRAPH_MODES = ("independent", "symmetric", "random_direction")
 GRAPH_KINDS = ("small_world", "scale_free", "spatial", "spatial_growth")
@@ -76,17 +77,14 @@ def _nx():
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0 (networkx seeds Python's random with it), got {seed}")
-    return seed
+    # >= 0: networkx seeds Python's random with it
+    return check_int("seed", seed, low=0)
 
 
 def _seeds(seed: int, generator: torch.Generator | None) -> tuple[int, torch.Generator]:
     """(networkx seed, torch generator of the weights)."""
     if generator is not None:
-        gen = _generator(generator, None)
+        gen = make_generator(None, generator)
         return int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), gen
     seed = _check_seed(seed)
     return seed, torch.Generator().manual_seed(seed)
@@ -152,7 +150,7 @@ def graph_to_reservoir(
         spectral_radius = check_number("spectral_radius", spectral_radius)
         if spectral_radius <= 0:
             raise ValueError(f"spectral_radius must be > 0, got {spectral_radius}")
-    gen = _generator(generator, _check_seed(seed) if generator is None else None)
+    gen = make_generator(_check_seed(seed) if generator is None else None, generator)
 
     index = {node: i for i, node in enumerate(graph.nodes())}
     edges = [(index[u], index[v]) for u, v in graph.edges()]

@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_positive_int, check_tensor, check_washout
 from rnnlab.reservoir.readout import RidgeReadout, _flatten_pair, accumulate_statistics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -713,11 +713,7 @@ def fit_streaming(
         raise ValueError(f"the readout takes {readout.n_features} features, the ESN has "
                          f"{esn.units} units")
     _check_targets("targets", targets, batch, steps, readout.n_outputs, esn)
-    if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-        raise ValueError(f"washout must be an int >= 0, got {washout!r}")
-    if washout >= steps:
-        raise ValueError(f"washout ({washout}) must be smaller than the number of time steps "
-                         f"({steps})")
+    washout = check_washout(washout, steps)
     if not esn.has_feedback and feedback0 is not None:
         raise ValueError("feedback0 given but this ESN has no output feedback")
     stats = readout.statistics()

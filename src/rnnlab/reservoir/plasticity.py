@@ -49,7 +49,13 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import (
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+    check_washout,
+)
 from rnnlab.reservoir.esn import EchoStateNetwork
 
 RULES = ("triesch", "schrauwen")
@@ -57,15 +63,6 @@ RULES = ("triesch", "schrauwen")
 RULE_ACTIVATION = {"triesch": "logistic", "schrauwen": "tanh"}
 SUPPORT = {"logistic": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 DEFAULT_MU = {"triesch": 0.2, "schrauwen": 0.0}
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def activation_of(model: torch.nn.Module) -> str:
@@ -185,11 +182,11 @@ class IntrinsicPlasticity:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.rule = rule
-        self.lr = _number("lr", lr)
+        self.lr = check_number("lr", lr)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        self.mu = DEFAULT_MU[rule] if mu is None else _number("mu", mu)
-        self.sigma = _number("sigma", sigma)
+        self.mu = DEFAULT_MU[rule] if mu is None else check_number("mu", mu)
+        self.sigma = check_number("sigma", sigma)
         if self.sigma <= 0:
             raise ValueError(f"sigma must be > 0 (the target's standard deviation), "
                              f"got {self.sigma}")
@@ -407,12 +404,9 @@ def _layers(model: torch.nn.Module) -> tuple[list[EchoStateNetwork], Any]:
 
 
 def _check_washout(washout: Any, inputs: Any) -> int:
-    if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-        raise ValueError(f"washout must be an int >= 0, got {washout!r}")
+    washout = check_int("washout", washout, low=0)
     check_tensor("inputs", inputs, ndim=3, layout="(batch, time, features)")
-    if washout >= inputs.shape[1]:
-        raise ValueError(f"washout ({washout}) must be smaller than the number of time steps "
-                         f"({inputs.shape[1]})")
+    check_washout(washout, inputs.shape[1])
     return washout
 
 

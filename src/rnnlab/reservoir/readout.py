@@ -37,7 +37,6 @@ Online readouts (one sample, or a few, at a time):
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Executor
 from typing import Any
 
@@ -45,18 +44,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_number, check_positive_int, check_tensor
 
 SINGULAR_MODES = ("raise", "pinv")
 
 
 def _check_alpha(alpha: float, name: str = "alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(alpha).__name__}")
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {alpha}")
-    return alpha
+    return check_number(name, alpha, low=0.0)
 
 
 def _flatten_pair(x: torch.Tensor, y: torch.Tensor, n_features: int, n_outputs: int,

@@ -38,6 +38,7 @@ from functools import lru_cache
 
 import torch
 
+from rnnlab._random import make_generator
 from rnnlab._validation import check_positive_int
 
 LAYOUTS = ("dense", "csr")
@@ -45,20 +46,6 @@ DISTRIBUTIONS = ("uniform", "normal")
 
 
 # ------------------------------------------------------------------------------------------------
-def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError("generator must be a CPU generator (draws are made on the CPU)")
-        return generator
-    if seed is None:
-        seed = 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
 def _finish(w: torch.Tensor, layout: str, dtype: torch.dtype | None,
             device: torch.device | str | None) -> torch.Tensor:
     if layout not in LAYOUTS:
@@ -134,7 +121,7 @@ def sparse_random(
     nnz = round(density * n * n)
     if nnz == 0:
         raise ValueError(f"density {density} gives no non-zero entry in a {n} x {n} matrix")
-    gen = _generator(generator, seed)
+    gen = make_generator(seed, generator)
     pos = _distinct_positions(n * n, nnz, gen)
     if distribution == "uniform":
         vals = 2.0 * torch.rand(nnz, generator=gen, dtype=torch.float64) - 1.0
@@ -240,7 +227,7 @@ def dense_uniform_input(
     check_positive_int("n", n)
     check_positive_int("d", d)
     s = _feature_scaling(scaling, d, "scaling")
-    gen = _generator(generator, seed)
+    gen = make_generator(seed, generator)
     w = (2.0 * torch.rand(n, d, generator=gen, dtype=torch.float64) - 1.0) * s
     return w.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
@@ -332,7 +319,7 @@ def sign_pattern_input(
     if signs not in SIGN_SOURCES:
         raise ValueError(f"signs must be one of {SIGN_SOURCES}, got {signs!r}")
     if signs == "random":
-        gen = _generator(generator, seed)
+        gen = make_generator(seed, generator)
         s = torch.where(torch.rand(n, d, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
         s = s.to(torch.float64)
     else:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_int, check_positive_int, check_tensor
 from rnnlab.tasks.narma import check_float_dtype, make_generator
 
 SYMBOLS: tuple[float, ...] = (-3.0, -1.0, 1.0, 3.0)
@@ -75,8 +75,7 @@ def channel_equalization(
     check_positive_int("length", length)
     check_positive_int("batch", batch)
     check_float_dtype(dtype)
-    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= LAG:
-        raise ValueError(f"delay must be an int in [0, {LAG}], got {delay!r}")
+    delay = check_int("delay", delay, low=0, high=LAG)
     if snr_db is not None and (
         isinstance(snr_db, bool) or not isinstance(snr_db, int | float)
         or not math.isfinite(snr_db)

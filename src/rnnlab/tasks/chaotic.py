@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_int, check_positive_int
 from rnnlab.tasks.narma import check_float_dtype, make_generator
 
 
@@ -73,8 +73,7 @@ def henon(
     check_positive_int("length", length)
     check_float_dtype(dtype)
     a, b = _check_finite_param("a", a), _check_finite_param("b", b)
-    if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-        raise ValueError(f"washout must be a non-negative int, got {washout!r}")
+    washout = check_int("washout", washout, low=0)
     if not escape_radius > 0:
         raise ValueError(f"escape_radius must be positive, got {escape_radius}")
     if initial is None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from rnnlab._random import make_generator
 from rnnlab._validation import check_positive_int
 
 # Per-sequence criteria of the sources.
@@ -179,20 +180,9 @@ def _check_dtype(dtype: object) -> torch.dtype:
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        if seed is not None:
-            raise ValueError("give either seed or generator, not both")
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            # Drawing on the CPU makes a seed give the same data on every device.
-            raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
-        return generator
-    if seed is None:
-        seed = 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
-    return torch.Generator().manual_seed(seed)
+    if generator is not None and seed is not None:
+        raise ValueError("give either seed or generator, not both")
+    return make_generator(seed, generator)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:

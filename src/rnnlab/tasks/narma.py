@@ -30,7 +30,8 @@ import math
 
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._random import make_generator as _make_generator
+from rnnlab._validation import check_int, check_positive_int, check_tensor
 
 # order -> (a, b, c, d, tanh wrapper): y(t+1) = g(a y(t) + b y(t) sum y + c u(t-order+1) u(t) + d)
 NARMA_COEFFICIENTS: dict[int, tuple[float, float, float, float, bool]] = {
@@ -43,14 +44,9 @@ DIVERGENCE_BOUND = 14.0
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """The generator to draw from: ``generator`` if given, else a CPU one seeded with ``seed``."""
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        return generator
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
-    return torch.Generator().manual_seed(seed)
+    """The generator to draw from: ``generator`` if given, else a CPU one seeded with ``seed``
+    (see :func:`rnnlab._random.make_generator`)."""
+    return _make_generator(seed, generator)
 
 
 def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -150,8 +146,7 @@ def narma(
     check_positive_int("max_tries", max_tries)
     order = _check_order(order)
     check_float_dtype(dtype)
-    if isinstance(washout, bool) or not isinstance(washout, int) or washout < 0:
-        raise ValueError(f"washout must be a non-negative int, got {washout!r}")
+    washout = check_int("washout", washout, low=0)
     if on_divergence not in ("resample", "raise"):
         raise ValueError(f"on_divergence must be 'resample' or 'raise', got {on_divergence!r}")
     gen = make_generator(seed, generator)

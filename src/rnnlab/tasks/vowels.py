@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from rnnlab._validation import check_int
 from rnnlab.tasks.narma import check_float_dtype
 
 NAME = "JapaneseVowels"
@@ -110,10 +111,8 @@ def japanese_vowels(
     longest = max(lengths)
     if pad_to is None:
         pad_to = longest
-    if isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < longest:
-        raise ValueError(
-            f"pad_to must be an int >= {longest} (the longest {split} sequence), got {pad_to!r}"
-        )
+    pad_to = check_int(f"pad_to (the longest {split} sequence has {longest} steps)", pad_to,
+                       low=longest)
     inputs = torch.zeros(len(x_list), pad_to, N_FEATURES, dtype=torch.float64)
     for i, seq in enumerate(x_list):
         inputs[i, : seq.shape[0]] = seq
