@@ -1,13 +1,20 @@
 """The ``rnnlab`` command line: a thin shell over the experiment registry.
 
 ``rnnlab list`` lists the experiments (``--options`` with their options);
-``rnnlab run NAME [--option value ...] [--out DIR]`` runs one with a progress bar, prints its
-table and writes the run folder.
+``rnnlab run NAME [--option value ...] [--out DIR] [--overwrite] [--threads K] [--debug]`` runs
+one with a progress bar, prints its table and writes the run folder.
+
+Errors are one line on stderr, no traceback (``--debug`` or ``RNNLAB_DEBUG=1`` shows it): exit
+status 2 for a bad command (unknown experiment or option, a bad value, an unusable ``--out``),
+checked before any work starts; 1 for a run that failed (what it finished stays in the run folder
+with ``error.txt``; a run that finished nothing leaves no folder). The thread count, the run
+folder rules and ``--overwrite`` are those of :mod:`rnnlab.experiments.registry`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,34 +87,61 @@ def _rich_progress(description: str, total: int) -> Iterator[Callable[[int], Non
         yield lambda advance=1: progress.advance(task, advance)
 
 
+def _error(message: str) -> None:
+    # Plain text on stderr: rich markup would eat a path's [brackets] and wrap long paths.
+    typer.echo(f"error: {message}", err=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run_command(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="experiment name (see `rnnlab list`)"),
-    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/NAME-TIME)"),
-    threads: int | None = typer.Option(None, "--threads", help="torch.set_num_threads"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/NAME-TIME); "
+                                    "must be new or empty"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="reuse a run folder: delete the "
+                                   "previous run's files there first"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads for the run (the "
+                                       "experiment's own threads option when it has one)"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error "
+                               "(also RNNLAB_DEBUG=1)"),
 ) -> None:
     """Run experiment NAME; extra `--option value` pairs set its options."""
     import torch
 
     from rnnlab.experiments import run_experiment
-    from rnnlab.experiments.registry import get_experiment, resolve_config
+    from rnnlab.experiments.registry import plan_run
 
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
     try:
-        experiment = get_experiment(name)
         overrides = _parse_extra(list(ctx.args))
-        resolve_config(experiment, overrides)  # fail on a bad option before any work starts
-    except (KeyError, ValueError, typer.BadParameter) as exc:
-        console.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
+        # Every check (experiment, options, thread count, run folder) before any work starts.
+        plan = plan_run(name, overrides, out, threads=threads, overwrite=overwrite)
+    except (KeyError, ValueError, TypeError, typer.BadParameter) as exc:
+        if debug:
+            raise
+        _error(str(exc.args[0]) if exc.args else str(exc))
         raise typer.Exit(2) from None
-    if threads is not None:
-        if threads < 1:
-            console.print("[red]error:[/red] --threads must be positive")
-            raise typer.Exit(2)
-        torch.set_num_threads(threads)
-    console.print(f"[bold]{name}[/bold] (torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} threads)")
-    result, run_dir = run_experiment(name, overrides, out, progress=_rich_progress)
+    console.print(f"[bold]{name}[/bold] (torch {torch.__version__}, {plan.threads} threads)")
+    try:
+        result, run_dir = run_experiment(name, overrides, plan.run_dir, progress=_rich_progress,
+                                         threads=threads, overwrite=overwrite)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _error(f"{name} interrupted")
+        _report_folder(plan.run_dir)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            raise
+        _error(f"{name} failed: {_describe(exc)}")
+        _report_folder(plan.run_dir)
+        raise typer.Exit(1) from None
     table = Table(title=result.title)
     for column in result.rows[0] if result.rows else []:
         table.add_column(column, justify="right")
@@ -119,6 +153,14 @@ def run_command(
     console.print(f"run folder: {run_dir}")
     for plot in result.plots:
         console.print(f"plot: {plot}")
+
+
+def _report_folder(run_dir: Path) -> None:
+    if (run_dir / "error.txt").is_file():
+        typer.echo(f"the finished part is kept in {run_dir}; {run_dir / 'error.txt'} has the "
+                   "traceback", err=True)
+    else:
+        typer.echo(f"nothing was finished; the run left no files in {run_dir}", err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

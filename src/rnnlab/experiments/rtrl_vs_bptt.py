@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from rnnlab.analysis.cost import fit_power_law, peak_memory_bytes, time_per_call
-from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
+from rnnlab.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    option,
+    register,
+    thread_count,
+)
 from rnnlab.learning import BPTT, RTRL
 from rnnlab.models import ElmanRNN
 
@@ -46,7 +52,7 @@ class RtrlVsBpttConfig:
     fixed_hidden: int = option(32, "N during the T sweeps")
     batch: int = option(1, "sequences per batch")
     repeats: int = option(3, "timed repeats (median)")
-    threads: int = option(1, "torch threads during the measurement")
+    threads: int = option(1, "torch threads during the measurement (the CLI's --threads)")
     grad_hidden: int = option(8, "N of the gradient comparison")
     grad_length: int = option(60, "T of the gradient comparison")
     seed: int = option(0, "seed")
@@ -117,9 +123,10 @@ def run(cfg: RtrlVsBpttConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    # The run executes under cfg.threads already (the registry's thread_count; the CLI's
+    # --threads is this option); set it here too so a direct call measures on it as well.
+    with thread_count(cfg.threads):
+        threads_measured = torch.get_num_threads()
         diff = gradient_difference(cfg.grad_hidden, cfg.grad_length, 4, cfg.seed)
         torch.manual_seed(cfg.seed)
         sweeps = [
@@ -138,8 +145,6 @@ def run(cfg: RtrlVsBpttConfig, ctx: RunContext) -> ExperimentResult:
                     ctx.log_metrics(row)
                     data.setdefault((rule_name, variable), []).append(row)
                     advance(1)
-    finally:
-        torch.set_num_threads(threads_before)
 
     rows: list[dict] = [{
         "rule": "RTRL-BPTT", "quantity": "gradient", "variable": "-",
@@ -204,6 +209,7 @@ def run(cfg: RtrlVsBpttConfig, ctx: RunContext) -> ExperimentResult:
     return ExperimentResult(
         title="rtrl-vs-bptt: gradient agreement and measured growth exponents",
         rows=rows, summary=summary, plots=[plot],
-        figures={"gradient_max_abs": diff["max_abs"], "gradient_max_rel": diff["max_rel"],
+        figures={"threads": threads_measured,
+                 "gradient_max_abs": diff["max_abs"], "gradient_max_rel": diff["max_rel"],
                  **{f"exponent_{k}": v for k, v in exponents.items()}},
     )

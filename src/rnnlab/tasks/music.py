@@ -156,9 +156,18 @@ def _read_raw(path: Path) -> Any:
                 return json.load(fh)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON: {err}") from None
+            except UnicodeDecodeError as err:  # a binary file named *.json
+                raise ValueError(f"{path} is not valid JSON: not UTF-8 text ({err.reason} at "
+                                 f"byte {err.start})") from None
     with path.open("rb") as fh:
         # The original files were written by Python 2; latin1 decodes their byte strings.
-        return pickle.load(fh, encoding="latin1")
+        try:
+            return pickle.load(fh, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+                TypeError, ValueError) as err:
+            # What a truncated, corrupt or foreign pickle raises; none names the file.
+            raise ValueError(f"{path} is not a readable pickle ({type(err).__name__}: {err}); "
+                             "expected the Boulanger-Lewandowski dict of splits") from None
 
 
 def rolls_from_dict(
