@@ -605,6 +605,32 @@ def _single_threaded_pools(active: bool) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _one_thread_worker() -> None:
+    """Initializer of the fit's pool threads: torch's and the BLAS libraries' pools on one
+    thread in this thread too.
+
+    OpenMP keeps the thread count per thread in some runtimes (Intel's, LLVM's), so a thread
+    the pool starts may not see the caller's one-thread setting and would split its Gram
+    update over the machine's cores: a sum in another order, and one that depends on the
+    machine. Set it here, in the worker itself.
+    """
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with rnnlab[fast]
+        return
+    # not restored: the thread lives only as long as the fit's pool
+    threadpool_limits(limits=1)
+
+
+def _fit_pool(threads: int) -> ThreadPoolExecutor | None:
+    """The ``threads - 1`` helper threads of a fit on ``threads`` cores (None for one), each
+    with one-thread BLAS and OpenMP pools."""
+    if threads <= 1:
+        return None
+    return ThreadPoolExecutor(max_workers=threads - 1, initializer=_one_thread_worker)
+
+
 def _runs_kernel(esn: EchoStateNetwork, batch: int) -> bool:
     """Whether ``esn`` runs ``batch`` sequences through the numba kernel (CPU, float32/64)."""
     uses = getattr(esn, "uses_numba", None)
@@ -729,7 +755,7 @@ def fit_streaming(
         overlap = True
     overlap = bool(overlap) and threads > 1
     x, y_prev = state0, feedback0
-    pool = ThreadPoolExecutor(max_workers=threads - 1) if threads > 1 else None
+    pool = _fit_pool(threads)
     pending: Future | None = None
     # the chunks' states go into buffers allocated once (two when one is being read by the
     # overlapped Gram while the next is written): a fresh 16 MB tensor per chunk cost its page
