@@ -13,6 +13,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnlab.cells import VARIANTS, LSTMCell, StackedCell
 from rnnlab.models.recurrent import RecurrentLayer
 
+# Across impls (torch's kernel, the hand-written sequence, the loop, nn.LSTM) the op order
+# differs: h = o * tanh(c) is in (-1, 1), each step's pre-activations are sums of D + H + 1 <= 15
+# terms and the recurrence is contractive here, so the outputs differ by a few ulps of 1
+# (measured worst over 30 seeds and 1, 2, 4 threads: 1 eps in float32, 1 eps in float64).
+# 1e-6 is ~8 float32 eps, 1e-12 ~4500 float64 eps: room for other BLAS splits, no knife edge.
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 DTYPES = [torch.float32, torch.float64]
 
@@ -311,18 +316,7 @@ def test_removed_gate_parameters_get_zero_gradient():
         assert cell.peephole_f.grad.abs().sum() > 0
 
 
-def test_handwritten_refuses_double_backward():
-    cell = LSTMCell(2, 3, dtype=torch.float64)
-    x = torch.randn(1, 3, 2, dtype=torch.float64, requires_grad=True)
-    y, _ = RecurrentLayer(cell, impl="handwritten")(x)
-    (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match=r"differentiate twice|once_differentiable"):
-        g.sum().backward()
-    # the loop supports it: d/dx of the gradient exists
-    y, _ = RecurrentLayer(cell, impl="loop")(x)
-    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    (gg,) = torch.autograd.grad(g.pow(2).sum(), x)
-    assert torch.isfinite(gg).all() and gg.abs().sum() > 0
+# Double backward and forward mode through the hand-written sequence: tests/test_double_backward.py
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,19 @@
 
 ``ElmanCell`` (tanh/relu), ``LSTMCell`` (Greff et al.'s vanilla LSTM with peepholes and its
 variants), ``GRUCell`` (Cho et al.'s form and PyTorch's), ``DeepTransitionCell`` (DT-RNN,
-DT(S)-RNN) and ``StackedCell`` (stacked RNN); ``run_cell`` runs any of them over a sequence.
+DT(S)-RNN) and ``StackedCell`` (stacked RNN); ``run_cell`` runs any of them over a sequence;
+``twice_differentiable()`` makes ``impl="auto"`` run the plain loop, for double backward.
 """
 
-from rnnlab.cells.base import IMPLS, RecurrentCell, State, flatten_state, map_state, run_cell
+from rnnlab.cells.base import (
+    IMPLS,
+    RecurrentCell,
+    State,
+    flatten_state,
+    map_state,
+    run_cell,
+    twice_differentiable,
+)
 from rnnlab.cells.deep import DeepTransitionCell, StackedCell
 from rnnlab.cells.elman import ElmanCell
 from rnnlab.cells.elstm import ELSTMCell
@@ -27,4 +36,5 @@ __all__ = [
     "flatten_state",
     "map_state",
     "run_cell",
+    "twice_differentiable",
 ]

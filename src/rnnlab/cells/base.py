@@ -18,15 +18,28 @@ the whole ``(batch, time, features)`` sequence in one matrix product.
 :func:`run_cell` runs a cell over a sequence, with variable lengths and, when asked, every step's
 state. Cells may offer faster implementations of the whole sequence (torch's fused kernel when the
 math is identical, a hand-written sequence gradient); ``impl="loop"`` always runs the plain step in
-a Python loop under autograd, which is what forward-mode differentiation and double backward need.
+a Python loop under autograd, which supports everything autograd does: double backward,
+forward-mode AD and every ``torch.func`` transform.
+
+Higher-order differentiation picks its path by itself: ``impl="auto"`` runs the loop whenever a
+``torch.func`` transform is active (``jvp``, ``vjp``, ``grad``, ``jacrev``, ``vmap``...), an input,
+state or parameter is a forward-mode dual tensor, or the caller is inside
+:func:`twice_differentiable` (what the Hessian-free optimizer wraps its forward pass in, since
+whether a graph will be differentiated twice is only known at backward time). An explicit
+``"fused"`` or ``"handwritten"`` under a transform or forward-mode AD raises an error naming
+``impl="loop"``: neither has a forward-mode rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Union
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -35,6 +48,52 @@ from rnnlab._validation import check_positive_int, check_tensor
 State = Union[torch.Tensor, tuple["State", ...]]  # noqa: UP007 (a recursive alias needs Union)
 
 IMPLS = ("auto", "fused", "handwritten", "loop")
+
+
+# --------------------------------------------------------------------------------------------
+# Which autograd a sequence runs under: the fast impls support first-order reverse mode only
+_higher_order = threading.local()
+
+
+@contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Within this context ``impl="auto"`` runs every cell as the plain step in a loop.
+
+    For code that will differentiate the graph it builds twice (``create_graph=True`` backward,
+    e.g. a Gauss-Newton or Hessian-vector product by the double-vjp identity
+    ``J v = d/du (J^T u) . v``): the loop's graph is made of torch's own differentiable ops. The
+    fused and hand-written impls are only faster at first order (the hand-written LSTM's double
+    backward recomputes the sequence with the loop, and cuDNN has no double backward at all).
+    Explicit ``impl`` choices are left alone. Thread-local and re-entrant.
+    """
+    depth = getattr(_higher_order, "depth", 0)
+    _higher_order.depth = depth + 1
+    try:
+        yield
+    finally:
+        _higher_order.depth = depth
+
+
+def _functorch_active() -> bool:
+    """True inside a ``torch.func`` transform (its interpreter stack is not empty)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    peek = getattr(functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def higher_order_reason(tensors: Iterable[torch.Tensor]) -> str | None:
+    """Why a sequence must run as the plain loop, or None: a ``torch.func`` transform is active,
+    one of ``tensors`` carries a forward-mode tangent, or :func:`twice_differentiable` is on."""
+    if _functorch_active():
+        return "under a torch.func transform (jvp, vjp, grad, jacrev, vmap, ...)"
+    # a dual tensor exists only inside a dual_level (its counter starts at -1; should torch
+    # rename it, every tensor is looked at, which is only slower)
+    open_level = getattr(fwAD, "_current_level", 0) >= 0
+    if open_level and any(fwAD.unpack_dual(t).tangent is not None for t in tensors):
+        return "under forward-mode AD (a dual tensor among the inputs, state or parameters)"
+    if getattr(_higher_order, "depth", 0) > 0:
+        return "inside twice_differentiable()"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +330,23 @@ class RecurrentCell(nn.Module):
             raise ValueError(
                 f"impl={impl!r} is not available for {self!r}"
                 + (" with return_states=True" if return_states else "")
-                + f"; available: {', '.join((*available, 'loop'))}"
+                + f"; available: {', '.join(dict.fromkeys((*available, 'loop')))}"
             )
+        if chosen != "loop":
+            # lazily: the tensors are only looked at inside a forward-AD dual_level
+            reason = higher_order_reason(
+                itertools.chain((x,), flatten_state(state0), self.parameters())
+            )
+            if reason is not None and impl == "auto":
+                chosen = "loop"  # the only impl whose graph every autograd mode can traverse
+            elif reason is not None and reason != "inside twice_differentiable()":
+                # an explicit fused/handwritten impl under forward mode: neither has a jvp rule
+                # (torch's own message about setup_context or packing would not say what to do)
+                raise RuntimeError(
+                    f"impl={impl!r} of {type(self).__name__} cannot run {reason}: it has no "
+                    "forward-mode rule; use impl='loop' (or impl='auto', which picks the loop "
+                    "there by itself)"
+                )
         if chosen == "loop":
             return _loop(self, x, state0, lengths, return_states)
         return self._sequence(chosen, x, state0, lengths, return_states)
@@ -371,9 +445,10 @@ def run_cell(
     ``torch.nn.LSTM``). Outputs and recorded states at padded steps are zero; padded input values
     never influence any output, final state or gradient.
 
-    ``impl``: ``"auto"`` (the fastest the cell offers), ``"fused"`` (torch's kernel, only when its
+    ``impl``: ``"auto"`` (the fastest the cell offers; the loop under a ``torch.func`` transform,
+    forward-mode AD or :func:`twice_differentiable`), ``"fused"`` (torch's kernel, only when its
     math is the cell's), ``"handwritten"`` (a hand-written sequence gradient), ``"loop"`` (the pure
-    step under autograd: needed for forward-mode AD and double backward).
+    step under autograd: every autograd mode, any order).
     """
     if not isinstance(cell, RecurrentCell):
         raise TypeError(f"cell must be a RecurrentCell, got {type(cell).__name__}")
@@ -500,6 +575,8 @@ __all__ = [
     "check_lengths",
     "flatten_state",
     "fused_rnn",
+    "higher_order_reason",
     "map_state",
     "run_cell",
+    "twice_differentiable",
 ]

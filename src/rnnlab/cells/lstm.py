@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from rnnlab._validation import check_positive_int
 from rnnlab.cells.base import RecurrentCell, State, check_finite_float, fused_rnn, uniform_init_
@@ -69,6 +68,47 @@ VARIANTS: dict[str, LSTMVariant] = {
     "FGR": LSTMVariant(gate_recurrence=True),
 }
 _BY_LOWER = {name.lower(): name for name in VARIANTS}
+
+
+def _lstm_step(
+    s: LSTMVariant,
+    u_t: torch.Tensor,
+    state: State,
+    w_hh: torch.Tensor,
+    p_i: torch.Tensor | None,
+    p_f: torch.Tensor | None,
+    p_o: torch.Tensor | None,
+    w_gg: torch.Tensor | None,
+) -> State:
+    """One step of the module docstring's equations from ``u_t = W x(t) + b``, in plain
+    differentiable torch ops: :meth:`LSTMCell.step`, and what the hand-written sequence's double
+    backward differentiates."""
+    h, c = state[0], state[1]  # type: ignore[index]
+    a_i, a_f, a_g, a_o = (u_t + F.linear(h, w_hh)).chunk(4, -1)
+    if s.gate_recurrence:
+        r_i, r_f, r_o = F.linear(state[2], w_gg).chunk(3, -1)  # type: ignore[index, arg-type]
+        a_i, a_f, a_o = a_i + r_i, a_f + r_f, a_o + r_o
+    if s.peepholes:
+        a_i = a_i + p_i * c
+        a_f = a_f + p_f * c
+    i = torch.sigmoid(a_i) if s.input_gate else None
+    if s.coupled:
+        f = 1.0 - i  # type: ignore[operator]
+    else:
+        f = torch.sigmoid(a_f) if s.forget_gate else None
+    g = torch.tanh(a_g) if s.input_activation else a_g
+    c_new = (c if f is None else f * c) + (g if i is None else i * g)
+    if s.output_gate:
+        o = torch.sigmoid(a_o + p_o * c_new if s.peepholes else a_o)
+    else:
+        o = None
+    squashed = torch.tanh(c_new) if s.output_activation else c_new
+    h_new = squashed if o is None else o * squashed
+    if not s.gate_recurrence:
+        return (h_new, c_new)
+    ones = torch.ones_like(c_new)
+    gates = torch.cat([ones if k is None else k for k in (i, f, o)], -1)
+    return (h_new, c_new, gates)
 
 
 class LSTMCell(RecurrentCell):
@@ -191,33 +231,8 @@ class LSTMCell(RecurrentCell):
         return F.linear(x, self.weight_ih, self._bias())
 
     def step(self, u_t: torch.Tensor, state: State) -> State:
-        s = self.spec
-        h, c = state[0], state[1]  # type: ignore[index]
-        a_i, a_f, a_g, a_o = (u_t + F.linear(h, self.weight_hh)).chunk(4, -1)
-        if s.gate_recurrence:
-            r_i, r_f, r_o = F.linear(state[2], self.weight_gg).chunk(3, -1)  # type: ignore[index]
-            a_i, a_f, a_o = a_i + r_i, a_f + r_f, a_o + r_o
-        if s.peepholes:
-            a_i = a_i + self.peephole_i * c
-            a_f = a_f + self.peephole_f * c
-        i = torch.sigmoid(a_i) if s.input_gate else None
-        if s.coupled:
-            f = 1.0 - i  # type: ignore[operator]
-        else:
-            f = torch.sigmoid(a_f) if s.forget_gate else None
-        g = torch.tanh(a_g) if s.input_activation else a_g
-        c_new = (c if f is None else f * c) + (g if i is None else i * g)
-        if s.output_gate:
-            o = torch.sigmoid(a_o + self.peephole_o * c_new if s.peepholes else a_o)
-        else:
-            o = None
-        squashed = torch.tanh(c_new) if s.output_activation else c_new
-        h_new = squashed if o is None else o * squashed
-        if not s.gate_recurrence:
-            return (h_new, c_new)
-        ones = torch.ones_like(c_new)
-        gates = torch.cat([ones if k is None else k for k in (i, f, o)], -1)
-        return (h_new, c_new, gates)
+        return _lstm_step(self.spec, u_t, state, self.weight_hh, self.peephole_i,
+                          self.peephole_f, self.peephole_o, self.weight_gg)
 
     # -- whole sequences -----------------------------------------------------------------------
     @property
@@ -280,6 +295,13 @@ class _LSTMSequence(torch.autograd.Function):
     over the whole sequence. With ``last`` (each sequence's last step) the recurrence runs
     through the padding; padded steps are cut off by starting each sequence's backward at its
     own last step, which is exact because nothing after it reaches any output.
+
+    Double backward (``create_graph=True``): the hand-written pass works on stored activations
+    that carry no graph, so its result could not be differentiated again (torch's
+    ``once_differentiable`` would even drop that dependence silently, as seen through a
+    Gauss-Newton product by double vjp). Then :func:`_differentiable_backward` recomputes the
+    sequence with :func:`_lstm_step` under autograd and returns autograd's gradient of it, which
+    is differentiable to any order; the first-order result is the same chain rule.
     """
 
     @staticmethod
@@ -332,17 +354,20 @@ class _LSTMSequence(torch.autograd.Function):
         else:
             rows = torch.arange(batch, device=x.device)
             h_last, c_last = hs[last, rows], cells[last, rows]
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, p_i, p_f, p_o, gates, cells, squashed, hs,
-                              last)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, gates, cells,
+                              squashed, hs, last)
         ctx.flags = flags
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)
         return hs.transpose(0, 1), cells.transpose(0, 1), h_last, c_last
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, d_out, d_cells, d_h_last, d_c_last):
-        (x, h0, c0, w_ih, w_hh, p_i, p_f, p_o, gates, cells, squashed, hs, last) = ctx.saved_tensors
+        # autograd runs a backward with grad mode on exactly when it was asked for create_graph
+        if torch.is_grad_enabled():
+            return _differentiable_backward(ctx, (d_out, d_cells, d_h_last, d_c_last))
+        (x, h0, c0, w_ih, w_hh, _, _, p_i, p_f, p_o, gates, cells, squashed, hs,
+         last) = ctx.saved_tensors
         use_i, use_f, use_o, act_g, act_s, peep, coupled = ctx.flags
         steps, batch, hidden = cells.shape
         # pre-activation gradients of every step; rows of removed (or coupled) gates stay zero
@@ -432,6 +457,48 @@ class _LSTMSequence(torch.autograd.Function):
                 dp_o = (d_pre[..., 3 * hidden:] * cells).sum((0, 1))
         return (dx, dh if needs[1] else None, dc if needs[2] else None, dw_ih, dw_hh, db, db,
                 dp_i, dp_f, dp_o, None, None)
+
+
+def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
+    """The vector-Jacobian product of :class:`_LSTMSequence` as a differentiable graph.
+
+    The forward is recomputed from the saved inputs with :func:`_lstm_step` (the cell's own step,
+    so the same equations), and ``torch.autograd.grad(..., create_graph=True)`` gives the
+    gradient as a function of the inputs and of ``grads``. The inputs are replaced by aliases
+    (``view_as``) first: a gradient with respect to the alias is the partial derivative through
+    this sequence only, even when one input is computed from another (e.g. ``x`` from
+    ``w_ih``), while the alias keeps the link to the input's history for the next order.
+    """
+    (x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, _, _, _, _, last) = ctx.saved_tensors
+    inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o]
+    needs = ctx.needs_input_grad[:len(inputs)]
+    spec = LSTMVariant(*ctx.flags)
+    with torch.enable_grad():
+        aliases = [t.view_as(t) if (t is not None and need) else t
+                   for t, need in zip(inputs, needs, strict=True)]
+        ax, ah0, ac0, aw_ih, aw_hh, ab_ih, ab_hh, ap_i, ap_f, ap_o = aliases
+        bias = None if ab_ih is None else ab_ih + ab_hh
+        state: State = (ah0, ac0)
+        hs, cs = [], []
+        for u_t in F.linear(ax, aw_ih, bias).unbind(1):
+            state = _lstm_step(spec, u_t, state, aw_hh, ap_i, ap_f, ap_o, None)
+            hs.append(state[0])  # type: ignore[index]
+            cs.append(state[1])  # type: ignore[index]
+        out, cells = torch.stack(hs, 1), torch.stack(cs, 1)
+        if last is None:
+            h_last, c_last = hs[-1], cs[-1]
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)
+            h_last, c_last = out[rows, last], cells[rows, last]
+        pairs = [(o, g) for o, g in zip((out, cells, h_last, c_last), grads, strict=True)
+                 if g is not None]
+        wanted = [a for a, need in zip(aliases, needs, strict=True) if need and a is not None]
+        found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                    create_graph=True, allow_unused=True) if pairs else ()
+    it = iter(found)  # None where an input does not reach the outputs: autograd reads zero
+    result = [next(it) if (need and a is not None) else None
+              for a, need in zip(aliases, needs, strict=True)]
+    return (*result, None, None)
 
 
 __all__ = ["VARIANTS", "LSTMCell", "LSTMVariant"]

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab.cells import twice_differentiable
+
 Tensor = torch.Tensor
 Forward = Callable[[], Tensor]
 Loss = Callable[[Tensor], Tensor]
@@ -144,6 +146,10 @@ class GaussNewton:
     * ``model=None``: plain autograd on the closure's graph, ``J v`` by the double-vjp identity
       ``J v = d/du (J^T u) . v`` (works for any closure that reads ``params``).
 
+    Both differentiate the forward graph beyond first-order reverse mode, so ``forward`` runs
+    inside :func:`rnnlab.cells.twice_differentiable`: rnnlab layers with ``impl="auto"`` then
+    run the plain step loop rather than a first-order fast path.
+
     Attributes (all detached): ``value`` the loss, ``outputs`` the forward output,
     ``output_gradient`` dL/d outputs, ``gradient`` the flat gradient ``J^T dL/d outputs``.
     """
@@ -157,7 +163,10 @@ class GaussNewton:
         model: nn.Module | None = None,
     ) -> None:
         self.params = _check_params(params)
-        with torch.enable_grad():
+        # twice_differentiable: the curvature products differentiate the forward graph twice
+        # (model=None: J v by double vjp) or under torch.func; "auto" layers then run the plain
+        # loop, whose graph supports both (a fused or hand-written sequence is first-order fast)
+        with torch.enable_grad(), twice_differentiable():
             if model is None:
                 out = self._setup_autograd(forward)
             else:
