@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.cells.base import State, flatten_state, map_state
 from rnnlab.learning.base import LearningRule, check_reduction, squared_error
-from rnnlab.models.elman import ElmanRNN
 
 
 @dataclass
@@ -27,15 +27,25 @@ class SequenceResult:
 
     outputs: torch.Tensor
     loss: float
-    final_state: torch.Tensor
+    final_state: State
+
+
+def _detach(state: State) -> State:
+    return map_state(torch.Tensor.detach, state)
 
 
 class BPTT(LearningRule):
-    """Backpropagation through time for any model ``model(x, h0) -> (outputs, h_T)``.
+    """Backpropagation through time for any network of the model protocol.
+
+    The protocol (``ElmanRNN`` and ``RecurrentNetwork`` over any cell follow it):
+    ``model(x, state0) -> (outputs, final_state)`` for ``(batch, time, D)`` inputs;
+    ``model.cell(x_t, state) -> state`` and ``model.output(state) -> o_t`` for one step;
+    ``initial_state(batch)``, ``check_input(x)``, ``check_state(state, batch)``, ``input_size``,
+    ``output_size``, ``dtype`` and ``device``. A state is a tensor or a nested tuple of tensors
+    (the LSTM's ``(h, c)``).
 
     Args:
-        model: the network; it must also expose ``cell``, ``output`` and ``initial_state`` for the
-            step-by-step form (``ElmanRNN`` does).
+        model: the network.
         truncation: None for full BPTT, or k >= 1 for truncated BPTT(k, k).
         reduction: ``"sum"`` (the course's loss) or ``"mean"`` over the batch.
 
@@ -48,14 +58,20 @@ class BPTT(LearningRule):
     """
 
     def __init__(
-        self, model: ElmanRNN, truncation: int | None = None, reduction: str = "sum"
+        self, model: torch.nn.Module, truncation: int | None = None, reduction: str = "sum"
     ) -> None:
+        missing = [name for name in ("cell", "output", "initial_state", "check_input",
+                                     "check_state", "input_size", "output_size", "dtype",
+                                     "device") if not hasattr(model, name)]
+        if missing:
+            raise TypeError(f"BPTT needs a model of the model protocol (ElmanRNN, "
+                            f"RecurrentNetwork); {type(model).__name__} lacks {missing}")
         self.model = model
         self.truncation = None if truncation is None else check_positive_int(
             "truncation", truncation
         )
         self.reduction = check_reduction(reduction)
-        self._h: torch.Tensor | None = None
+        self._h: State | None = None
         self._pending: torch.Tensor | None = None
         self._chunk_steps = 0
         self._grad_ready = False
@@ -63,8 +79,8 @@ class BPTT(LearningRule):
 
     def _check_targets(self, y: torch.Tensor, x: torch.Tensor) -> None:
         m = self.model
-        check_tensor("y", y, ndim=x.dim(), last_dim=m.output_size, dtype=m.W.dtype,
-                     device=m.W.device)
+        check_tensor("y", y, ndim=x.dim(), last_dim=m.output_size, dtype=m.dtype,
+                     device=m.device)
         if y.shape[:-1] != x.shape[:-1]:
             raise ValueError(
                 f"targets of shape {tuple(y.shape)} do not match inputs of shape {tuple(x.shape)}"
@@ -72,7 +88,7 @@ class BPTT(LearningRule):
 
     # ---------------------------------------------------------------------------------------
     def accumulate(
-        self, x: torch.Tensor, y: torch.Tensor, h0: torch.Tensor | None = None
+        self, x: torch.Tensor, y: torch.Tensor, h0: State | None = None
     ) -> SequenceResult:
         """Add ``dL/dtheta`` for the sequences ``x`` ``(batch, time, D)`` with targets ``y``."""
         m = self.model
@@ -83,24 +99,28 @@ class BPTT(LearningRule):
         h = h0
         outputs, total = [], 0.0
         for start in range(0, steps, k):
-            out, h = m(x[:, start : start + k], None if h is None else h.detach())
+            out, h = m(x[:, start : start + k], None if h is None else _detach(h))
             loss = squared_error(out, y[:, start : start + k], self.reduction)
             loss.backward()
             outputs.append(out.detach())
             total += float(loss.detach())
-        return SequenceResult(torch.cat(outputs, dim=1), total, h.detach())
+        return SequenceResult(torch.cat(outputs, dim=1), total, _detach(h))
 
     # ---------------------------------------------------------------------------------------
     @property
     def grad_ready(self) -> bool:
         return self._grad_ready
 
-    def reset(self, batch_size: int | None = None, h0: torch.Tensor | None = None) -> None:
+    def reset(self, batch_size: int | None = None, h0: State | None = None) -> None:
         """Start new sequences. Pending (not yet backpropagated) losses are dropped."""
         m = self.model
         if h0 is not None:
-            batch_size = h0.shape[0] if batch_size is None else batch_size
-            self._h = m.check_state(h0, batch_size).detach().clone()
+            if batch_size is None:
+                leaves = flatten_state(h0)
+                if not leaves or leaves[0].dim() == 0:
+                    raise ValueError("h0 must be a (batch, features) tensor or a tuple of them")
+                batch_size = leaves[0].shape[0]
+            self._h = map_state(lambda t: t.detach().clone(), m.check_state(h0, batch_size))
         else:
             batch_size = 1 if batch_size is None else batch_size
             self._h = m.initial_state(batch_size)
@@ -111,14 +131,14 @@ class BPTT(LearningRule):
     def step(self, x_t: torch.Tensor, y_t: torch.Tensor | None = None) -> torch.Tensor:
         """Advance one step, keeping the graph; backpropagate when a chunk is complete."""
         m = self.model
-        check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.W.dtype,
-                     device=m.W.device, layout="(batch, features)")
+        check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.dtype,
+                     device=m.device, layout="(batch, features)")
         if self._h is None:
             self.reset(x_t.shape[0])
-        elif x_t.shape[0] != self._h.shape[0]:
+        elif x_t.shape[0] != self._batch:
             raise ValueError(
                 f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
-                f"{self._h.shape[0]}; call rule.reset({x_t.shape[0]}) to start new sequences"
+                f"{self._batch}; call rule.reset({x_t.shape[0]}) to start new sequences"
             )
         h = m.cell(x_t, self._h)
         o = m.output(h)
@@ -141,10 +161,14 @@ class BPTT(LearningRule):
             self._pending.backward()
         self._pending = None
         if self._h is not None:
-            self._h = self._h.detach()
+            self._h = _detach(self._h)
         self._chunk_steps = 0
         self._grad_ready = True
 
     @property
-    def state(self) -> torch.Tensor | None:
-        return None if self._h is None else self._h.detach()
+    def _batch(self) -> int:
+        return flatten_state(self._h)[0].shape[0]
+
+    @property
+    def state(self) -> State | None:
+        return None if self._h is None else _detach(self._h)

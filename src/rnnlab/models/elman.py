@@ -99,6 +99,14 @@ class ElmanRNN(nn.Module):
         """f'(a_o) as a function of o = f(a_o)."""
         return READOUTS[self.readout][1]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W.device
+
     def initial_state(self, batch_size: int) -> torch.Tensor:
         """h(0) = 0, shape ``(batch_size, N)`` on the model's device and dtype."""
         check_positive_int("batch_size", batch_size)

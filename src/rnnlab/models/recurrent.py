@@ -52,9 +52,10 @@ class RecurrentLayer(nn.Module):
 
     Args:
         cell_or_cells: a cell, or a list of cells to stack (a :class:`StackedCell`).
-        impl: ``"auto"`` (the fastest exact implementation the cell has), ``"fused"``,
-            ``"handwritten"`` or ``"loop"`` (see :func:`rnnlab.cells.run_cell`; use ``"loop"``
-            for forward-mode AD or double backward through the layer).
+        impl: ``"auto"`` (the fastest exact implementation the cell has; the plain loop
+            under ``torch.func`` transforms, forward-mode AD and
+            :func:`rnnlab.cells.twice_differentiable`), ``"fused"``, ``"handwritten"`` or
+            ``"loop"`` (see :func:`rnnlab.cells.run_cell`).
     """
 
     def __init__(
@@ -172,6 +173,22 @@ class RecurrentNetwork(nn.Module):
 
     def initial_state(self, batch_size: int) -> State:
         return self.cell.initial_state(batch_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cell.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.cell.device
+
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate a ``(batch, time, input_size)`` sequence against the cell."""
+        return self.cell.check_input(x, name)
+
+    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
+        """Check a full state of the cell for ``batch_size`` sequences."""
+        return self.cell.check_state(state, batch_size, name)
 
     def output_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """The readout applied to hidden vectors of any leading shape."""
