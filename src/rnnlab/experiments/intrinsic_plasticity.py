@@ -154,8 +154,8 @@ class IntrinsicPlasticityConfig:
     ridge: float = option(1e-6, "ridge penalty of the readout")
     seeds: int = option(3, "seeds (reservoir and task data)")
     seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (overrides the CLI's "
-                                   "--threads)")
+    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
+                                   "sets it)")
 
     def validate(self) -> None:
         check_choices("rules", self.rules, RULES, item="IP rule", unique=False)
