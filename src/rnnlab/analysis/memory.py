@@ -11,10 +11,16 @@ GMD Report 152; the same in Rodan & Tino 2011 and Gallicchio, Micheli & Pedrelli
    are the training segment, the last ``test_length`` steps the test segment. The washout must
    be at least the largest delay K so that every target ``u(t - k)`` exists.
 3. For every delay ``k = min_delay .. K`` fit one linear readout ``o_k(t) = v_k^T x(t) + c_k``
-   by ridge regression (penalty ``alpha`` on ``v_k``, not on ``c_k``) to the target ``u(t - k)``
-   on the training segment. The readouts share their features, so all K are one multi-output
-   ridge problem (the same solution as K separate fits), solved through a QR factorisation of
-   the states rather than the normal equations (see ``_ridge_delays``: the memory of a linear
+   to the target ``u(t - k)`` on the training segment by least squares: by default
+   unregularised (linear regression, Jaeger 2001), with the pseudo-inverse of the states as in
+   the published DeepESN code of Gallicchio et al. (``DeepESN2018a/DeepESN.m``,
+   ``train_readout``: ``pinv`` when ``readout_regularization`` is 0), or with a
+   ridge penalty ``alpha`` relative to the states' variance (never an absolute one, whose
+   effect would depend on the scale of the states). The features are standardised on the
+   training segment first, so the result does not depend on how each state feature is
+   scaled. The readouts share their features, so all K are one multi-output least-squares
+   problem (the same solution as K separate fits), solved through a QR factorisation of the
+   states rather than the normal equations (see ``_fit_readouts``: the memory of a linear
    reservoir lives in state directions of tiny variance that ``X^T X`` cannot resolve).
 4. On the test segment,
    ``MC_k = r^2(u(t - k), o_k(t)) = cov(u(t - k), o_k(t))^2 / (var(u) var(o_k))``
@@ -67,7 +73,8 @@ class MemoryCapacityResult:
     """``mc`` = sum of ``mc_k``; ``mc_k[i]`` is the capacity for delay ``delays[i]``.
 
     ``mc_k`` is a float64 CPU tensor, ``delays`` an int64 CPU tensor, ``n_features`` the
-    number of state features the readouts used (N).
+    number of state features N of the model (features constant on the training segment are
+    left out of the readouts: they carry no information).
     """
 
     mc: float
@@ -148,44 +155,83 @@ def _squared_correlation(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(denom))
 
 
-def _ridge_delays(
-    x_train: torch.Tensor, u: torch.Tensor, start: int, delays: torch.Tensor, alpha: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge weights (N, K) of all delay readouts and the training mean of the states.
+@dataclass(frozen=True)
+class _Readouts:
+    """The K delay readouts: ``o_k(t) = ((x(t) - mean) / scale)[keep] @ coef[:, k] + c_k``."""
 
-    ``min ||X_c v_k - y_k||^2 + alpha ||v_k||^2`` with centred states and targets (the
-    intercept is not penalised), solved through ``X_c = Q R`` and ``R = U S V^T``:
-    ``v = V diag(s / (s^2 + alpha)) U^T Q^T Y``. Unlike the normal equations ``X^T X``, whose
-    condition number is the square of X's, this resolves state directions down to a relative
-    singular value of about ``1e-14`` in float64 (``1e-8`` for ``X^T X``): the memory of a
-    linear reservoir sits in directions of very small variance. With ``alpha = 0`` singular
-    values below ``max(M, N) * eps * s_max`` are dropped (minimum-norm least squares).
+    coef: torch.Tensor   # (n_kept, K), weights on the standardised kept features
+    mean: torch.Tensor   # (N,) training mean of every feature
+    scale: torch.Tensor  # (n_kept,) training standard deviation of the kept features
+    keep: torch.Tensor   # (N,) bool: features that vary on the training segment
+
+    def predict(self, x: torch.Tensor, columns: slice) -> torch.Tensor:
+        """Readout outputs of ``columns`` for (M, N) states, without the intercepts ``c_k``
+        (``r^2`` does not change when a constant is added to ``o_k``)."""
+        return ((x - self.mean)[:, self.keep] / self.scale) @ self.coef[:, columns]
+
+
+def _fit_readouts(
+    x_train: torch.Tensor, u: torch.Tensor, start: int, delays: torch.Tensor, alpha: float,
+    rcond: float | None,
+) -> _Readouts:
+    """The delay readouts fitted on the training states (module docstring, step 3).
+
+    Features are standardised on the training segment, ``z_j = (x_j - mean_j) / sd_j``, and
+    ``min ||Z v_k - (y_k - mean(y_k))||^2 + alpha M ||v_k||^2`` is solved through ``Z = Q R``
+    and ``R = U S V^T``: ``v = V diag(f(s)) U^T Q^T Y`` with ``f(s) = s / (s^2 + alpha M)``, or,
+    for ``alpha = 0``, ``f(s) = 1 / s`` for ``s > rcond * s_max`` and 0 below (the
+    pseudo-inverse). Why each step:
+
+    * Standardising makes the readout, hence MC, invariant to the scale of each feature: a
+      deep ESN's upper layers have states many orders of magnitude smaller than its first
+      layer's, and an absolute penalty (or an absolute cut-off) on raw states would silently
+      discard them. ``alpha`` is therefore relative (``Z^T Z / M`` has unit diagonal); with
+      ``alpha = 0`` the least-squares readout does not depend on the scaling at all in exact
+      arithmetic, and the scaling equilibrates the columns for the QR factorisation.
+    * QR rather than the normal equations: ``Z^T Z`` squares the condition number and loses
+      the directions of relative singular value below about ``1e-8``, where the memory of a
+      linear reservoir lives; QR resolves them down to about ``1e-14``.
+    * A feature whose training spread is at the round-off level of its values
+      (``sd_j <= max(M, N) eps max_t |x_j(t)|``) is constant to working precision: scaled to
+      unit variance it would be pure round-off noise, so it is left out (as a constant
+      feature, which the intercept already covers).
+
     ``Q^T Y`` is accumulated over time chunks, so the (samples, K) targets are never built.
     """
     batch, steps, n = x_train.shape
+    eps = torch.finfo(torch.float64).eps
     x = x_train.reshape(batch * steps, n)
-    mu_x = x.mean(0)
-    q, r = torch.linalg.qr(x - mu_x)
-    uu, s, vh = torch.linalg.svd(r)
+    mean = x.mean(0)
+    xc = x - mean
+    sd = xc.square().mean(0).sqrt()
+    keep = sd > max(x.shape) * eps * x.abs().amax(0)
+    scale = sd[keep]
+    n_k = delays.numel()
+    if not bool(keep.any()):
+        # Constant states: every readout is its intercept, r^2 = 0 (see _squared_correlation).
+        return _Readouts(torch.zeros(0, n_k, dtype=torch.float64), mean, scale, keep)
+    z = xc[:, keep] / scale
+    q, r = torch.linalg.qr(z)
+    uu, s, vh = torch.linalg.svd(r, full_matrices=False)
     # Mean of every target column u(t - k), t in the training segment, from cumulative sums.
     cs = torch.cat([u.new_zeros(batch, 1), u.cumsum(1)], dim=1)
     mu_y = (cs[:, start + steps - delays] - cs[:, start - delays]).sum(0) / (batch * steps)
     rank = q.shape[1]
     q = q.view(batch, steps, rank)
-    qty = torch.zeros(rank, delays.numel(), dtype=torch.float64)
-    chunk = max(1, _TARGET_CHUNK_ELEMENTS // (batch * delays.numel()))
+    qty = torch.zeros(rank, n_k, dtype=torch.float64)
+    chunk = max(1, _TARGET_CHUNK_ELEMENTS // (batch * n_k))
     for t0 in range(0, steps, chunk):
         t1 = min(t0 + chunk, steps)
         y = _delayed_targets(u, torch.arange(start + t0, start + t1), delays) - mu_y
-        qty += q[:, t0:t1].reshape(-1, rank).t() @ y.reshape(-1, delays.numel())
+        qty += q[:, t0:t1].reshape(-1, rank).t() @ y.reshape(-1, n_k)
     if alpha > 0:
-        f = s / (s * s + alpha)
+        f = s / (s * s + alpha * x.shape[0])
     else:
-        keep = s > max(x.shape) * torch.finfo(torch.float64).eps * s[0]
-        f = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)),
-                        torch.zeros_like(s))
+        cut = max(z.shape) * eps if rcond is None else rcond
+        ok = s > cut * s[0]
+        f = torch.where(ok, 1.0 / torch.where(ok, s, torch.ones_like(s)), torch.zeros_like(s))
     coef = vh.t() @ (f.unsqueeze(1) * (uu.t() @ qty))
-    return coef, mu_x
+    return _Readouts(coef, mean, scale, keep)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,7 +244,8 @@ def memory_capacity(
     washout: int | None = None,
     input_dist: str = "uniform",
     input_scale: float = 1.0,
-    alpha: float = 1e-8,
+    alpha: float = 0.0,
+    rcond: float | None = None,
     min_delay: int = 1,
     batch: int = 1,
     seed: int | None = 0,
@@ -219,9 +266,17 @@ def memory_capacity(
         input_dist: ``"uniform"`` (u ~ U[-input_scale, input_scale], Jaeger 2001) or
             ``"normal"`` (u ~ N(0, input_scale^2)).
         input_scale: see ``input_dist`` (e.g. 0.8 for U[-0.8, 0.8]).
-        alpha: ridge penalty on the readout weights (absolute, in the units of ``X^T X``:
-            scale it with the states' variance and the training length); 0 gives the
-            minimum-norm least-squares readout.
+        alpha: ridge penalty, relative and scale-free: the readouts are fitted on the states
+            standardised on the training segment (each feature to mean 0, variance 1), with
+            the penalty ``alpha M ||v_k||^2`` for M training samples, i.e. ``alpha`` is added
+            to the eigenvalues of the states' correlation matrix. The default 0 is the
+            unregularised least-squares readout by the pseudo-inverse (the protocol of Jaeger
+            2001 and of the DeepESN code of Gallicchio et al.). Either way the MC does not
+            depend on how each state feature is scaled (e.g. a deep ESN's small upper-layer
+            states).
+        rcond: for ``alpha = 0``, singular values of the standardised training states below
+            ``rcond`` times the largest are dropped; ``None``: ``max(M, N) * eps`` (the default
+            tolerance of MATLAB's ``pinv`` and numpy's ``matrix_rank``).
         min_delay: first delay (1: Jaeger's definition; 0 also counts the current input).
         batch: independent input sequences; training and test samples are pooled over them.
         seed, generator: the input sequence (same seed, same result).
@@ -251,6 +306,8 @@ def memory_capacity(
         raise ValueError(f"input_dist must be one of {INPUT_DISTRIBUTIONS}, got {input_dist!r}")
     input_scale = _check_float("input_scale", input_scale, positive=True)
     alpha = _check_float("alpha", alpha, positive=False)
+    if rcond is not None:
+        rcond = _check_float("rcond", rcond, positive=False)
     gen = _generator(seed, generator)
     dtype, device = _model_factory(model)
 
@@ -277,20 +334,19 @@ def memory_capacity(
     delays = torch.arange(min_delay, k_max + 1)
     n_k = delays.numel()
 
-    coef, mu_x = _ridge_delays(states[:, washout:washout + train_length], u, washout, delays,
-                               alpha)
+    readouts = _fit_readouts(states[:, washout:washout + train_length], u, washout, delays,
+                             alpha, rcond)
 
     mc_k = torch.zeros(n_k, dtype=torch.float64)
     test_start = washout + train_length
     times = torch.arange(test_start, length)
-    x_test = states[:, test_start:].reshape(-1, n_features) - mu_x
-    # Columns in blocks, for the same memory bound as the training targets. The intercept is
-    # left out: r^2 does not change when a constant is added to o_k.
+    x_test = states[:, test_start:].reshape(-1, n_features)
+    # Columns in blocks, for the same memory bound as the training targets.
     block = max(1, _TARGET_CHUNK_ELEMENTS // (batch * test_length))
     for j0 in range(0, n_k, block):
         j1 = min(j0 + block, n_k)
         y = _delayed_targets(u, times, delays[j0:j1]).reshape(-1, j1 - j0)
-        mc_k[j0:j1] = _squared_correlation(y, x_test @ coef[:, j0:j1])
+        mc_k[j0:j1] = _squared_correlation(y, readouts.predict(x_test, slice(j0, j1)))
     return MemoryCapacityResult(float(mc_k.sum()), mc_k, delays, int(n_features))
 
 
@@ -356,7 +412,8 @@ def linear_memory_capacity(
             ``numpy.linalg.matrix_rank``).
         max_elements: the Krylov matrix size above which ``"auto"`` uses Lyapunov.
 
-    Raises ``ValueError`` if ``rho(A) >= 1`` (no stationary state: the memory is undefined).
+    Raises ``ValueError`` if ``rho(A) >= 1 - n eps ||A||_F`` (no stationary state: the memory
+    is undefined; within the round-off of the eigenvalue computation, 1 cannot be excluded).
     """
     w = _as_float64("W", W)
     if w.dim() != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
@@ -390,9 +447,14 @@ def linear_memory_capacity(
     A = torch.diag(1.0 - a) + a.unsqueeze(1) * w
     b = a * b
     rho = float(torch.linalg.eigvals(A).abs().max())
-    if rho >= 1.0:
+    # The computed eigenvalues are those of A + E with ||E|| ~ n eps ||A|| (backward-stable QR
+    # algorithm), so a spectral radius within that of 1 cannot be told from 1: a marginal A
+    # (e.g. one scaled to rho = 1 exactly) must not pass or fail by the last bit of eigvals.
+    margin = n * torch.finfo(torch.float64).eps * float(torch.linalg.matrix_norm(A))
+    if rho >= 1.0 - margin:
         raise ValueError(f"the linear reservoir is not stable (spectral radius of (1-a)I + aW "
-                         f"is {rho:.6g} >= 1): its states have no stationary covariance")
+                         f"is {rho:.17g}, not below 1 by more than its round-off {margin:.2g}): "
+                         f"its states have no stationary covariance")
     delays = torch.arange(min_delay, n_delays + 1)
     if not bool((b != 0).any()):
         return MemoryCapacityResult(0.0, torch.zeros(delays.numel(), dtype=torch.float64),

@@ -25,6 +25,15 @@ Gaussian target; layer by layer for a deep ESN), on the same input.
 The input is i.i.d. ``U[-1, 1]`` (``--input uniform``) or the Mackey–Glass series (tau = 17,
 squashed by ``tanh(x - 1)``); the first ``washout`` steps are dropped.
 
+Settings (the defaults) are those of the published DeepESN code of Gallicchio et al.
+(github.com/gallicch/DeepESN, ``DeepESN2018a/DeepESN.m`` with its example's input scaling 0.1
+in ``'byrange'`` mode): input, inter-layer and bias weights uniform on ``[-0.1, 0.1]`` (that
+code scales the inter-layer matrices and their bias column by the input scaling), dense
+recurrent matrices; the shallow ESN gets the same. With a bias, the spread of a layer's units
+at one step includes each unit's fixed operating point, which the Parzen estimate counts as
+much as the input-driven variation; ``--bias-scaling 0`` measures without it (both tables in
+``docs/memory_entropy.md``).
+
 Gallicchio, Micheli & Pedrelli (2017) report the entropy increasing with depth for deepESN (with
 IP pre-training). Since layer 1 is drawn first from the seed in every variant, layer 1 is the
 same network (and gives the same entropy) in deepESN, deepESN-IA and groupedESN.
@@ -67,10 +76,13 @@ class DeepESNEntropyConfig:
     layers: int = option(10, "L (must divide units)")
     spectral_radius: float = option(0.9, "rho(W) of every layer and of the shallow ESN")
     leak: float = option(1.0, "leak rate")
-    input_scaling: float = option(1.0, "weights from u(t) uniform on [-s, s]")
-    inter_scaling: float = option(1.0, "weights from layer l-1 uniform on [-s, s]")
-    density: float = option(0.1, "density of the shallow W")
-    layer_density: float = option(0.2, "density of each deep layer's W")
+    input_scaling: float = option(0.1, "weights from u(t) uniform on [-s, s]")
+    inter_scaling: float = option(0.1, "weights from layer l-1 uniform on [-s, s] (the DeepESN "
+                                       "code: the input scaling)")
+    bias_scaling: float = option(0.1, "bias uniform on [-s, s] (the DeepESN code: the input "
+                                      "scaling)")
+    density: float = option(1.0, "density of the shallow W (1: dense, as the DeepESN code)")
+    layer_density: float = option(1.0, "density of each deep layer's W")
     input: str = option("uniform", "driving input: uniform (i.i.d. U[-1, 1]) or mackey-glass")
     washout: int = option(200, "steps dropped before measuring")
     steps: int = option(500, "steps measured")
@@ -100,6 +112,7 @@ class DeepESNEntropyConfig:
         check_number("leak", self.leak, low=0.0, high=1.0, low_open=True)
         check_number("input_scaling", self.input_scaling, low=0.0, low_open=True)
         check_number("inter_scaling", self.inter_scaling, low=0.0, low_open=True)
+        check_number("bias_scaling", self.bias_scaling, low=0.0)
         check_number("density", self.density, low=0.0, high=1.0, low_open=True)
         check_number("layer_density", self.layer_density, low=0.0, high=1.0, low_open=True)
         if self.input not in INPUTS:
@@ -124,7 +137,8 @@ def driving_input(cfg: DeepESNEntropyConfig, seed: int) -> torch.Tensor:
 
 def build(cfg: DeepESNEntropyConfig, model: str, seed: int) -> torch.nn.Module:
     common = {"spectral_radius": cfg.spectral_radius, "leak": cfg.leak, "seed": seed,
-              "dtype": torch.float64, "input_scaling": cfg.input_scaling}
+              "dtype": torch.float64, "input_scaling": cfg.input_scaling,
+              "bias_scaling": cfg.bias_scaling}
     if model == "ESN":
         return EchoStateNetwork(cfg.units, 1, density=cfg.density, **common)
     return DeepEchoStateNetwork(1, cfg.units // cfg.layers, cfg.layers, variant=model,

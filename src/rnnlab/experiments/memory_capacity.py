@@ -8,8 +8,9 @@ Memory capacity (Jaeger 2001, "Short term memory in echo state networks", GMD Re
 
 with ``o_k`` a linear readout of the state trained to recall ``u(t - k)`` from i.i.d. input
 ``u ~ U[-1, 1]``; measured by :func:`rnnlab.analysis.memory_capacity` (protocol in
-``docs/memory_entropy.md``: washout, separate train and test segments, ridge readouts). For i.i.d.
-input ``MC <= N`` (Jaeger 2001), N the number of state features (all layers of a deep ESN).
+``docs/memory_entropy.md``: washout, separate train and test segments, least-squares readouts).
+For i.i.d. input ``MC <= N`` (Jaeger 2001), N the number of state features (all layers of a deep
+ESN).
 
 Two panels, in the shape of Gallicchio, Micheli & Pedrelli (2017, "Deep reservoir computing: a
 critical experimental analysis", Neurocomputing 268, MC against rho per model) and of Rodan &
@@ -19,12 +20,12 @@ beside a random ESN):
 * MC against the spectral radius ``rho`` at a fixed leak, one line per model;
 * MC against the leak rate at a fixed ``rho`` for a few models.
 
-Models (``--models``): ``ESN`` (sparse random W, N units), ``deepESN``, ``deepESN-IA``,
-``groupedESN`` (:class:`~rnnlab.reservoir.DeepEchoStateNetwork`, ``layers`` layers of
-``N / layers`` units, every layer scaled to ``rho``), ``DLR``, ``DLRB``, ``SCR`` (N units, input
-weights of one absolute value with the signs of the digits of pi, as Rodan & Tino). A ``+IP``
-suffix pre-trains the reservoir with intrinsic plasticity (Schrauwen et al. 2008, tanh units,
-Gaussian target) on i.i.d. input of the same distribution before measuring.
+Models (``--models``): ``ESN`` (random W of density ``--density``, N units), ``deepESN``,
+``deepESN-IA``, ``groupedESN`` (:class:`~rnnlab.reservoir.DeepEchoStateNetwork`, ``layers``
+layers of ``N / layers`` units, every layer scaled to ``rho``), ``DLR``, ``DLRB``, ``SCR`` (N
+units, input weights of one absolute value with the signs of the digits of pi, as Rodan &
+Tino). A ``+IP`` suffix pre-trains the reservoir with intrinsic plasticity (Schrauwen et al.
+2008, tanh units, Gaussian target) on i.i.d. input of the same distribution before measuring.
 
 What the x axis means per model: the spectral radius every random W (each layer's for a deep
 ESN) is scaled to; for SCR the cycle weight ``r``, which *is* its spectral radius; for DLR and
@@ -40,15 +41,30 @@ For the shallow models without IP the table also gives the linear theory ``linea
 tanh removed, ``sum_k (A^k b)^T P^+ (A^k b)``, in exact arithmetic with unlimited data (e.g.
 ``N - 1`` for a delay line of N units, ``rank - MC_0`` in general). It is an upper reference,
 not a prediction: it counts every state direction the input reaches, down to relative sizes
-of about 1e-16, while a measurement with a tanh, finite data and a ridge readout resolves only
+of about 1e-16, while a measurement with a tanh, finite data and a fitted readout resolves only
 the directions well above the non-linear distortion (about ``input_scaling^2`` relative) and
 round-off. The two meet for a well-conditioned reservoir at tiny input scaling (a delay line
 with ``r`` near 1: tested).
 
-Inter-layer scaling. A deep layer of n units reads n states of the layer below, so with
-weights on ``[-1, 1]`` its drive grows with n and the upper layers saturate: measured here with
-10 layers of 10 units at rho 0.9, the deepESN's MC was about 11 with ``--inter-scaling 1`` and
-about 30 with 0.3 (the shallow ESN: 26). The default is 0.3; pass 1 to see the other regime.
+Settings (the defaults) follow the published DeepESN code of Gallicchio et al.
+(github.com/gallicch/DeepESN, ``DeepESN2018a``: ``example_DeepESN_1.m`` measures MC with 10
+layers of 10 units, input scaling 0.1 in its ``'byrange'`` mode; ``DeepESN.m``):
+
+* input weights, inter-layer weights and bias weights all uniform on ``[-0.1, 0.1]``: in
+  ``'byrange'`` mode that code scales the inter-layer matrices (and their bias column) by the
+  input scaling (``--inter-scaling``, ``--bias-scaling``); dense recurrent matrices
+  (``--density``, ``--layer-density`` 1). The shallow ESN gets the same settings (the code's
+  shallow ESN is its deep one with one layer); DLR, DLRB and SCR keep Rodan & Tino's (no bias).
+* the readout is unregularised least squares by the pseudo-inverse (that code's ``pinv`` when
+  ``readout_regularization`` is 0; ``--ridge 0``). A non-zero ``--ridge`` is relative to the
+  standardised states (:func:`rnnlab.analysis.memory_capacity`), never absolute: the upper
+  layers of a deep ESN have states orders of magnitude smaller than the first layer's, and an
+  absolute penalty discards them and reverses the deep-versus-shallow comparison (measured in
+  ``docs/memory_entropy.md``).
+
+A deep layer of n units reads n states of the layer below, so with inter-layer weights on
+``[-1, 1]`` its drive grows with n and the upper layers saturate; ``--inter-scaling 1`` shows
+that regime (its MC is in ``docs/memory_entropy.md``).
 
 Cost: a measurement runs ``batch`` sequences of ``washout + train_length + test_length`` steps
 (the sequences side by side, so 4 x 950 steps cost about one 950-step run); IP adds
@@ -133,10 +149,14 @@ class MemoryCapacityConfig:
     leak_rho: float = option(0.9, "rho (or r) of the MC-vs-leak panel")
     units: int = option(100, "N: total units (a deep ESN has layers x units/layers)")
     layers: int = option(10, "layers of the deep ESNs (must divide units)")
-    density: float = option(0.1, "density of the shallow random W")
-    layer_density: float = option(0.5, "density of each deep layer's random W (small layers)")
+    density: float = option(1.0, "density of the shallow random W (1: dense, as the DeepESN "
+                                 "code)")
+    layer_density: float = option(1.0, "density of each deep layer's random W")
     input_scaling: float = option(0.1, "input weights uniform on [-s, s] (DLR/DLRB/SCR: |v| = s)")
-    inter_scaling: float = option(0.3, "deep ESNs: weights from layer l-1 uniform on [-s, s]")
+    inter_scaling: float = option(0.1, "deep ESNs: weights from layer l-1 uniform on [-s, s] "
+                                       "(the DeepESN code: the input scaling)")
+    bias_scaling: float = option(0.1, "ESN and deep ESNs: bias uniform on [-s, s] (the DeepESN "
+                                      "code: the input scaling); DLR/DLRB/SCR have none")
     det_input: str = option("sign_pi", "input weights of DLR/DLRB/SCR: sign_pi, sign_random, "
                                        "uniform")
     dlrb_backward: float = option(0.05, "DLRB's backward weight b")
@@ -145,7 +165,8 @@ class MemoryCapacityConfig:
     washout: int | None = option(None, "washout steps per sequence (None: K)")
     train_length: int = option(500, "training steps per sequence")
     test_length: int = option(250, "test steps per sequence")
-    ridge: float = option(1e-8, "ridge penalty of the delay readouts (absolute)")
+    ridge: float = option(0.0, "ridge penalty of the delay readouts, relative to the "
+                               "standardised states (0: pseudo-inverse)")
     ip_lr: float = option(1e-3, "IP learning rate")
     ip_sigma: float = option(0.2, "IP Gaussian target std (mean 0)")
     ip_epochs: int = option(1, "IP passes over its data")
@@ -176,6 +197,7 @@ class MemoryCapacityConfig:
         check_number("layer_density", self.layer_density, low=0.0, high=1.0, low_open=True)
         check_number("input_scaling", self.input_scaling, low=0.0, low_open=True)
         check_number("inter_scaling", self.inter_scaling, low=0.0, low_open=True)
+        check_number("bias_scaling", self.bias_scaling, low=0.0)
         if self.det_input not in DET_INPUTS:
             raise ValueError(f"det_input must be one of {DET_INPUTS}, got {self.det_input!r}")
         check_number("dlrb_backward", self.dlrb_backward, low=0.0, low_open=True)
@@ -214,10 +236,11 @@ def build_reservoir(cfg: MemoryCapacityConfig, base: str, x: float, leak: float,
         return DeepEchoStateNetwork(
             1, cfg.units // cfg.layers, cfg.layers, variant=base, spectral_radius=x,
             input_scaling=cfg.input_scaling, inter_scaling=cfg.inter_scaling,
-            density=cfg.layer_density, **common)
+            bias_scaling=cfg.bias_scaling, density=cfg.layer_density, **common)
     if base == "ESN":
         return EchoStateNetwork(cfg.units, 1, spectral_radius=x, density=cfg.density,
-                                input_scaling=cfg.input_scaling, **common)
+                                input_scaling=cfg.input_scaling, bias_scaling=cfg.bias_scaling,
+                                **common)
     det = {"input_scaling": cfg.input_scaling, "input_weights": cfg.det_input}
     if base == "SCR":
         return EchoStateNetwork(cfg.units, 1, topology="scr", spectral_radius=x, **det, **common)
