@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnlab._random import make_generator
 from rnnlab._validation import check_positive_int, check_tensor
 
 INPUT_DISTRIBUTIONS = ("uniform", "normal")
@@ -110,19 +111,6 @@ def _model_factory(model: Any) -> tuple[torch.dtype, torch.device]:
             if t.is_floating_point():
                 return t.dtype, t.device
     return torch.get_default_dtype(), torch.device("cpu")
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError("generator must be a CPU generator (inputs are drawn on the CPU)")
-        return generator
-    seed = 0 if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
 
 
 def _run_states(model: Any, inputs: torch.Tensor) -> torch.Tensor:
@@ -308,7 +296,7 @@ def memory_capacity(
     alpha = _check_float("alpha", alpha, positive=False)
     if rcond is not None:
         rcond = _check_float("rcond", rcond, positive=False)
-    gen = _generator(seed, generator)
+    gen = make_generator(seed, generator)
     dtype, device = _model_factory(model)
 
     # The number of state features, from a one-step run (works for any model of the protocol).

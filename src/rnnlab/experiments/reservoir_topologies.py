@@ -126,7 +126,8 @@ class ReservoirTopologiesConfig:
     dlrb_feedback: float = option(0.05, "DLRB backward weight b")
     input_signs: str = option("pi", "signs of the dlr/dlrb/scr input weights: pi or random")
     mc_input_scaling: float = option(0.1, "input scaling v for memory capacity (near-linear)")
-    mc_ridge: float = option(1e-8, "ridge penalty for memory capacity")
+    mc_ridge: float = option(0.0, "memory-capacity readout ridge, relative to the standardised "
+                             "states (0: the pseudo-inverse of Jaeger's protocol)")
     washout: int = option(200, "initial states dropped")
     train: int = option(2000, "training steps")
     validation: int = option(600, "validation steps (tuning)")
