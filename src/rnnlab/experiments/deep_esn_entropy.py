@@ -93,8 +93,8 @@ class DeepESNEntropyConfig:
     ip_epochs: int = option(1, "IP passes over the input")
     seeds: int = option(3, "seeds")
     seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (overrides the CLI's "
-                                   "--threads)")
+    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
+                                   "sets it)")
 
     def validate(self) -> None:
         check_choices("variants", self.variants, VARIANTS, item="variant", unique=False)

@@ -174,8 +174,8 @@ class MemoryCapacityConfig:
     ip_washout: int = option(100, "IP washout steps (no update)")
     seeds: int = option(3, "seeds per point (networks and inputs)")
     seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (overrides the CLI's "
-                                   "--threads; 1 is fastest for these small per-step ops)")
+    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
+                                   "sets it; 1 is fastest for these small per-step ops)")
 
     def validate(self) -> None:
         if not isinstance(self.models, (tuple, list)) or not self.models:
