@@ -16,6 +16,7 @@ from rnnlab.analysis.memory import (
     memory_capacity,
 )
 from rnnlab.analysis.spectral import (
+    clear_spectral_radius_cache,
     effective_spectral_radius,
     largest_singular_value,
     power_norms,
@@ -29,6 +30,7 @@ __all__ = [
     "ESPReport",
     "GradientNormTracker",
     "MemoryCapacityResult",
+    "clear_spectral_radius_cache",
     "diagonally_scaled_norm",
     "effective_spectral_radius",
     "esp_check",

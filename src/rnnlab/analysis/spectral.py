@@ -26,19 +26,46 @@ Methods (documented because they decide the accuracy and the cost):
      feedback) is similar to the symmetric tridiagonal matrix with off-diagonal
      ``sqrt(W[i+1, i] W[i, i+1])``, whose eigenvalues LAPACK's ``stemr`` computes
      (``scipy.linalg.eigvalsh_tridiagonal``);
-  4. otherwise, up to ``exact_max_size`` rows, all eigenvalues by ``torch.linalg.eigvals``
-     (LAPACK ``geev``, O(n^3): 0.2 s at n = 500, about 1.5 s at n = 1000 on one thread here);
-  5. above it, the implicitly restarted Arnoldi method of ARPACK
-     (``scipy.sparse.linalg.eigs``, ``k=1``, ``which='LM'``) with a Krylov subspace of ``ncv``
-     vectors and a seeded start vector (reproducible). ARPACK only guarantees that the Ritz value
-     it returns is an eigenvalue: with the default 20-vector subspace it returned the
-     second-largest modulus (8.236 for 8.272) of a 2000 x 2000 random sparse matrix, whose
-     largest eigenvalues crowd at the edge of the circular law, so the subspace here has 40
-     vectors (correct for that matrix from six start vectors). It is unreliable when many
-     eigenvalues share the largest modulus (a simple cycle: no convergence; a delay line with
-     feedback: a wrong eigenvalue, 3% low at n = 600), which is why cases 2 and 3 come first.
-     If ARPACK does not converge within ``maxiter`` restarts, the dense method is used, with a
-     warning.
+  4. otherwise a choice between two methods, made by a cost model (below), not by a size:
+
+     * ``"dense"``: all eigenvalues by ``torch.linalg.eigvals`` (LAPACK ``geev`` without
+       eigenvectors: Hessenberg reduction and the implicit double-shift QR algorithm, about
+       ``10 n^3`` flops, Golub & Van Loan, *Matrix Computations*, 4th ed., sec. 7.5.6), exact to
+       round-off;
+     * ``"arnoldi"``: the implicitly restarted Arnoldi method of ARPACK (Lehoucq, Sorensen &
+       Yang 1998; ``scipy.sparse.linalg.eigs``) for the ``k = 6`` eigenvalues of largest
+       modulus, with a Krylov subspace of ``ncv = 64`` vectors, a seeded start vector
+       (reproducible) and the stopping test ``||W x - theta x|| <= tol |theta|`` on each Ritz
+       pair, ``tol = 1e-10``. By the first-order perturbation bound the error of a simple
+       eigenvalue is then at most about ``kappa(lambda) tol |lambda|``, where
+       ``kappa = ||x|| ||y|| / |y^H x|`` is its condition number (x, y its right and left
+       eigenvectors; Wilkinson 1965). The cost is ``M`` products ``W v`` (``2 nnz`` flops each)
+       plus the orthogonalisation of the basis (``O(n ncv)`` per product).
+
+     Why ``k = 6`` and not one eigenvalue: the eigenvalues of a random reservoir crowd the edge
+     of its spectrum (circular law), so the wanted eigenvalue has close neighbours; with
+     ``k = 1`` (and with ARPACK's default 20 vectors) the restarts can filter it out and the
+     method converges to the second- or third-largest modulus (errors of 1e-4 to 1e-2 were
+     measured), and a complex conjugate pair of largest modulus (the usual case) can stall it
+     for tens of thousands of products. Keeping six wanted Ritz values in 64 vectors gave the
+     dense result in every one of the matrices measured (the count and the errors are in
+     ``docs/reservoir.md``; ``benchmarks/bench_spectral_radius.py`` re-measures them).
+
+     The cost model: the dense time is predicted as ``c_3 n^3 + c_2 n^2``, one Arnoldi product as
+     ``c_nnz nnz + c_v n ncv + c_0``, and a typical Arnoldi run needs ``M(n) = m n^p``
+     products (constants fitted to measurements on one thread, ``_COST_*`` below). Arnoldi is
+     used when the dense time buys at least ``2 M(n)`` products (the longest runs measured
+     took twice the median), and it may run for at most as many products as the dense time
+     buys: if it has not converged by then, the dense method finishes the job. So the choice
+     affects the time, never more than the stated tolerance of the result, and the worst case
+     costs about twice the dense method. ``method="dense"`` or ``"arnoldi"`` forces one.
+     Arnoldi is unreliable when many eigenvalues share the largest modulus (a simple cycle:
+     no convergence; a delay line with feedback: a wrong eigenvalue), which is why the exact
+     structural cases 1-3 come first.
+
+  Computed results (cases 4) are cached by a digest of the matrix (its CSR arrays) and the
+  method's parameters, so a grid search that rebuilds the same reservoir many times pays once
+  (:func:`clear_spectral_radius_cache` empties it).
 * ``largest_singular_value``: ``torch.linalg.matrix_norm(ord=2)`` below ``exact_max_size``,
   above it ARPACK Lanczos on ``W^T W`` (``scipy.sparse.linalg.svds``, ``k=1``).
 
@@ -47,8 +74,11 @@ scipy is imported only where it is used (the structural test and the iterative m
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -56,9 +86,28 @@ import torch
 
 MatrixLike = Any  # torch.Tensor (dense or sparse) | numpy.ndarray | scipy.sparse matrix
 
-DEFAULT_EXACT_MAX_SIZE = 1024
-DEFAULT_NCV = 40
+DEFAULT_EXACT_MAX_SIZE = 1024  # largest_singular_value: dense up to this many rows
+DEFAULT_NCV = 40  # largest_singular_value's Lanczos subspace
 DEFAULT_MAXITER = 500
+METHODS = ("auto", "dense", "arnoldi")
+
+# spectral_radius's Arnoldi method (see the module docstring for why these values).
+ARNOLDI_TOL = 1e-10
+ARNOLDI_NEV = 6
+ARNOLDI_NCV = 64
+ARNOLDI_MAXITER = 500  # restarts, when method="arnoldi" is forced
+
+# The cost model that picks "dense" or "arnoldi" (seconds, one thread), fitted by
+# benchmarks/bench_spectral_radius.py --calibrate and rounded (its output and the machine are in
+# docs/reservoir.md). Only the ratios matter, and a wrong ratio costs time, never accuracy.
+_COST_DENSE_N3 = 1.7e-10  # torch.linalg.eigvals: c3 n^3 + c2 n^2
+_COST_DENSE_N2 = 2.9e-7
+_COST_MV_NNZ = 7e-10  # one Arnoldi product: per stored non-zero ...
+_COST_MV_BASIS = 5e-10  # ... per n * ncv (orthogonalisation, restarts) ...
+_COST_MV_FIXED = 4e-5  # ... and per product (ARPACK's reverse-communication loop in Python)
+_TYPICAL_MV_COEF = 2.45  # median products of a converged run: M(n) = coef * n^exp
+_TYPICAL_MV_EXP = 0.83
+_LONGEST_RUN = 2.0  # longest / median products measured
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,45 +282,145 @@ def _check_size_args(exact_max_size: int, ncv: int) -> None:
         raise ValueError(f"ncv must be an int >= 3, got {ncv!r}")
 
 
+def _check_radius_args(method: str, tol: float, ncv: int, maxiter: int | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= tol < 1.0:
+        raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
+    if isinstance(ncv, bool) or not isinstance(ncv, int) or ncv < ARNOLDI_NEV + 2:
+        raise ValueError(f"ncv must be an int >= {ARNOLDI_NEV + 2} (the {ARNOLDI_NEV} wanted "
+                         f"Ritz values plus two), got {ncv!r}")
+    if maxiter is not None and (isinstance(maxiter, bool) or not isinstance(maxiter, int)
+                                or maxiter < 1):
+        raise ValueError(f"maxiter must be None or an int >= 1, got {maxiter!r}")
+
+
+def arnoldi_budget(n: int, nnz: int, ncv: int = ARNOLDI_NCV) -> int:
+    """Products ``W v`` that cost as much as the dense method, by the measured cost model, or 0
+    where the dense method is predicted to be the cheaper one (see the module docstring).
+
+    ``t_dense = c_3 n^3 + c_2 n^2``; one product ``t_mv = c_nnz nnz + c_v n ncv + c_0``; the budget
+    ``B = t_dense / t_mv`` is used when ``B >= 2 M(n)`` (``M(n) = m n^p``, the median number
+    of products of a converged run), else 0.
+    """
+    ncv = min(ncv, n)
+    t_dense = _COST_DENSE_N3 * float(n) ** 3 + _COST_DENSE_N2 * float(n) ** 2
+    t_mv = _COST_MV_NNZ * nnz + _COST_MV_BASIS * n * ncv + _COST_MV_FIXED
+    budget = t_dense / t_mv
+    typical = _TYPICAL_MV_COEF * float(n) ** _TYPICAL_MV_EXP
+    if n < ARNOLDI_NEV + 3 or budget < _LONGEST_RUN * typical:
+        return 0
+    return int(budget)
+
+
+def _dense_radius(W: MatrixLike) -> float:
+    return float(torch.linalg.eigvals(_to_dense_torch(W)).abs().max())
+
+
+def _arnoldi_radius(csr, tol: float, ncv: int, maxiter: int, seed: int) -> float:
+    """rho from ARPACK's ``ARNOLDI_NEV`` eigenvalues of largest modulus; raises ARPACK's
+    errors (``ArpackNoConvergence``) for the caller to handle."""
+    from scipy.sparse.linalg import eigs
+
+    n = csr.shape[0]
+    vals = eigs(csr, k=ARNOLDI_NEV, which="LM", ncv=min(ncv, n), tol=tol,
+                v0=_start_vector(n, seed), maxiter=maxiter, return_eigenvectors=False)
+    return float(np.abs(vals).max())
+
+
+# Computed radii by a digest of (matrix, method, parameters); a few dozen floats.
+_CACHE_SIZE = 64
+_cache: OrderedDict[bytes, float] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _digest(csr, params: tuple) -> bytes:
+    """blake2b of the canonical CSR arrays (sorted, no duplicates, int64 indices: the same
+    matrix gives the same digest whatever its input type) and the parameters."""
+    if not csr.has_canonical_format:
+        csr.sum_duplicates()
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((csr.shape, params)).encode())
+    for arr in (csr.indptr.astype(np.int64, copy=False), csr.indices.astype(np.int64, copy=False),
+                csr.data.astype(np.float64, copy=False)):
+        h.update(np.ascontiguousarray(arr).view(np.uint8))
+    return h.digest()
+
+
+def clear_spectral_radius_cache() -> None:
+    """Forget the radii :func:`spectral_radius` has cached (e.g. before timing it)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 # ------------------------------------------------------------------------------------------------
 def spectral_radius(
     W: MatrixLike,
     *,
-    exact_max_size: int = DEFAULT_EXACT_MAX_SIZE,
-    ncv: int = DEFAULT_NCV,
-    maxiter: int = DEFAULT_MAXITER,
+    method: str = "auto",
+    tol: float = ARNOLDI_TOL,
+    ncv: int = ARNOLDI_NCV,
+    maxiter: int | None = None,
     seed: int = 0,
 ) -> float:
     """``rho(W) = max_i |lambda_i(W)|`` of a square real matrix, as a Python float.
 
     Args:
         W: dense or sparse (torch, numpy or scipy) square matrix.
-        exact_max_size: matrices with at most this many rows get all eigenvalues from
-            ``torch.linalg.eigvals``; larger ones use ARPACK (see the module docstring).
-        ncv: Krylov subspace size for ARPACK (``scipy.sparse.linalg.eigs(ncv=...)``).
-        maxiter: ARPACK's restart limit (300 sufficed for a 2000 x 2000 random reservoir).
-        seed: seed of ARPACK's start vector (same seed, same result).
+        method: ``"auto"`` (exact structural cases, then dense or Arnoldi by the measured cost
+            model), ``"dense"`` (all eigenvalues) or ``"arnoldi"`` (ARPACK); see the module
+            docstring. The structural cases are tried first whatever the method; matrices of
+            fewer than ``ARNOLDI_NEV + 3`` (9) rows always use the dense method.
+        tol: Arnoldi's relative residual tolerance (``0``: machine precision); the result's
+            relative error is at most about ``kappa(lambda_max) tol``.
+        ncv: Krylov subspace size for Arnoldi (``scipy.sparse.linalg.eigs(ncv=...)``).
+        maxiter: Arnoldi's restart limit; ``None``: the cost model's budget (``"auto"``) or
+            ``ARNOLDI_MAXITER`` (``"arnoldi"``). If Arnoldi does not converge, the dense method
+            gives the result (with a ``RuntimeWarning`` only when Arnoldi was forced).
+        seed: seed of Arnoldi's start vector (same seed, same result).
     """
     n = _check_matrix(W)
-    _check_size_args(exact_max_size, ncv)
+    _check_radius_args(method, tol, ncv, maxiter)
     csr = _to_scipy_csr(W)
     csr.eliminate_zeros()
     for special in (_structural_diagonal_radius, _monomial_radius, _tridiagonal_radius):
         exact = special(csr)
         if exact is not None:
             return exact
-    if n <= exact_max_size or n < 3:
-        return float(torch.linalg.eigvals(_to_dense_torch(W)).abs().max())
-    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigs
+    use_arnoldi, restarts = False, 0
+    if n >= ARNOLDI_NEV + 3 and method != "dense":
+        ncv_eff = min(ncv, n)
+        if method == "arnoldi":
+            use_arnoldi = True
+            restarts = ARNOLDI_MAXITER if maxiter is None else maxiter
+        else:
+            budget = arnoldi_budget(n, csr.nnz, ncv)
+            use_arnoldi = budget > 0
+            # ARPACK's first iteration builds ncv vectors, each restart ncv - k more.
+            restarts = maxiter if maxiter is not None else \
+                max(1, math.ceil((budget - ncv_eff) / (ncv_eff - ARNOLDI_NEV)))
+    key = _digest(csr, ("arnoldi", tol, ncv, restarts, seed) if use_arnoldi else ("dense",))
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    if use_arnoldi:
+        from scipy.sparse.linalg import ArpackError, ArpackNoConvergence
 
-    try:
-        vals = eigs(csr, k=1, which="LM", ncv=min(ncv, n), v0=_start_vector(n, seed),
-                    maxiter=maxiter, return_eigenvectors=False)
-        return float(np.abs(vals).max())
-    except (ArpackNoConvergence, ArpackError) as err:
-        warnings.warn(f"ARPACK failed ({err}); computing all eigenvalues densely",
-                      RuntimeWarning, stacklevel=2)
-        return float(torch.linalg.eigvals(_to_dense_torch(W)).abs().max())
+        try:
+            rho = _arnoldi_radius(csr, tol, ncv, restarts, seed)
+        except (ArpackNoConvergence, ArpackError) as err:
+            if method == "arnoldi":
+                warnings.warn(f"ARPACK failed ({err}); computing all eigenvalues densely",
+                              RuntimeWarning, stacklevel=2)
+            rho = _dense_radius(W)
+    else:
+        rho = _dense_radius(W)
+    with _cache_lock:
+        _cache[key] = rho
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return rho
 
 
 def _rescale(W: MatrixLike, factor: float) -> MatrixLike:

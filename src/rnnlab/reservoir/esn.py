@@ -135,8 +135,9 @@ class EchoStateNetwork(nn.Module):
             scaling for the deterministic topologies (their weights are ``r``, ``backward_weight``)
             and for a user W. For ``"scr"`` it sets ``r`` (rho = r exactly); a ``"dlr"`` cannot be
             scaled (all its eigenvalues are 0) and raises. rho(W) is computed by
-            :func:`rnnlab.analysis.spectral.spectral_radius` (all eigenvalues up to 1024 units:
-            about 1.5 s at 1000 units on one thread; ARPACK above).
+            :func:`rnnlab.analysis.spectral.spectral_radius` (exact structural cases, then all
+            eigenvalues or ARPACK's Arnoldi method, picked by a measured cost model: see
+            ``docs/reservoir.md``).
         density: fraction of non-zero entries of the random W, in (0, 1].
         distribution: ``"uniform"`` (on [-1, 1]) or ``"normal"`` values of the random W.
         r: the delay-line / cycle weight of DLR, DLRB and SCR.
