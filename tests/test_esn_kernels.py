@@ -522,6 +522,8 @@ def test_accumulate_normal_equations_against_numpy(dtype):
                              ("sum_y", yn.sum(0), _summation_bound(ones, yt)[0])):
         assert np.all(np.abs(s[key].numpy() - want) <= bound.numpy()), key
     assert float(s["count"]) == 140
+    # numpy builds a.T @ a by syrk and copies one triangle to the other, and sums of such
+    # matrices add (i, j) and (j, i) alike: exactly symmetric
     assert torch.equal(s["xtx"], s["xtx"].t())
     ref = RidgeReadout(40, 3, 1e-3, dtype=F64).partial_fit(x, y).solve()
     ro.solve()

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from rnnlab.cli import app
 from rnnlab.experiments import get_experiment, resolve_config, run_experiment
 from rnnlab.experiments.gradient_flow import build_network, gradient_reach, state_gradients
+from tests.reference import assert_within, carried_gaps, gamma, unit_roundoff
 
 F64 = torch.float64
 
@@ -45,14 +46,43 @@ def test_rnn_gradients_equal_the_explicit_backward_recursion():
         h = torch.tanh(x[:, t] @ u.T + h @ w.T + b)
         hs.append(h)
     err = hs[-1] @ v.T + c - y
-    assert torch.allclose(losses, 0.5 * (err**2).sum(1), rtol=1e-13, atol=0)
+    # Tolerances from the computation. The cell adds its two biases separately, this loop
+    # sums them first: per step the pre-activations differ by at most 2 gamma_(d+n+2) times
+    # |x||U^T| + |h||W^T| + |b_ih| + |b_hh| (tests.reference.gamma), tanh adds 2 ulp in each;
+    # the gaps are carried on by the Jacobians diag(1 - h(t)^2) W (carried_gaps). Then o =
+    # V h + c moves by ||V|| e + 2 gamma_(n+1) (|V||h| + |c|), and L = |o - y|^2 / 2 by
+    # |o - y| . gap_o + gap_o^2 + 2 gamma_2 L.
+    step_terms = (x.abs() @ u.abs().T + (cell.bias_ih.abs() + cell.bias_hh.abs()).detach()
+                  + torch.stack([torch.zeros(batch, n, dtype=F64), *hs[:-1]], 1).abs()
+                  @ w.abs().T)
+    delta = 2 * gamma(d + n + 2) * float(step_terms.max()) + 4 * unit_roundoff(F64)
+    gap_h = max(max(carried_gaps([(1 - hs[t][i] ** 2)[:, None] * w for t in range(steps)],
+                                 delta)) for i in range(batch))
+    gap_o = (float(v.abs().sum(1).max()) * gap_h
+             + 2 * gamma(n + 1) * float((hs[-1].abs() @ v.abs().T + c.abs()).max()))
+    loss_ref = 0.5 * (err**2).sum(1)
+    assert_within(losses, loss_ref, err.abs().sum(1) * gap_o + 2 * gap_o**2
+                  + 2 * gamma(2) * loss_ref, "losses")
     g = err @ v  # dL/dh(T) = V^T (o - y)
     expected = [g]
     for t in range(steps - 2, -1, -1):
         g = (g * (1 - hs[t + 1] ** 2)) @ w  # g(t) = W^T diag(1 - h(t+1)^2) g(t+1)
         expected.append(g)
     expected = torch.stack(expected[::-1], 1)
-    assert torch.allclose(grads[0], expected, rtol=1e-12, atol=1e-15)
+    # The backward pass repeats these products (transposed) on states and errors that differ
+    # by gap_h and gap_o: dL/dh(T) moves by ||V^T|| gap_o + 2 gamma_2 |o - y||V|; each step
+    # back adds 2 gamma_n |W^T||g| and ||W^T|| |g| 2 gap_h (from 1 - h^2), carried back by
+    # the Jacobians' transposes. One delta, the larger of the two, covers both.
+    g_max = float(expected.abs().max())
+    g_delta = max(float(v.abs().sum(0).max()) * gap_o
+                  + 2 * gamma(2) * float((err.abs() @ v.abs()).max()),
+                  (2 * gamma(n) + 2 * gap_h) * g_max * float(w.abs().sum(0).max()))
+    for i in range(batch):
+        # step k back gives g(T-1-k) = (diag(1 - h(T-k)^2) W)^T g(T-k); index 0: the start
+        jacs = [torch.eye(n, dtype=F64)] + [((1 - hs[steps - k][i] ** 2)[:, None] * w).T
+                                            for k in range(1, steps)]
+        bound = torch.tensor(carried_gaps(jacs, g_delta)[::-1], dtype=F64)[:, None]
+        assert_within(grads[0][i], expected[i], bound, f"dL/dh of sequence {i}")
     assert float(expected[:, 0].abs().max()) > 1e-6  # the check reaches the first step
 
 

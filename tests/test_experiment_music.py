@@ -4,6 +4,10 @@ References: the frame NLL against ``binary_cross_entropy_with_logits`` on each s
 (no padding, no batching), Welch's t-test against its closed form with scipy's t distribution,
 parameter counts against closed forms and ``torch.nn.LSTM``, and the experiments' tables against
 their own per-seed ``metrics.csv`` recomputed with scipy.
+
+Tolerances: means and sums of a handful of float64 numbers (<= 10 terms of O(1), read back
+from CSV files written with repr, i.e. exactly): 2 gamma_10 ~ 2e-15 relative, held to 1e-12;
+scipy's t distribution tail against the closed form, to 1e-10 (its own accuracy).
 """
 
 from __future__ import annotations

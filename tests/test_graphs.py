@@ -165,6 +165,8 @@ def test_seeded_and_dtype():
     a = watts_strogatz_reservoir(50, 4, 0.3, seed=5, dtype=torch.float64)
     b = watts_strogatz_reservoir(50, 4, 0.3, seed=5, dtype=torch.float64)
     c = watts_strogatz_reservoir(50, 4, 0.3, seed=6, dtype=torch.float64)
+    # Bit equality is right here: the same seed on the same path; and every dtype is the
+    # float64 matrix cast at the end (module doc), the same numbers.
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
     f32 = watts_strogatz_reservoir(50, 4, 0.3, seed=5, dtype=torch.float32)
@@ -230,7 +232,7 @@ def test_spatial_growth_seeded():
     assert set(a.edges()) != set(c.edges())
     w1 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float64)
     w2 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float64)
-    torch.testing.assert_close(w1, w2, rtol=0, atol=0)
+    torch.testing.assert_close(w1, w2, rtol=0, atol=0)  # same seed, same path; float32: a cast
     f32 = spatial_growth_reservoir(60, 6, 4.0, seed=3, dtype=torch.float32)
     torch.testing.assert_close(f32, w1.float(), rtol=0, atol=0)
     g1 = spatial_growth_reservoir(60, 6, 4.0, generator=torch.Generator().manual_seed(9))
@@ -337,7 +339,7 @@ def test_spatial_growth_reservoir_pattern_and_beta():
     assert spatial_growth_beta(100, 10, 5.0, seed=2) == g.graph["beta"]
     w2 = spatial_growth_reservoir(100, beta=g.graph["beta"], alpha=5.0, seed=2,
                                   dtype=torch.float64)
-    torch.testing.assert_close(w2, w, rtol=0, atol=0)
+    torch.testing.assert_close(w2, w, rtol=0, atol=0)  # the same graph through the same path
     for seed in range(4):                               # the bisection hits the degree exactly
         _, h = spatial_growth_reservoir(100, 10, 5.0, seed=seed, return_graph=True)
         assert h.graph["mean_degree"] == 10.0 and 0 < h.graph["beta"] < 1

@@ -1,4 +1,11 @@
-"""Piano rolls, the JSB Chorales loader, the music21 chorales and the frame-level metrics."""
+"""Piano rolls, the JSB Chorales loader, the music21 chorales and the frame-level metrics.
+
+Tolerances. The metrics are sums of n <= 88 x 16 positive per-key terms, each a few ulps from
+its closed form (log1p, softplus): two evaluations in other orders differ by at most
+(2 gamma_n + ~4 u) times the sum (tests.reference.gamma), i.e. 3e-13 relative in float64 for
+n = 1408. float32 sums in torch's cascade order are within (log2 n + 4) eps, 2e-6 relative,
+so 1e-5 there. Closed forms of a few terms of O(1) are held to 1e-12 absolute.
+"""
 
 import json
 import math
