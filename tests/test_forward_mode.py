@@ -6,11 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnlab import ElmanRNN
+from rnnlab.cells import concat_state as flatten_state
 from rnnlab.cells.elstm import ELSTMCell
 from rnnlab.learning import RTRL
 from rnnlab.learning.approx import UORO, SnAp1
 from rnnlab.learning.elstm_rtrl import ELSTMRTRL
-from rnnlab.learning.forward_mode import ForwardModeRTRL, flatten_state
+from rnnlab.learning.forward_mode import ForwardModeRTRL
 from tests.reference import CellNetwork, unrolled_gradients
 
 F64 = torch.float64

@@ -1,7 +1,11 @@
 """Initializations of the recurrent weights that make long-term dependencies learnable.
 
-Each initializer takes a tensor, or a model whose recurrent matrix is its parameter ``W``
-(the :class:`~rnnlab.ElmanRNN`), changes it in place and returns the tensor. Randomness comes
+Each initializer takes a tensor or a model, changes it in place and returns the tensor. A model's
+recurrent matrix is its parameter ``W`` (the :class:`~rnnlab.ElmanRNN`) or, for any model of the
+cell protocol (a :class:`~rnnlab.models.RecurrentNetwork` over a cell), ``model.cell.weight_hh``
+(for gated cells the gates' blocks stacked, ``(gates * N, N)``: :func:`orthogonal_` then gives it
+orthonormal columns; the square-only schemes refuse it). Its input matrix is ``U`` or
+``cell.weight_ih``, its hidden biases ``b`` or ``cell.bias_ih``/``cell.bias_hh``. Randomness comes
 from ``generator`` (a ``torch.Generator``; None uses torch's global generator). Random numbers
 are drawn in float64 on the generator's device (the CPU by default) and then copied, so one seed
 gives the same matrix, up to rounding, whatever the tensor's dtype and device.
@@ -39,6 +43,7 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.cells.base import RecurrentCell, run_cell
 from rnnlab.learning.clipping import clip_grad_norm_
 
 Target = torch.Tensor | nn.Module
@@ -47,18 +52,37 @@ Target = torch.Tensor | nn.Module
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
+def _cell_tensor(model: nn.Module, name: str) -> torch.Tensor | None:
+    """``model.cell.<name>`` when the model runs a cell that has such a tensor, else None."""
+    cell = getattr(model, "cell", None)
+    value = getattr(cell, name, None) if isinstance(cell, nn.Module) else None
+    return value if isinstance(value, torch.Tensor) else None
+
+
 def _weight(target: Target) -> torch.Tensor:
-    """The tensor to initialize: ``target`` itself, or a model's recurrent matrix ``W``."""
+    """The tensor to initialize: ``target`` itself, or a model's recurrent matrix (``W``, else
+    ``model.cell.weight_hh``)."""
     if isinstance(target, torch.Tensor):
         return target
     if isinstance(target, nn.Module):
         w = getattr(target, "W", None)
+        if not isinstance(w, torch.Tensor):
+            w = _cell_tensor(target, "weight_hh")
         if isinstance(w, torch.Tensor):
             return w
         raise TypeError(
-            f"{type(target).__name__} has no recurrent matrix W; pass the weight tensor itself"
+            f"{type(target).__name__} has no recurrent matrix (a parameter W, or a cell with "
+            "weight_hh; a stack of cells has one per layer): pass the weight tensor itself, "
+            "e.g. model.cell.layers[0].weight_hh"
         )
-    raise TypeError(f"expected a tensor or a model with a parameter W, got {type(target).__name__}")
+    raise TypeError(
+        f"expected a tensor or a model with a recurrent matrix, got {type(target).__name__}"
+    )
+
+
+def _input_weight(model: nn.Module) -> torch.Tensor | None:
+    u = getattr(model, "U", None)
+    return u if isinstance(u, torch.Tensor) else _cell_tensor(model, "weight_ih")
 
 
 def _square(w: torch.Tensor, what: str) -> int:
@@ -97,10 +121,15 @@ def _spectral_radius(m: torch.Tensor) -> float:
 
 
 def _zero_bias(model: nn.Module) -> None:
+    """Zero the hidden biases: ``b``, else the cell's ``bias_ih`` and ``bias_hh``."""
     b = getattr(model, "b", None)
-    if isinstance(b, torch.Tensor):
-        with torch.no_grad():
-            b.zero_()
+    biases = [b] if isinstance(b, torch.Tensor) else [
+        t for t in (_cell_tensor(model, "bias_ih"), _cell_tensor(model, "bias_hh"))
+        if t is not None
+    ]
+    with torch.no_grad():
+        for t in biases:
+            t.zero_()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,9 +183,12 @@ def identity_(
         _zero_bias(target)
         if input_std is not None:
             input_std = _positive("input_std", input_std)
-            u = getattr(target, "U", None)
-            if not isinstance(u, torch.Tensor):
-                raise TypeError(f"{type(target).__name__} has no input matrix U for input_std")
+            u = _input_weight(target)
+            if u is None:
+                raise TypeError(
+                    f"{type(target).__name__} has no input matrix (U or cell.weight_ih) for "
+                    "input_std"
+                )
             _copy(u, input_std * _randn(*u.shape, generator=generator))
     elif input_std is not None:
         raise ValueError("input_std applies to a model's U; pass the model, not a tensor")
@@ -231,15 +263,36 @@ class PretrainReport:
     decoder_bias: torch.Tensor | None = None
 
 
-def _require_elman(model: nn.Module) -> None:
-    for name in ("U", "W", "b"):
-        if not isinstance(getattr(model, name, None), torch.Tensor):
-            raise TypeError(
-                f"{type(model).__name__} has no parameter {name}: pre-training and initialize() "
-                "need an Elman-type model (U, W, b, hidden_states)"
-            )
-    if not callable(getattr(model, "hidden_states", None)):
-        raise TypeError(f"{type(model).__name__} has no hidden_states(x, h0) method")
+def _require_recurrence(model: nn.Module) -> None:
+    """Pre-training and initialize() need a recurrent matrix and a way to run the recurrence."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a model (an nn.Module), got {type(model).__name__}")
+    _weight(model)
+    if not isinstance(getattr(model, "cell", None), RecurrentCell) and not callable(
+        getattr(model, "hidden_states", None)
+    ):
+        raise TypeError(
+            f"{type(model).__name__} runs no cell (model.cell, a RecurrentCell) and has no "
+            "hidden_states(x, h0) method"
+        )
+
+
+def _recurrent_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters of the recurrence (the cell's; U, W, b for an Elman-type model)."""
+    cell = getattr(model, "cell", None)
+    if isinstance(cell, RecurrentCell):
+        return list(cell.parameters())
+    return [model.U, model.W, model.b]
+
+
+def _run(model: nn.Module, x: torch.Tensor, state0: Any = None) -> tuple[torch.Tensor, Any]:
+    """``(hidden outputs (batch, time, N), final state)`` of the model's recurrence over x."""
+    cell = getattr(model, "cell", None)
+    if isinstance(cell, RecurrentCell):
+        outputs, final, _ = run_cell(cell, x, state0, impl=getattr(model, "impl", "auto"))
+        return outputs, final
+    states = model.hidden_states(x, state0)
+    return states, states[:, -1]
 
 
 def reconstruction(
@@ -261,11 +314,11 @@ def reconstruction(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    states = model.hidden_states(x)
+    states, final = _run(model, x)
     if objective == "language_model":
         return states[:, :-1] @ decoder_weight.t() + decoder_bias, x[:, 1:]
     shifted = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
-    decoded = model.hidden_states(shifted, states[:, -1])
+    decoded, _ = _run(model, shifted, final)
     return decoded @ decoder_weight.t() + decoder_bias, x
 
 
@@ -293,14 +346,15 @@ def pretrain_sequence_autoencoder(
     not part of the objective), nor are existing ``.grad`` fields of any parameter.
 
     Args:
-        model: an Elman-type model (parameters U, W, b and ``hidden_states(x, h0)``).
+        model: an Elman-type model (parameters U, W, b and ``hidden_states(x, h0)``) or any
+            network over a cell (``model.cell``): the cell's parameters are trained.
         inputs: the task's input sequences ``(sequences, time, D)``, no targets needed
             (``time >= 2`` for ``"language_model"``).
 
     Returns:
         a :class:`PretrainReport`.
     """
-    _require_elman(model)
+    _require_recurrence(model)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     check = getattr(model, "check_input", None)
@@ -317,8 +371,8 @@ def pretrain_sequence_autoencoder(
     if clip_norm is not None:
         clip_norm = _positive("clip_norm", clip_norm)
 
-    w = model.W
-    n, d = w.shape[0], inputs.shape[2]
+    w = _weight(model)
+    n, d = w.shape[1], inputs.shape[2]  # N: the columns of W (gated cells stack gate rows)
     # Decoder initialised like nn.Linear (uniform +-1/sqrt(fan_in)), from the generator.
     bound = 1.0 / math.sqrt(n)
     draw = _draw_device(generator)
@@ -327,7 +381,7 @@ def pretrain_sequence_autoencoder(
     dec_w = (dec_w * bound).to(w.device, w.dtype).requires_grad_(True)
     dec_b = (dec_b * bound).to(w.device, w.dtype).requires_grad_(True)
 
-    trained = [model.U, model.W, model.b]
+    trained = _recurrent_parameters(model)
     saved_grads = [p.grad for p in trained]
     saved_flags = [p.requires_grad for p in trained]
     params = [*trained, dec_w, dec_b]
@@ -375,11 +429,21 @@ def pretrain_sequence_autoencoder(
 # registry
 # ----------------------------------------------------------------------------------------------
 def _init_default(model: nn.Module, *, generator: torch.Generator | None = None) -> None:
-    """``model.reset_parameters``: U, W, b, V, c ~ U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``."""
+    """``model.reset_parameters``: U, W, b, V, c ~ U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``; for a
+    network over a cell without it, the cell's ``reset_parameters`` then ``reset_readout``."""
     reset = getattr(model, "reset_parameters", None)
-    if not callable(reset):
-        raise TypeError(f"{type(model).__name__} has no reset_parameters(generator)")
-    reset(generator=generator)
+    if callable(reset):
+        reset(generator=generator)
+        return
+    cell_reset = getattr(getattr(model, "cell", None), "reset_parameters", None)
+    readout_reset = getattr(model, "reset_readout", None)
+    if not callable(cell_reset) or not callable(readout_reset):
+        raise TypeError(
+            f"{type(model).__name__} has no reset_parameters(generator) (nor a cell with one "
+            "and reset_readout(generator))"
+        )
+    cell_reset(generator=generator)
+    readout_reset(generator=generator)
 
 
 def _init_orthogonal(
@@ -449,11 +513,13 @@ def initialize(
     generator: torch.Generator | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Initialize an Elman-type model by name and return it.
+    """Initialize a model by name and return it: an Elman-type model or any network over a cell
+    (the recurrent matrix, input matrix and biases as in the module docstring).
 
     First every parameter is reset with ``model.reset_parameters(generator)`` (U, W, b, V, c ~
-    U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``), so the result depends only on the seed, not on
-    what the model held; then ``name`` sets:
+    U(-1/sqrt(N), 1/sqrt(N)), as ``nn.RNN``; a network over a cell: the cell's
+    ``reset_parameters`` and the network's ``reset_readout``), so the result depends only on
+    the seed, not on what the model held; then ``name`` sets:
 
     ===============  ============================================================================
     name             sets
@@ -475,10 +541,12 @@ def initialize(
     """
     if name not in INITIALIZERS:
         raise ValueError(f"unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}")
-    _require_elman(model)
+    _require_recurrence(model)
+    if name in ("identity", "sparse_spectral"):
+        _square(_weight(model), name)  # refuse before anything is changed
     if generator is None and seed is not None:
         # On the model's device: reset_parameters draws in place there.
-        generator = torch.Generator(device=model.W.device).manual_seed(int(seed))
+        generator = torch.Generator(device=_weight(model).device).manual_seed(int(seed))
     _init_default(model, generator=generator)
     if name != "default":
         INITIALIZERS[name](model, generator=generator, **kwargs)

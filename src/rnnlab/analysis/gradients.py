@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab._tree import TreeLayout
 from rnnlab._validation import check_positive_int, check_tensor
 
 State = torch.Tensor | tuple[Any, ...]  # a tensor or a nested tuple of tensors
@@ -40,62 +41,6 @@ MATRIX_NORMS: tuple[Any, ...] = ("fro", "nuc", 1, -1, 2, -2, math.inf, -math.inf
 # ----------------------------------------------------------------------------------------------
 # State Jacobians
 # ----------------------------------------------------------------------------------------------
-def _leaves(state: Any) -> list[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, tuple | list) and state:
-        return [leaf for part in state for leaf in _leaves(part)]
-    raise TypeError(
-        "a state must be a tensor or a (nested) tuple of tensors, got "
-        f"{type(state).__name__}"
-    )
-
-
-def _structure(state: Any) -> Any:
-    """The nesting of a state with its leaves replaced by None."""
-    if isinstance(state, torch.Tensor):
-        return None
-    return tuple(_structure(part) for part in state)
-
-
-class _StateLayout:
-    """Flattens a state (a tensor, or a nested tuple of tensors such as ``(h, c)`` or the
-    per-layer states of a stack) into one ``(batch, S)`` matrix: leaves depth first."""
-
-    def __init__(self, state: State) -> None:
-        leaves = _leaves(state)
-        self.structure = _structure(state)
-        self.shapes = [p.shape[1:] for p in leaves]
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes) + 1)]
-
-    @property
-    def total(self) -> int:
-        return self.offsets[-1]
-
-    def flatten(self, state: State) -> torch.Tensor:
-        leaves = _leaves(state)
-        if len(leaves) != len(self.sizes):
-            raise ValueError(
-                f"model.cell returned a state with {len(leaves)} tensors, the initial state has "
-                f"{len(self.sizes)}"
-            )
-        return torch.cat([p.reshape(p.shape[0], -1) for p in leaves], dim=1)
-
-    def unflatten(self, flat: torch.Tensor) -> State:
-        leaves = iter(
-            flat[:, a:b].reshape(flat.shape[0], *shape)
-            for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)
-        )
-
-        def build(structure: Any) -> State:
-            if structure is None:
-                return next(leaves)
-            return tuple(build(part) for part in structure)
-
-        return build(self.structure)
-
-
 def _check_lags(lags: Iterable[int], t: int) -> list[int]:
     if isinstance(lags, int) and not isinstance(lags, bool):
         lags = [lags]
@@ -181,7 +126,7 @@ def state_jacobians(
             "cell(x_t, state) (or to be the cell) and initial_state(batch)"
         )
     state = model.initial_state(batch) if h0 is None else h0
-    layout = _StateLayout(state)
+    layout = TreeLayout(state)
     if component is not None:
         if isinstance(component, bool) or not isinstance(component, int):
             raise TypeError(f"component must be an int or None, got {component!r}")
@@ -189,7 +134,7 @@ def state_jacobians(
             raise ValueError(
                 f"component={component} but the state has {len(layout.sizes)} tensor(s)"
             )
-    flat = layout.flatten(state).detach()
+    flat = layout.concat(state, "model.initial_state").detach()
     if not bool(torch.isfinite(flat).all()):
         raise ValueError("the initial state h0 contains non-finite values")
 
@@ -201,7 +146,7 @@ def state_jacobians(
         for s in range(1, t + 1):
             if s - 1 >= first:
                 stored[s - 1] = flat
-            flat = layout.flatten(cell(x[:, s - 1], layout.unflatten(flat)))
+            flat = layout.concat(cell(x[:, s - 1], layout.split(flat)), "model.cell's state")
 
     lo, hi = (0, layout.total) if component is None else (
         layout.offsets[component], layout.offsets[component + 1]
@@ -220,7 +165,7 @@ def state_jacobians(
             x_s = x[:, s - 1]
 
             def step(prev: torch.Tensor, x_s: torch.Tensor = x_s) -> torch.Tensor:
-                return layout.flatten(cell(x_s, layout.unflatten(prev)))
+                return layout.concat(cell(x_s, layout.split(prev)), "model.cell's state")
 
             _, pull = torch.func.vjp(step, stored[s - 1])
             if vectorize:

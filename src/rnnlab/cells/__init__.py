@@ -10,9 +10,11 @@ from rnnlab.cells.base import (
     IMPLS,
     RecurrentCell,
     State,
+    concat_state,
     flatten_state,
     map_state,
     run_cell,
+    split_state,
     twice_differentiable,
 )
 from rnnlab.cells.deep import DeepTransitionCell, StackedCell
@@ -33,8 +35,10 @@ __all__ = [
     "RecurrentCell",
     "StackedCell",
     "State",
+    "concat_state",
     "flatten_state",
     "map_state",
     "run_cell",
+    "split_state",
     "twice_differentiable",
 ]

@@ -32,17 +32,20 @@ whether a graph will be differentiated twice is only known at backward time). An
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Union
+from typing import Any, Union
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnlab._tree import tree_concat, tree_leaves, tree_map, tree_split
 from rnnlab._validation import check_positive_int, check_tensor
 
 State = Union[torch.Tensor, tuple["State", ...]]  # noqa: UP007 (a recursive alias needs Union)
@@ -113,19 +116,12 @@ def uniform_init_(p: torch.Tensor, bound: float, generator: torch.Generator | No
                 .uniform_(-bound, bound, generator=generator))
 
 
-def map_state(fn: Callable[..., torch.Tensor], *states: State) -> State:
-    """Apply ``fn`` leaf by leaf to states of the same structure: ``map_state(f, a, b)``."""
-    first = states[0]
-    if isinstance(first, torch.Tensor):
-        return fn(*states)
-    return tuple(map_state(fn, *parts) for parts in zip(*states, strict=True))
-
-
-def flatten_state(state: State) -> list[torch.Tensor]:
-    """The leaves of a state, depth first."""
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return [leaf for part in state for leaf in flatten_state(part)]
+# The state-tree helpers live in rnnlab._tree (one set for the whole package); these are their
+# public spellings.
+map_state = tree_map
+flatten_state = tree_leaves
+concat_state = tree_concat
+split_state = tree_split
 
 
 def _check_structure(name: str, state: object, template: object) -> None:
@@ -559,6 +555,75 @@ def fused_rnn(
     return out, result[1][0]
 
 
+def torch_shaped(
+    *old_order: str, old_third_is_bool: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a cell's ``__init__(self, input_size, hidden_size, bias=True, *, ...)`` (torch's
+    order) so that callers of the order before it, ``(input_size, hidden_size, *old_order)`` with
+    the options positional, are never silently misread:
+
+    * one positional bool after ``hidden_size`` is ``bias``, as in torch; where the old third
+      argument was a bool too (``old_third_is_bool``: the LSTM's ``peepholes``) a
+      ``FutureWarning`` says that its meaning changed;
+    * anything else positional after ``hidden_size`` (a str, a number, several values) can only
+      be the old order: it keeps its old meaning for this release, with a ``DeprecationWarning``
+      that spells the call to write now.
+    """
+    def decorate(init: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(init)
+        def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+            if len(args) > 2:
+                args, kwargs = _legacy_positional(
+                    type(self).__name__, old_order, old_third_is_bool, args, kwargs
+                )
+            init(self, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _legacy_positional(
+    cls: str, old_order: tuple[str, ...], old_third_is_bool: bool, args: tuple,
+    kwargs: dict[str, Any],
+) -> tuple[tuple, dict[str, Any]]:
+    extra = args[2:]
+    if len(extra) == 1 and isinstance(extra[0], bool):
+        if old_third_is_bool:
+            warnings.warn(
+                f"{cls}({args[0]!r}, {args[1]!r}, {extra[0]!r}): the third positional argument "
+                f"is bias, as in torch; before it was {old_order[0]}. Pass "
+                f"bias={extra[0]!r} or {old_order[0]}={extra[0]!r} by keyword to say which",
+                FutureWarning, stacklevel=3,
+            )
+        return args, kwargs
+    if len(extra) > len(old_order):
+        raise TypeError(
+            f"{cls} takes input_size, hidden_size and bias positionally, the options by keyword; "
+            f"got {len(args)} positional arguments"
+        )
+    named = dict(zip(old_order, extra, strict=False))
+    twice = sorted(set(named) & set(kwargs))
+    if twice:
+        raise TypeError(f"{cls} got multiple values for {', '.join(twice)}")
+    call = ", ".join([repr(args[0]), repr(args[1])] + [f"{k}={v!r}" for k, v in named.items()])
+    warnings.warn(
+        f"{cls}'s options after hidden_size are keyword-only now (torch's order: input_size, "
+        f"hidden_size, bias=True, *, ...); positional, {', '.join(named)} "
+        f"{'keeps its' if len(named) == 1 else 'keep their'} old meaning for this release only: "
+        f"write {cls}({call})",
+        DeprecationWarning, stacklevel=3,
+    )
+    return args[:2], {**kwargs, **named}
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a bool (or a numpy bool), else a TypeError naming ``name``."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_finite_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -573,10 +638,12 @@ __all__ = [
     "RecurrentCell",
     "State",
     "check_lengths",
+    "concat_state",
     "flatten_state",
     "fused_rnn",
     "higher_order_reason",
     "map_state",
     "run_cell",
+    "split_state",
     "twice_differentiable",
 ]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, uniform_init_
+from rnnlab.cells.base import RecurrentCell, State, check_bool, torch_shaped, uniform_init_
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
@@ -40,29 +40,32 @@ class DeepTransitionCell(RecurrentCell):
     Args:
         input_size: D.
         hidden_size: H, the state's width.
+        bias: whether the layers have biases. The options below are keyword only (the order
+            before, with them positional, still works for one release with a
+            ``DeprecationWarning``).
         layers: L >= 1, the transition's layers counting the last one that produces h(t)
             (L = 1 is the plain tanh RNN; Pascanu et al. use L = 2).
         transition_size: width of the intermediate layers z_l (default H).
         shortcut: DT(S)-RNN's shortcut ``W_s h(t-1)`` into the last layer (needs L >= 2).
         nonlinearity: phi of the intermediate layers: ``"tanh"``, ``"relu"`` or ``"sigmoid"``
             (the state itself is always tanh).
-        bias: whether the layers have biases.
         generator, device, dtype: initialization seed, as for any ``torch.nn`` module.
 
     Parameters: ``weight_ih`` (U), ``weight_hh`` (W_1), ``bias_ih`` (b_1) of the first layer,
     ``transition`` (``nn.Linear`` layers 2 .. L), ``weight_shortcut`` (W_s).
     """
 
+    @torch_shaped("layers", "transition_size", "shortcut", "nonlinearity", "bias")
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
+        bias: bool = True,
+        *,
         layers: int = 2,
         transition_size: int | None = None,
         shortcut: bool = False,
         nonlinearity: str = "tanh",
-        bias: bool = True,
-        *,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -70,6 +73,7 @@ class DeepTransitionCell(RecurrentCell):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        check_bool("bias", bias)
         self.num_layers = check_positive_int("layers", layers)
         self.transition_size = check_positive_int(
             "transition_size", hidden_size if transition_size is None else transition_size
@@ -166,6 +170,11 @@ class StackedCell(RecurrentCell):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Each layer's own ``reset_parameters``, bottom to top, from ``generator``."""
+        for layer in self.layers:
+            layer.reset_parameters(generator)  # type: ignore[operator]
 
     def state_sizes(self) -> object:
         return tuple(layer.state_sizes() for layer in self.layers)

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, fused_rnn, uniform_init_
+from rnnlab.cells.base import (
+    RecurrentCell,
+    State,
+    check_bool,
+    fused_rnn,
+    torch_shaped,
+    uniform_init_,
+)
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -29,19 +36,32 @@ class ElmanCell(RecurrentCell):
     Args:
         input_size: D.
         hidden_size: H.
-        nonlinearity: ``"tanh"`` or ``"relu"``.
-        bias: whether ``bias_ih``/``bias_hh`` exist.
+        bias: whether the biases exist (as ``torch.nn.RNNCell``).
+        nonlinearity: ``"tanh"`` or ``"relu"`` (keyword only).
+        recurrent_bias: ``False`` keeps one bias ``b = bias_ih`` and no ``bias_hh`` (the course's
+            Elman RNN, :class:`rnnlab.models.ElmanRNN`, has one bias ``b``); the math is the
+            same as with ``bias_hh = 0``.
         generator: seeds the initialization (uniform(-1/sqrt(H), 1/sqrt(H)), as torch.nn.RNN).
         device, dtype: as for any ``torch.nn`` module.
+
+    The third positional argument is ``bias``, as in torch; the order before (``nonlinearity``,
+    ``bias`` positional) still works for one release, with a ``DeprecationWarning``.
+
+    Example::
+
+        cell = ElmanCell(3, 8, nonlinearity="relu")
+        h = cell(torch.randn(5, 3), cell.initial_state(5))    # (5, 8)
     """
 
+    @torch_shaped("nonlinearity", "bias")
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
-        nonlinearity: str = "tanh",
         bias: bool = True,
         *,
+        nonlinearity: str = "tanh",
+        recurrent_bias: bool = True,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -49,6 +69,8 @@ class ElmanCell(RecurrentCell):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        check_bool("bias", bias)
+        check_bool("recurrent_bias", recurrent_bias)
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
@@ -57,12 +79,16 @@ class ElmanCell(RecurrentCell):
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(hidden_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
+        self.bias_hh = (nn.Parameter(torch.empty(hidden_size, **factory))
+                        if bias and recurrent_bias else None)
+        if bias and not recurrent_bias:
+            # torch's fused kernel takes both biases or none: a zero b_hh makes it compute the
+            # one-bias step exactly (adding 0 is exact); not saved in the state_dict
+            self.register_buffer("_zero_bias_hh", torch.zeros(hidden_size, **factory),
+                                 persistent=False)
         else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+            self._zero_bias_hh = None
         self.reset_parameters(generator)
         self.layout_for_cudnn()
 
@@ -88,7 +114,8 @@ class ElmanCell(RecurrentCell):
     def fused_weights(self) -> tuple[str, list[torch.Tensor]]:
         weights = [self.weight_ih, self.weight_hh]
         if self.bias_ih is not None:
-            weights += [self.bias_ih, self.bias_hh]
+            weights += [self.bias_ih,
+                        self._zero_bias_hh if self.bias_hh is None else self.bias_hh]
         return f"rnn_{self.nonlinearity}", weights
 
     def _sequence(self, impl, x, state0, lengths, return_states):
@@ -98,6 +125,7 @@ class ElmanCell(RecurrentCell):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}, "
-            f"bias={self.bias_ih is not None}"
+            f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}, "
+            f"nonlinearity={self.nonlinearity!r}"
+            + ("" if self.bias_ih is None or self.bias_hh is not None else ", recurrent_bias=False")
         )

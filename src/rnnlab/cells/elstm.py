@@ -22,24 +22,42 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import uniform_init_
+from rnnlab.cells.base import check_bool, torch_shaped, uniform_init_
 
 
 class ELSTMCell(nn.Module):
-    """Element-wise LSTM cell (Irie et al. 2023); ``(c, h) = cell(x_t, (c, h))``."""
+    """Element-wise LSTM cell (Irie et al. 2023); ``(c, h) = cell(x_t, (c, h))``.
 
+    Args:
+        input_size: D.
+        hidden_size: N.
+        bias: must be True: the cell always has b_z, b_f, b_o (its closed-form RTRL,
+            :class:`rnnlab.learning.ELSTMRTRL`, is written with them); the argument is there for
+            torch's constructor order ``(input_size, hidden_size, bias=True, *, ...)``.
+        forget_bias: added to b_f at initialization (keyword only; positional, the order
+            before, still works for one release with a ``DeprecationWarning``).
+        device, dtype: as for any ``torch.nn`` module.
+    """
+
+    @torch_shaped("forget_bias")
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
-        forget_bias: float = 1.0,
+        bias: bool = True,
         *,
+        forget_bias: float = 1.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        if not check_bool("bias", bias):
+            raise ValueError(
+                "ELSTMCell has no bias=False: its biases b_z, b_f, b_o are part of the model "
+                "(and of ELSTMRTRL's closed form); use ELSTMCell(input_size, hidden_size)"
+            )
         self.forget_bias = float(forget_bias)
         factory = {"device": device, "dtype": dtype}
         n, d = hidden_size, input_size

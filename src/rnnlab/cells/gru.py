@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, fused_rnn, uniform_init_
+from rnnlab.cells.base import (
+    RecurrentCell,
+    State,
+    check_bool,
+    fused_rnn,
+    torch_shaped,
+    uniform_init_,
+)
 
 FORMS = ("cho", "torch")
 
@@ -36,20 +43,24 @@ class GRUCell(RecurrentCell):
     Args:
         input_size: D.
         hidden_size: H.
+        bias: whether ``bias_ih``/``bias_hh`` exist (as ``torch.nn.GRUCell``).
         form: ``"cho"`` (reset before the recurrent matrix, Cho et al. 2014) or ``"torch"``
-            (reset after it, as ``torch.nn.GRU``).
-        bias: whether ``bias_ih``/``bias_hh`` exist.
+            (reset after it, as ``torch.nn.GRU``); keyword only.
         generator: seeds the initialization (uniform(-1/sqrt(H), 1/sqrt(H)), as torch.nn.GRU).
         device, dtype: as for any ``torch.nn`` module.
+
+    The order before (``form``, ``bias`` positional) still works for one release, with a
+    ``DeprecationWarning``. Example: ``GRUCell(3, 8, form="torch")`` is ``torch.nn.GRUCell(3, 8)``.
     """
 
+    @torch_shaped("form", "bias")
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
-        form: str = "cho",
         bias: bool = True,
         *,
+        form: str = "cho",
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -57,6 +68,7 @@ class GRUCell(RecurrentCell):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        check_bool("bias", bias)
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         self.form = form

@@ -33,7 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, check_finite_float, fused_rnn, uniform_init_
+from rnnlab.cells.base import (
+    RecurrentCell,
+    State,
+    check_bool,
+    check_finite_float,
+    fused_rnn,
+    torch_shaped,
+    uniform_init_,
+)
 
 # The derivatives from the stored activations in one kernel each, written into a buffer slice:
 # sigmoid: grad * y * (1 - y); tanh: grad * (1 - y^2).
@@ -117,6 +125,7 @@ class LSTMCell(RecurrentCell):
     Args:
         input_size: D.
         hidden_size: H.
+        bias: whether ``bias_ih``/``bias_hh`` exist (as ``torch.nn.LSTMCell``).
         peepholes: add the diagonal peephole weights (Gers & Schmidhuber 2000). The variant
             ``"NP"`` has none whatever this says.
         variant: ``"vanilla"``, ``"NIG"``, ``"NFG"``, ``"NOG"``, ``"NIAF"``, ``"NOAF"``, ``"NP"``,
@@ -125,7 +134,6 @@ class LSTMCell(RecurrentCell):
             it, ``bias_hh`` rows to 0); 1.0 keeps the memory open at the start of training
             (Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015). ``None`` keeps torch's
             uniform initialization; ignored when ``bias=False``.
-        bias: whether ``bias_ih``/``bias_hh`` exist.
         generator: seeds the initialization.
         device, dtype: as for any ``torch.nn`` module.
 
@@ -133,17 +141,28 @@ class LSTMCell(RecurrentCell):
     ``nn.LSTM`` whatever the variant), set to zero and never used: their gradient is zero.
     With ``variant="NP"`` (or ``peepholes=False`` on the vanilla cell) the cell is exactly
     ``torch.nn.LSTMCell`` and layers run torch's fused kernel.
+
+    The options after ``bias`` are keyword-only. Before, the third positional argument was
+    ``peepholes``: ``LSTMCell(3, 4, False)`` now means ``bias=False``, as in torch, and warns
+    (``FutureWarning``) for one release; the old order with more positional arguments keeps its
+    old meaning for one release with a ``DeprecationWarning``.
+
+    Example::
+
+        cell = LSTMCell(3, 8, peepholes=False)          # exactly torch.nn.LSTMCell(3, 8)
+        h, c = cell(torch.randn(5, 3), cell.initial_state(5))
     """
 
+    @torch_shaped("peepholes", "variant", "forget_bias", "bias", old_third_is_bool=True)
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
+        bias: bool = True,
+        *,
         peepholes: bool = True,
         variant: str = "vanilla",
         forget_bias: float | None = 1.0,
-        bias: bool = True,
-        *,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -155,8 +174,8 @@ class LSTMCell(RecurrentCell):
             raise ValueError(
                 f"unknown LSTM variant {variant!r}; valid variants: {', '.join(VARIANTS)}"
             )
-        if not isinstance(peepholes, bool):
-            raise TypeError(f"peepholes must be a bool, got {type(peepholes).__name__}")
+        check_bool("peepholes", peepholes)
+        check_bool("bias", bias)
         self.variant = _BY_LOWER[variant.lower()]
         spec = VARIANTS[self.variant]
         self.spec = LSTMVariant(**{**spec.__dict__, "peepholes": spec.peepholes and peepholes})

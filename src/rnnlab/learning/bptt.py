@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from rnnlab._tree import tree_leaves as flatten_state
+from rnnlab._tree import tree_map as map_state
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.cells.base import State, flatten_state, map_state
+from rnnlab.cells.base import State
 from rnnlab.learning.base import LearningRule, check_reduction, squared_error
 
 

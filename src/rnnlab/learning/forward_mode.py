@@ -20,12 +20,14 @@ theirs directly from autograd on the step's loss.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from rnnlab._tree import tree_concat, tree_split
 from rnnlab._validation import check_positive_int, check_tensor
 from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction, squared_error
 
@@ -33,22 +35,23 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def flatten_state(state: State) -> torch.Tensor:
-    """``(batch, S)``: the state's components concatenated along the feature axis."""
-    if isinstance(state, torch.Tensor):
-        return state.reshape(state.shape[0], -1)
-    return torch.cat([flatten_state(s) for s in state], dim=1)
+    """Deprecated: ``rnnlab.cells.concat_state`` (this name returns a ``(batch, S)`` tensor,
+    unlike ``rnnlab.cells.flatten_state``, which returns the list of leaves)."""
+    warnings.warn(
+        "rnnlab.learning.forward_mode.flatten_state is deprecated: write "
+        "rnnlab.cells.concat_state(state) for the (batch, S) tensor (rnnlab.cells.flatten_state "
+        "returns the list of leaves)", DeprecationWarning, stacklevel=2,
+    )
+    return tree_concat(state)
 
 
 def unflatten_state(flat: torch.Tensor, like: State) -> State:
-    """The inverse of :func:`flatten_state` for a state shaped like ``like``."""
-    if isinstance(like, torch.Tensor):
-        return flat.reshape(flat.shape[0], *like.shape[1:])
-    parts, start = [], 0
-    for component in like:
-        size = flatten_state(component).shape[1]
-        parts.append(unflatten_state(flat[:, start : start + size], component))
-        start += size
-    return tuple(parts)
+    """Deprecated: ``rnnlab.cells.split_state``, the inverse of ``concat_state``."""
+    warnings.warn(
+        "rnnlab.learning.forward_mode.unflatten_state is deprecated: write "
+        "rnnlab.cells.split_state(flat, like)", DeprecationWarning, stacklevel=2,
+    )
+    return tree_split(flat, like)
 
 
 class _Transition(nn.Module):
@@ -71,11 +74,11 @@ def recurrent_parameter_names(model: nn.Module, input_size: int) -> list[str]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(2, input_size, generator=gen, dtype=ref.dtype).to(ref.device)
     state = model.initial_state(2)
-    flat = flatten_state(state)
+    flat = tree_concat(state)
     flat = flat + 0.1 * torch.randn(flat.shape, generator=gen, dtype=ref.dtype).to(ref.device)
-    state = unflatten_state(flat, state)
+    state = tree_split(flat, state)
     with torch.enable_grad():
-        out = flatten_state(model.cell(x, state)).sum()
+        out = tree_concat(model.cell(x, state)).sum()
         grads = torch.autograd.grad(out, list(params.values()), allow_unused=True)
     return [name for name, g in zip(params, grads, strict=True) if g is not None]
 
@@ -128,7 +131,7 @@ class CellRule(LearningRule):
     def reset(self, batch_size: int | None = None, h0: State | None = None) -> None:
         batch_size = 1 if batch_size is None else check_positive_int("batch_size", batch_size)
         self._state = self.model.initial_state(batch_size) if h0 is None else h0
-        flat = flatten_state(self._state).detach()
+        flat = tree_concat(self._state).detach()
         if flat.shape[0] != batch_size:
             raise ValueError(f"h0 has batch size {flat.shape[0]}, expected {batch_size}")
         self._reset_influence(flat)
@@ -141,8 +144,8 @@ class CellRule(LearningRule):
         like = self._state
 
         def single(p: dict, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            state = unflatten_state(s.unsqueeze(0), like)
-            return flatten_state(functional_call(self._transition, p, (x.unsqueeze(0), state)))[0]
+            state = tree_split(s.unsqueeze(0), like)
+            return tree_concat(functional_call(self._transition, p, (x.unsqueeze(0), state)))[0]
 
         return single
 
@@ -174,7 +177,7 @@ class CellRule(LearningRule):
                      device=ref.device, layout="(batch, features)")
         if self._state is None:
             self.reset(x_t.shape[0])
-        flat = flatten_state(self._state).detach()
+        flat = tree_concat(self._state).detach()
         if flat.shape[0] != x_t.shape[0]:
             raise ValueError(
                 f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
@@ -182,11 +185,11 @@ class CellRule(LearningRule):
             )
         with torch.no_grad():
             new_flat = self._advance(x_t, flat)
-        new_state = unflatten_state(new_flat, self._state)
+        new_state = tree_split(new_flat, self._state)
         self._state = new_state
         leaf = new_flat.detach().requires_grad_(True)
         with torch.enable_grad():
-            o = self.model.output(unflatten_state(leaf, new_state))
+            o = self.model.output(tree_split(leaf, new_state))
             self.last_loss = None
             if y_t is not None:
                 check_tensor("y_t", y_t, ndim=2, dtype=o.dtype, device=o.device,

@@ -16,7 +16,7 @@ input values never reach any output or gradient.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,20 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnlab._validation import check_positive_int
 from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell, uniform_init_
 from rnnlab.cells.deep import ACTIVATIONS, StackedCell
-from rnnlab.models.elman import READOUTS
+
+
+def _identity(a: torch.Tensor) -> torch.Tensor:
+    return a
+
+
+# Each readout: the activation and its derivative written in terms of the *output* o = f(a),
+# which is what RTRL has at hand without keeping a_o.
+READOUTS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor],
+                          Callable[[torch.Tensor], torch.Tensor]]] = {
+    "tanh": (torch.tanh, lambda o: 1.0 - o * o),
+    "identity": (_identity, torch.ones_like),
+    "sigmoid": (torch.sigmoid, lambda o: o * (1.0 - o)),
+}
 
 
 def _as_cell(cell_or_cells: RecurrentCell | Sequence[RecurrentCell]) -> RecurrentCell:
@@ -236,4 +249,4 @@ class RecurrentNetwork(nn.Module):
         )
 
 
-__all__ = ["RecurrentLayer", "RecurrentNetwork"]
+__all__ = ["READOUTS", "RecurrentLayer", "RecurrentNetwork"]
