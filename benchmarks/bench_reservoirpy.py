@@ -22,10 +22,10 @@ the states are checked to agree before timing). Mackey-Glass (tau = 17,
 process CPU time beside it, which a loaded machine disturbs less):
 
 * fit = state collection + ridge fit: ReservoirPy ``model.fit(X, Y, warmup=100)`` (all states
-  held, then ``X^T X`` by numpy); rnnlab :func:`~rnnlab.reservoir.kernels.fit_streaming` (the
+  held, then ``X^T X`` by numpy); rnnlab :func:`~rnnlab.reservoir.streaming.fit_streaming` (the
   fused numba kernel, states streamed in chunks into the normal equations, syrk Gram);
 * predict = the test run continuing from the final training state (``model.run`` /
-  :func:`~rnnlab.reservoir.kernels.predict_streaming`);
+  :func:`~rnnlab.reservoir.streaming.predict_streaming`);
 * peak memory of the fit: ReservoirPy with ``tracemalloc`` (numpy's allocations); rnnlab with
   :func:`rnnlab.analysis.cost.peak_memory_bytes` (torch's allocator, through the profiler) and
   ``tracemalloc`` at the same time (numpy's: the chunk's Gram); rnnlab's figure is the sum of
@@ -98,7 +98,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rnnlab.analysis.cost import peak_memory_bytes  # noqa: E402
-from rnnlab.reservoir import kernels  # noqa: E402
+from rnnlab.reservoir import _numba, streaming  # noqa: E402
 from rnnlab.reservoir.esn import EchoStateNetwork  # noqa: E402
 from rnnlab.reservoir.readout import RidgeReadout  # noqa: E402
 from rnnlab.tasks import mackey_glass, mackey_glass_squash, nrmse  # noqa: E402
@@ -111,18 +111,18 @@ RIDGE = 1e-6
 def set_threads(n: int) -> str:
     torch.set_num_threads(n)
     lines = [f"torch threads {torch.get_num_threads()}"]
-    if kernels.numba_available():
+    if _numba.numba_available():
         import numba
 
         numba.set_num_threads(n)
         if n > 1:
-            kernels.set_kernel_threads(n)
-        mode = ("serial" if kernels.kernel_threads() == 1 else {
+            _numba.set_kernel_threads(n)
+        mode = ("serial" if _numba.kernel_threads() == 1 else {
             "on": "overlap: states on one core, Gram on another",
             "off": "rows and Gram split across the threads",
             "auto": "split for one sequence, overlapped for batches of "
-                    f"{kernels.OVERLAP_MIN_BATCH} or more"}[ARGS.overlap])
-        lines.append(f"rnnlab kernel threads {kernels.kernel_threads()} (fit: {mode}; numpy "
+                    f"{streaming.OVERLAP_MIN_BATCH} or more"}[ARGS.overlap])
+        lines.append(f"rnnlab kernel threads {_numba.kernel_threads()} (fit: {mode}; numpy "
                      f"BLAS on 1 thread inside rnnlab's fit when above 1)")
     else:
         lines.append("numba not installed: torch loop")
@@ -231,7 +231,7 @@ def our_fit(esn: EchoStateNetwork, u: torch.Tensor, y: torch.Tensor, warmup: int
             ) -> tuple[RidgeReadout, torch.Tensor]:
     readout = RidgeReadout(esn.units, 1, RIDGE, dtype=F64, device=esn.W.device)
     overlap = {"auto": None, "on": True, "off": False}[ARGS.overlap]
-    final = kernels.fit_streaming(esn, readout, u, y, washout=warmup, overlap=overlap)
+    final = streaming.fit_streaming(esn, readout, u, y, washout=warmup, overlap=overlap)
     return readout, final
 
 
@@ -246,7 +246,7 @@ def our_states(esn: EchoStateNetwork, u: torch.Tensor, chunk: int = 2048) -> tor
     x = None
     # the same thread pools as inside fit_streaming (one thread each while the kernel threads
     # share the cores)
-    with torch.no_grad(), kernels._single_threaded_pools(kernels.kernel_threads() > 1):
+    with torch.no_grad(), _numba.single_threaded_pools(_numba.kernel_threads() > 1):
         for start in range(0, u.shape[1], chunk):
             x = esn.states(u[:, start:start + chunk], x)[:, -1].clone()
     return x
@@ -296,7 +296,7 @@ def single_case(args: argparse.Namespace, esn: EchoStateNetwork) -> dict[str, fl
         for key, m, a, b, t in (("f64", esn, u, y, u_test), ("f32", esn32, u32, y32, ut32)):
             fw, fc, (readout, final) = timed(lambda m=m, a=a, b=b: our_fit(m, a, b, w))
             pw, pc, (pred, _) = timed(lambda m=m, r=readout, x=final, t=t:
-                                      kernels.predict_streaming(m, r, t, state0=x))
+                                      streaming.predict_streaming(m, r, t, state0=x))
             runs[key].append((fw, fc, pw, pc))
             if key == "f64":
                 p_ours = pred
@@ -373,7 +373,7 @@ def batch_case(args: argparse.Namespace, esn: EchoStateNetwork, rpy_single_fit: 
         our_fit(model, ub[:, :300], yb[:, :300], 10)  # warm the batched kernel (or CUDA graph)
         fw, fc, (readout, _) = timed(lambda m=model, a=ub, c=yb: our_fit(m, a, c, w))
         pw, pc, (pred, _) = timed(
-            lambda m=model, r=readout, a=ut: kernels.predict_streaming(m, r, a))
+            lambda m=model, r=readout, a=ut: streaming.predict_streaming(m, r, a))
         err = nrmse(pred[:, w:].double().cpu(), y_test[:, w:])
         results[name] = (fw, fc, pw, pc, err)
 
@@ -520,9 +520,9 @@ def main() -> int:
         print("reservoirpy is not installed (pip install reservoirpy==0.4.2)")
         return 1
     print(f"reservoirpy {reservoirpy.__version__}; rnnlab kernel: "
-          f"{'numba' if kernels.numba_available() else 'torch'}")
+          f"{'numba' if _numba.numba_available() else 'torch'}")
     esn = build_esn(args.units, args.seed)
-    print(f"ESN: {args.units} units, density 0.1 ({kernels.csr_arrays(esn.W).nnz} weights), "
+    print(f"ESN: {args.units} units, density 0.1 ({_numba.csr_arrays(esn.W).nnz} weights), "
           f"rho 0.9, leak 0.3, ridge {RIDGE}; numba kernel in use: "
           f"{DEVICE.type == 'cpu' and esn.uses_numba(1)} (batch {args.batch}: "
           f"{DEVICE.type == 'cpu' and esn.uses_numba(max(1, args.batch))})")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab.reservoir import cuda_graphs, kernels
+from rnnlab.reservoir import cuda_graphs, kernels, streaming
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.readout import RidgeReadout
 from tests.reference import deep_esn_state_gaps, esn_state_gap
@@ -46,20 +46,18 @@ def test_cuda_chunks_are_whole_graph_blocks(monkeypatch):
     esn = _esn(n=1000)
     monkeypatch.setattr(esn, "uses_cuda_graph", lambda batch=1, steps=0: True)
     for batch in (1, 3, 32, 500):
-        steps = kernels._cuda_chunk(esn, batch)
+        steps = streaming._cuda_chunk(esn, batch)
         assert steps % cuda_graphs.GRAPH_STEPS == 0 and steps >= cuda_graphs.GRAPH_MIN_STEPS
-        assert steps * batch * 1000 * 8 <= max(kernels.CUDA_CHUNK_BYTES,
+        assert steps * batch * 1000 * 8 <= max(streaming.CUDA_CHUNK_BYTES,
                                                  cuda_graphs.GRAPH_MIN_STEPS * batch * 8000)
-        assert (steps + cuda_graphs.GRAPH_STEPS) * batch * 8000 > kernels.CUDA_CHUNK_BYTES \
+        assert (steps + cuda_graphs.GRAPH_STEPS) * batch * 8000 > streaming.CUDA_CHUNK_BYTES \
             or steps == cuda_graphs.GRAPH_MIN_STEPS
     monkeypatch.setattr(esn, "uses_cuda_graph", lambda batch=1, steps=0: False)
-    assert kernels._cuda_chunk(esn, 3) == kernels.CUDA_CHUNK_BYTES // (3 * 8000)
+    assert streaming._cuda_chunk(esn, 3) == streaming.CUDA_CHUNK_BYTES // (3 * 8000)
 
 
 def test_logistic_units_run_the_torch_loop():
-    from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
-
-    esn = LogisticEchoStateNetwork(500, 1, density=0.05, dtype=F64)
+    esn = EchoStateNetwork(500, 1, density=0.05, activation="logistic", dtype=F64)
     assert not esn.uses_numba(1) and not esn.uses_cuda_graph(1, 10_000)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab.reservoir import kernels
+from rnnlab.reservoir import _numba, kernels
 from rnnlab.reservoir.esn import EchoStateNetwork
 from rnnlab.reservoir.readout import RidgeReadout
 
@@ -67,15 +67,15 @@ def _inputs(batch, steps, d=2, dtype=F64, seed=0):
 def test_vectorised_tanh_against_math_tanh():
     xs = np.concatenate([np.linspace(-25.0, 25.0, 200_001), np.geomspace(1e-300, 1.0, 2000),
                          -np.geomspace(1e-300, 1.0, 2000), [0.0, 0.6249999, 0.625, 19.9, 20.5]])
-    got = np.array([kernels._tanh_jit(float(x)) for x in xs[::50]])
+    got = np.array([_numba._tanh_jit(float(x)) for x in xs[::50]])
     ref = np.array([math.tanh(float(x)) for x in xs[::50]])
     assert np.abs(got - ref).max() <= 3e-16
     # relative accuracy down to tiny arguments (no cancellation near 0)
     tiny = np.geomspace(1e-300, 1.0, 300)
     ref_tiny = np.array([math.tanh(float(x)) for x in tiny])
-    rel = np.abs(np.array([kernels._tanh_jit(float(x)) for x in tiny]) - ref_tiny) / ref_tiny
+    rel = np.abs(np.array([_numba._tanh_jit(float(x)) for x in tiny]) - ref_tiny) / ref_tiny
     assert rel.max() <= 4.5e-16  # 2 ulp
-    assert kernels._tanh_jit(math.inf) == 1.0 and kernels._tanh_jit(-math.inf) == -1.0
+    assert _numba._tanh_jit(math.inf) == 1.0 and _numba._tanh_jit(-math.inf) == -1.0
 
 
 def test_csr_arrays_match_scipy():
@@ -190,7 +190,7 @@ def test_parallel_rows_equal_serial(batch, dtype):
     for threads in (2, 3):
         flat = drive.clone()
         try:
-            kernels._THREADS["n"] = threads  # set_kernel_threads refuses more than the cores
+            _numba._THREADS["n"] = threads  # set_kernel_threads refuses more than the cores
             par = kernels.recur_numba(csr, drive, x0, None, fast.leak, fast.a, fast.b,
                                       parallel=True)
             # in place (out is drive), as states() does
@@ -213,7 +213,7 @@ def test_parallel_rows_stop_when_a_thread_fails():
     out = np.empty_like(drive)
     ones, zeros = np.ones(100), np.zeros(100)
     calls = []
-    real = kernels._run_one_part_jit
+    real = _numba._run_one_part_jit
 
     def failing(part, *rest):
         calls.append(part)
@@ -221,13 +221,13 @@ def test_parallel_rows_stop_when_a_thread_fails():
             raise RuntimeError("thread 1 failed")
         return real(part, *rest)
 
-    kernels._run_one_part_jit = failing
+    _numba._run_one_part_jit = failing
     try:
         # thread 0 would wait for thread 1 forever without the abort slot
         with pytest.raises(RuntimeError, match="thread 1 failed"):
-            kernels._run_parallel(csr, drive, x0, out, ones, ones, zeros, True, True, 2)
+            _numba._run_parallel(csr, drive, x0, out, ones, ones, zeros, True, True, 2)
     finally:
-        kernels._run_one_part_jit = real
+        _numba._run_one_part_jit = real
     assert sorted(calls) == [0, 1]
 
 
@@ -251,7 +251,7 @@ def test_parallel_rows_release_started_threads_when_a_start_fails(monkeypatch):
 
     monkeypatch.setattr(threading.Thread, "start", start)
     with pytest.raises(RuntimeError, match="can't start new thread"):
-        kernels._run_parallel(csr, drive, np.zeros((1, 100)), out, ones, ones, zeros, True,
+        _numba._run_parallel(csr, drive, np.zeros((1, 100)), out, ones, ones, zeros, True,
                               True, 3)
     monkeypatch.undo()
     # the thread that did start saw the abort slot and returned instead of waiting for ever
@@ -272,7 +272,7 @@ def test_kernel_threads_bad_input():
 def test_row_blocks_split_the_stored_weights_evenly():
     indptr = np.concatenate([[0], np.cumsum(np.arange(1, 101))]).astype(np.uint64)
     for blocks in (1, 2, 3, 7):
-        b = kernels._row_blocks(indptr, blocks)
+        b = _numba._row_blocks(indptr, blocks)
         assert b[0] == 0 and b[-1] == 100 and len(b) == blocks + 1
         assert np.all(np.diff(b) >= 0)
         per_block = np.diff(indptr.astype(np.int64)[b])
@@ -348,6 +348,7 @@ def test_fallback_without_numba(monkeypatch):
     """With numba unimportable, "auto" runs the torch loop and "numba" is a clear error."""
     try:
         monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
+        importlib.reload(_numba)
         importlib.reload(kernels)
         assert not kernels.numba_available()
         esn = EchoStateNetwork(120, 2, density=0.1, leak=0.4, bias_scaling=0.2, seed=3,
@@ -365,6 +366,7 @@ def test_fallback_without_numba(monkeypatch):
         assert ro.fitted
     finally:
         monkeypatch.undo()
+        importlib.reload(_numba)
         importlib.reload(kernels)
     assert kernels.numba_available() == (importlib.util.find_spec("numba") is not None)
 
@@ -422,12 +424,12 @@ def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
     last = kernels.fit_streaming(esn, serial, u, y, chunk=37, washout=20)
     parallel = RidgeReadout(120, 1, 1e-4, dtype=F64)
     try:
-        kernels._THREADS["n"] = 2  # also where the machine has one core: the waits yield
+        _numba._THREADS["n"] = 2  # also where the machine has one core: the waits yield
         final = kernels.fit_streaming(esn, parallel, u, y, chunk=37, washout=20,
                                       overlap=overlap)
     finally:
         kernels.set_kernel_threads(1)
-    assert not getattr(kernels._LOCAL, "serial", False)  # the per-thread switch is restored
+    assert not getattr(_numba._LOCAL, "serial", False)  # the per-thread switch is restored
     # The serial fit computes each chunk's input drive W_in u + b with the machine's BLAS
     # threads, the parallel one with one thread: a BLAS may round those products differently
     # (FMA or not) by an ulp of |drive| <= 1.2. The leaky reservoir (leak 0.3, spectral radius
@@ -459,7 +461,7 @@ def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
 def test_fit_pool_threads_run_one_thread_pools():
     # the pool's threads must not split their BLAS calls over the cores, whatever the
     # caller's settings: run a probe on a pool made while torch uses two threads
-    pool = kernels._fit_pool(2)
+    pool = _numba.fit_pool(2)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -468,7 +470,7 @@ def test_fit_pool_threads_run_one_thread_pools():
         pool.shutdown(wait=True)
         torch.set_num_threads(previous)
     assert seen == 1
-    assert kernels._fit_pool(1) is None
+    assert _numba.fit_pool(1) is None
 
 
 def test_fit_streaming_with_feedback_and_carried_state():
@@ -503,13 +505,13 @@ def test_predict_streaming_continues_from_a_state():
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
-def test_accumulate_normal_equations_against_numpy(dtype):
+def test_partial_fit_normal_equations_against_numpy(dtype):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 70, 40, generator=g, dtype=F64).to(dtype)
     y = torch.randn(2, 70, 3, generator=g, dtype=F64).to(dtype)
     ro = RidgeReadout(40, 3, 1e-3, dtype=F64)
-    kernels.accumulate_normal_equations(ro, x[:, :30], y[:, :30])
-    kernels.accumulate_normal_equations(ro, x[:, 30:], y[:, 30:])
+    ro.partial_fit(x[:, :30], y[:, :30])
+    ro.partial_fit(x[:, 30:], y[:, 30:])
     xn = x.double().reshape(-1, 40).numpy()
     yn = y.double().reshape(-1, 3).numpy()
     s = ro.statistics()
@@ -562,11 +564,9 @@ def test_streaming_bad_input():
     with pytest.raises(ValueError, match="teacher"):
         kernels.predict_streaming(fb, ro, u)
     with pytest.raises(ValueError, match="same leading"):
-        kernels.accumulate_normal_equations(ro, torch.zeros(5, 50, dtype=F64),
-                                            torch.zeros(4, 1, dtype=F64))
+        ro.partial_fit(torch.zeros(5, 50, dtype=F64), torch.zeros(4, 1, dtype=F64))
     with pytest.raises(ValueError, match="features"):
-        kernels.accumulate_normal_equations(ro, torch.zeros(5, 49, dtype=F64),
-                                            torch.zeros(5, 1, dtype=F64))
+        ro.partial_fit(torch.zeros(5, 49, dtype=F64), torch.zeros(5, 1, dtype=F64))
     # nothing was added by the failed calls
     assert float(ro.statistics()["count"]) == 0
 
@@ -576,13 +576,13 @@ def test_single_threaded_pools_limit_and_restore():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with kernels._single_threaded_pools(True):
+        with _numba.single_threaded_pools(True):
             assert torch.get_num_threads() == 1
             blas = [p["num_threads"] for p in threadpoolctl.threadpool_info()
                     if p["user_api"] == "blas"]
             assert blas and all(n == 1 for n in blas)
         assert torch.get_num_threads() == 2
-        with kernels._single_threaded_pools(False):
+        with _numba.single_threaded_pools(False):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -596,7 +596,7 @@ def test_fit_streaming_on_two_threads_with_the_torch_loop():
     last = kernels.fit_streaming(esn, serial, u, y, chunk=25, washout=10)
     parallel = RidgeReadout(60, 1, 1e-4, dtype=F64)
     try:
-        kernels._THREADS["n"] = 2
+        _numba._THREADS["n"] = 2
         final = kernels.fit_streaming(esn, parallel, u, y, chunk=25, washout=10, overlap=False)
     finally:
         kernels.set_kernel_threads(1)

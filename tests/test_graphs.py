@@ -10,9 +10,6 @@ import pytest
 import torch
 
 from rnnlab.reservoir.graphs import (
-    _grow,
-    _pair_index,
-    _splitmix_uniform,
     barabasi_albert_reservoir,
     graph_reservoir,
     graph_to_reservoir,
@@ -23,6 +20,7 @@ from rnnlab.reservoir.graphs import (
     waxman_beta,
     waxman_reservoir,
 )
+from rnnlab.reservoir.spatial_growth import _grow, _pair_index, _splitmix_uniform
 
 
 def _adjacency(graph: nx.Graph) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Reservoir computing: echo state networks, their topologies and their linear readouts.
 
 Only the readout is trained; the input and recurrent weights are fixed at random (or by a
-deterministic recipe) and stored as buffers. See ``docs/reservoir.md`` for the equations.
+deterministic recipe) and stored as buffers. See ``docs/reservoir.md`` for the equations and
+the package's layout (weights at the bottom, then the one step ``_step`` and its backends, the
+networks, readouts and plasticity, and streaming fits on top; ``lint-imports`` checks it).
 """
 
+from rnnlab.reservoir._numba import kernel_threads, numba_available, set_kernel_threads
 from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork, sparse_density_threshold
 from rnnlab.reservoir.estimator import ESNRegressor
@@ -18,14 +21,7 @@ from rnnlab.reservoir.graphs import (
     watts_strogatz_reservoir,
     waxman_reservoir,
 )
-from rnnlab.reservoir.kernels import (
-    accumulate_normal_equations,
-    fit_streaming,
-    kernel_threads,
-    numba_available,
-    predict_streaming,
-    set_kernel_threads,
-)
+from rnnlab.reservoir.kernels import accumulate_normal_equations  # deprecated
 from rnnlab.reservoir.plasticity import (
     IntrinsicPlasticity,
     LogisticEchoStateNetwork,
@@ -40,6 +36,7 @@ from rnnlab.reservoir.readout import (
     RLSReadout,
     pool_states,
 )
+from rnnlab.reservoir.streaming import fit_streaming, predict_streaming
 from rnnlab.reservoir.topology import (
     delay_line,
     delay_line_feedback,

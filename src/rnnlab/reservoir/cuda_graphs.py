@@ -6,11 +6,12 @@ loop spends most of each step launching its three or four kernels from Python. A
 (``torch.cuda.CUDAGraph``) records the kernels of ``GRAPH_STEPS`` consecutive steps once and
 replays them with one launch, so the per-step cost becomes the kernels' own time.
 
-The recorded step is the torch loop's step (:func:`dense_step`, shared with the eager loop of
-:meth:`EchoStateNetwork.recur <rnnlab.reservoir.esn.EchoStateNetwork.recur>`, so the two cannot
-drift apart)::
+The recorded step is the package's one reservoir step (:func:`rnnlab.reservoir._step.step`,
+shared with the eager loop of :meth:`EchoStateNetwork.recur
+<rnnlab.reservoir.esn.EchoStateNetwork.recur>` and intrinsic plasticity, so they cannot drift
+apart), in its dense ``out=`` form::
 
-    x(t) = (1 - a) x(t-1) + a tanh(g (drive(t) + W x(t-1)) + s)
+    x(t) = (1 - a) x(t-1) + a f(g (drive(t) + W x(t-1)) + s)        f = tanh or sigmoid
 
 A graph reads and writes fixed addresses: it is recorded on its own buffers (the drive of
 ``GRAPH_STEPS`` steps, overwritten by the states, and the carried state), and each replay
@@ -37,12 +38,11 @@ import collections
 import threading
 import warnings
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rnnlab.reservoir.esn import EchoStateNetwork
+from rnnlab.reservoir._step import step as _reservoir_step
 
 # Steps recorded in one graph, and the shortest run that uses graphs.
 GRAPH_STEPS = 64
@@ -51,26 +51,20 @@ GRAPH_MIN_STEPS = 2 * GRAPH_STEPS
 
 def dense_step(drive_t: torch.Tensor, x: torch.Tensor, w_t: torch.Tensor, gain: torch.Tensor,
                shift: torch.Tensor, leak: torch.Tensor, plain: bool, full_leak: bool,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """One step with a dense W (``w_t`` is W transposed). ``plain``: gain 1 and shift 0;
-    ``full_leak``: leak 1. With ``out`` ``(batch, N)`` (a strided view is fine, and so is the
-    memory of ``drive_t``, which is read first) the state is written there and ``out`` is
-    returned; ``out=None`` builds a new tensor (and records autograd, which ``out=`` cannot)."""
-    pre = torch.addmm(drive_t, x, w_t)
-    if not plain:
-        pre = torch.addcmul(shift, gain, pre)
-    if out is None:
-        h = torch.tanh(pre)
-        return h if full_leak else torch.lerp(x, h, leak)
-    if full_leak:
-        return torch.tanh(pre, out=out)
-    return torch.lerp(x, torch.tanh_(pre), leak, out=out)
+               out: torch.Tensor | None = None, activation: str = "tanh") -> torch.Tensor:
+    """One step with a dense W (``w_t`` is W transposed): :func:`rnnlab.reservoir._step.step`
+    (kept under this name for callers of the earlier module)."""
+    return _reservoir_step(drive_t, x, w_t, gain, shift, leak, plain, full_leak, out,
+                           activation=activation)
 
 
 class _GraphLoop:
-    """``GRAPH_STEPS`` steps of one ESN for one batch size, recorded as a CUDA graph."""
+    """``GRAPH_STEPS`` steps of one ESN for one batch size, recorded as a CUDA graph.
 
-    def __init__(self, esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool) -> None:
+    ``esn`` is duck-typed (its buffers ``W``, ``leak``, ``a``, ``b``, its ``units`` and
+    ``activation``), so that this backend does not import the network built on it."""
+
+    def __init__(self, esn: Any, batch: int, plain: bool, full_leak: bool) -> None:
         dev, dt = esn.W.device, esn.W.dtype
         self.device = dev
         self.steps = GRAPH_STEPS
@@ -81,7 +75,8 @@ class _GraphLoop:
         with torch.cuda.device(dev), torch.inference_mode(False), torch.no_grad():
             self.buf = torch.zeros(batch, self.steps, esn.units, device=dev, dtype=dt)
             self.x = torch.zeros(batch, esn.units, device=dev, dtype=dt)
-            self._args = (esn.W.t(), esn.a, esn.b, esn.leak, plain, full_leak)
+            self._args = (esn.W.t(), esn.a, esn.b, esn.leak, plain, full_leak,
+                          getattr(esn, "activation", "tanh"))
             # cuBLAS sets up its handle and workspace on first use, which must not happen
             # during recording: run the body once on the recording stream first (as torch's
             # documentation asks), then record on that same stream
@@ -95,11 +90,11 @@ class _GraphLoop:
             torch.cuda.current_stream(dev).wait_stream(side)
 
     def _body(self) -> None:
-        w_t, gain, shift, leak, plain, full_leak = self._args
+        w_t, gain, shift, leak, plain, full_leak, activation = self._args
         x = self.x
         for t in range(self.steps):
-            x = dense_step(self.buf[:, t], x, w_t, gain, shift, leak, plain, full_leak,
-                           out=self.buf[:, t])
+            x = _reservoir_step(self.buf[:, t], x, w_t, gain, shift, leak, plain, full_leak,
+                                out=self.buf[:, t], activation=activation)
         self.x.copy_(x)
 
     def run(self, drive: torch.Tensor, state: torch.Tensor, out: torch.Tensor) -> int:
@@ -133,18 +128,19 @@ _LOCK = threading.RLock()
 LOOPS_PER_MODULE = 4
 
 
-def _key(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool) -> tuple:
+def _key(esn: Any, batch: int, plain: bool, full_leak: bool) -> tuple:
     # What the recorded kernels depend on: the buffers' addresses and layouts (the graph reads
     # their memory at each replay, so values changed in place need no new recording), the
     # flags that chose the step's operations, and the matmul precision settings that chose
     # cuBLAS's kernel.
     tensors = (esn.W, esn.leak, esn.a, esn.b)
-    return (batch, plain, full_leak, esn.W.device, esn.W.dtype,
+    return (batch, plain, full_leak, getattr(esn, "activation", "tanh"), esn.W.device,
+            esn.W.dtype,
             tuple((t.data_ptr(), tuple(t.shape), t.stride()) for t in tensors),
             torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
 
 
-def graph_loop(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool
+def graph_loop(esn: Any, batch: int, plain: bool, full_leak: bool
                ) -> _GraphLoop | None:
     """The module's recorded loop for this batch size (recorded now if none of its cached
     loops fits: another batch size, device, dtype or matmul precision, or buffers replaced).
@@ -173,6 +169,6 @@ def graph_loop(esn: EchoStateNetwork, batch: int, plain: bool, full_leak: bool
         return loop
 
 
-def recorded_graphs(esn: EchoStateNetwork) -> int:
+def recorded_graphs(esn: Any) -> int:
     """How many recorded loops are cached for ``esn`` (for tests)."""
     return len(_LOOPS.get(esn, ()))

@@ -39,15 +39,15 @@ through the layers below). The deep ESN papers above have no output feedback; pu
 reservoir of the stack. With feedback off (``output_size = 0`` or ``feedback_scaling = 0``)
 the equation is the one of Gallicchio et al. and W_fb,l is absent.
 
-Every layer is an :class:`~rnnlab.reservoir.esn.EchoStateNetwork` (``layers[l]``; a
-:class:`~rnnlab.reservoir.plasticity.LogisticEchoStateNetwork` with ``activation="logistic"``),
-so its fixed weights are buffers (``layers.<l>.W``, ``layers.<l>.W_fb`` etc. in the
-``state_dict``) and its time loop, sparse kernel and teacher-forced input drive are the shallow
-network's. Since layer l at time t needs only layer l-1 at time t, its own past and y(t-1) (the
-teacher, known in advance), a teacher-forced sequence is run layer by layer (each layer's input
-projection one matmul over all steps), which gives the same states as advancing the stack step
-by step. Free-running generation cannot: y(t-1) is the readout of all layers at t-1, so
-:meth:`DeepEchoStateNetwork.generate` advances the whole stack one step at a time.
+Every layer is an :class:`~rnnlab.reservoir.esn.EchoStateNetwork` (``layers[l]``, with the deep
+network's ``activation``), so its fixed weights are buffers (``layers.<l>.W``,
+``layers.<l>.W_fb`` etc. in the ``state_dict``) and its time loop, sparse kernel and
+teacher-forced input drive are the shallow network's. Since layer l at time t needs only layer
+l-1 at time t, its own past and y(t-1) (the teacher, known in advance), a teacher-forced
+sequence is run layer by layer (each layer's input projection one matmul over all steps), which
+gives the same states as advancing the stack step by step. Free-running generation cannot:
+y(t-1) is the readout of all layers at t-1, so :meth:`DeepEchoStateNetwork.generate` advances
+the whole stack one step at a time.
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ from rnnlab._validation import (
     check_tensor,
     check_washout,
 )
-from rnnlab.reservoir.esn import EchoStateNetwork, closed_loop
-from rnnlab.reservoir.plasticity import LogisticEchoStateNetwork
+from rnnlab.reservoir._generate import closed_loop
+from rnnlab.reservoir._step import ACTIVATIONS
+from rnnlab.reservoir.esn import EchoStateNetwork
 
 VARIANTS = ("deepESN", "deepESN-IA", "groupedESN")
-ACTIVATIONS = ("tanh", "logistic")
 FEEDBACK_LAYERS = ("all", "first")
 
 
@@ -190,7 +190,6 @@ class DeepEchoStateNetwork(nn.Module):
             ("bias_scaling", bias_scaling), ("density", density), ("topology", topology),
             ("distribution", distribution), ("r", r), ("backward_weight", backward_weight))}
         gen = make_generator(seed, generator)
-        cls = LogisticEchoStateNetwork if activation == "logistic" else EchoStateNetwork
         built = []
         for i, n in enumerate(sizes):
             in_s, inter_s = per["input_scaling"][i], per["inter_scaling"][i]
@@ -204,13 +203,13 @@ class DeepEchoStateNetwork(nn.Module):
                                      torch.as_tensor(inter_s, dtype=torch.float64)
                                      .expand(sizes[i - 1])])
             try:
-                built.append(cls(
+                built.append(EchoStateNetwork(
                     n, width, topology=per["topology"][i],
                     spectral_radius=per["spectral_radius"][i], density=per["density"][i],
                     distribution=per["distribution"][i], r=per["r"][i],
                     backward_weight=per["backward_weight"][i], leak=per["leak"][i],
                     input_scaling=scaling, bias_scaling=per["bias_scaling"][i], sparse=sparse,
-                    generator=gen, device=device, dtype=dtype))
+                    activation=activation, generator=gen, device=device, dtype=dtype))
             except (ValueError, TypeError, RuntimeError) as err:
                 raise type(err)(f"layer {i}: {err}") from err
         # W_fb is drawn after every other weight, not by each layer's constructor (which draws

@@ -17,52 +17,37 @@ State update, for a batch of sequences, with N units, D inputs and O outputs::
   back (teacher forcing: ``y(t-1)`` is the target at ``t-1``), in generation the network's own
   readout output.
 
+Length: this module is the network class whole (about 600 lines): its constructor's checks,
+the choice of the time loop's backend (numba, CUDA graphs, eager torch; dense or CSR) and the run
+methods; the step itself (:mod:`rnnlab.reservoir._step`), the backends, the weight builders
+(:mod:`rnnlab.reservoir.topology`) and the closed loop (:mod:`rnnlab.reservoir._generate`)
+live in their own modules.
+
 The readout is not part of this module: fit one of :mod:`rnnlab.reservoir.readout` on the states.
 
 Computation. The input (and teacher) projection of a whole sequence is one matmul outside the
 time loop (``drive = W_in u + bias + W_fb y_prev`` for all steps at once); the loop
 (:meth:`EchoStateNetwork.recur`) only adds ``W x(t-1)`` and applies the non-linearity and the
-leak. On the CPU that loop is by default the fused numba kernel of
-:mod:`rnnlab.reservoir.kernels` (one pass over the rows of W per step; ``kernel="auto"``, see
-:func:`~rnnlab.reservoir.kernels.numba_is_faster`); on CUDA the torch loop replayed as CUDA
-graphs (:mod:`rnnlab.reservoir.cuda_graphs`); and otherwise (autograd, no numba,
-``kernel="torch"``) the torch loop below. In the torch loop ``W x`` uses torch's sparse CSR
-matmul on the CPU when it is faster than dense. Measured here (shared 2-core AMD EPYC, 1
-thread, torch 2.13, leak 0.3, the whole step: matmul, tanh, leak; microseconds per step, best
-of 3 runs of 400 steps; dense / CSR):
-
-=====  =======  ==================  ==================  ===================  ===================
-N      density  float64, batch 1    float64, batch 32   float32, batch 1     float32, batch 32
-=====  =======  ==================  ==================  ===================  ===================
-300    0.02     40 / 38             384 / 272           40 / 57              247 / 192
-300    0.1      38 / 47             284 / 228           43 / 67              246 / 216
-500    0.05     111 / 95            1033 / 681          99 / 120             691 / 369
-500    0.2      67 / 103            742 / 733           94 / 214             750 / 685
-1000   0.02     300 / 116           2766 / 752          242 / 126            2132 / 595
-1000   0.1      331 / 270           3514 / 2246         239 / 346            2664 / 1357
-1000   0.2      209 / 323           3203 / 2407         238 / 659            2356 / 1962
-2000   0.05     2754 / 382          12668 / 5171        1964 / 798           10293 / 2974
-2000   0.2      1796 / 1445         16999 / 14861       1266 / 2028          6208 / 6055
-=====  =======  ==================  ==================  ===================  ===================
-
-The crossover density grows with N (a small dense W stays in cache) and is about half as high
-in float32 (dense float32 moves half the bytes, the CSR kernel gains less) and about twice as
-high for batches (the CSR index traffic is shared by the batch columns). So ``sparse=None``
+leak, each step the package's one reservoir step (:mod:`rnnlab.reservoir._step`). On the CPU
+that loop is by default the fused numba kernel of :mod:`rnnlab.reservoir._numba` (tanh units;
+``kernel="auto"``, see :func:`~rnnlab.reservoir._numba.numba_is_faster`); on CUDA the torch
+loop replayed as CUDA graphs (:mod:`rnnlab.reservoir.cuda_graphs`); and otherwise (autograd,
+no numba, logistic units, ``kernel="torch"``) the eager torch loop. In the torch loop ``W x``
+uses torch's sparse CSR matmul on the CPU when it is faster than dense: ``sparse=None``
 (automatic) uses CSR on the CPU when the density of W is at most
 ``d* = c * min(N, 4000) / 1000`` with ``c = 0.12`` (float64) or ``0.05`` (other dtypes), doubled
 (up to 0.25) for batches of 8 or more, and N >= 400 (N >= 256 for such batches); dense otherwise,
-and always dense on CUDA (measured on an H200: dense was faster than torch's CSR matmul up to
-N = 2000 at density 0.05 and within 10% at N = 4000, density 0.02; see
-:mod:`rnnlab.reservoir.cuda_graphs`, which replays the dense loop as CUDA graphs).
-``sparse=True/False`` forces the choice.
+and always dense on CUDA. The rule comes from measurements (the crossover density grows with N,
+is lower in float32 and higher for batches); the table is in ``docs/reservoir.md`` ("Dense or
+CSR: measured"). ``sparse=True/False`` forces the choice.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -74,9 +59,12 @@ from rnnlab._validation import (
     check_tensor,
     check_washout,
 )
+from rnnlab.reservoir import _numba as _kernels
 from rnnlab.reservoir import cuda_graphs as _cuda_graphs
-from rnnlab.reservoir import kernels as _kernels
 from rnnlab.reservoir import topology as topo
+from rnnlab.reservoir._generate import closed_loop
+from rnnlab.reservoir._step import check_activation
+from rnnlab.reservoir._step import step as reservoir_step
 
 # The automatic dense/CSR rule (measured; see the module docstring).
 SPARSE_MIN_UNITS = 400
@@ -99,25 +87,7 @@ def sparse_density_threshold(units: int, dtype: torch.dtype, batch: int = 1) -> 
     c = 0.12 if dtype == torch.float64 else 0.05
     d = c * min(units, 4000) / 1000
     return min(2 * d, 0.25) if batch >= SPARSE_BATCH else d
-INPUT_WEIGHTS = ("uniform", "sign_random", "sign_pi")
-
-
-def _as_dense_float64(w: Any, name: str) -> torch.Tensor:
-    if isinstance(w, torch.Tensor):
-        w = w.detach()
-        if w.layout != torch.strided:
-            w = w.to_dense()
-        return w.to(device="cpu", dtype=torch.float64)
-    if isinstance(w, np.ndarray):
-        return torch.from_numpy(np.asarray(w, dtype=np.float64).copy())
-    try:
-        import scipy.sparse as sp
-    except ImportError:  # pragma: no cover
-        sp = None
-    if sp is not None and sp.issparse(w):
-        return torch.from_numpy(w.toarray().astype(np.float64))
-    raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or scipy.sparse matrix, "
-                    f"got {type(w).__name__}")
+INPUT_WEIGHTS = topo.INPUT_WEIGHTS
 
 
 class EchoStateNetwork(nn.Module):
@@ -130,7 +100,8 @@ class EchoStateNetwork(nn.Module):
             when ``output_size > 0`` and ``feedback_scaling > 0``.
         topology: ``"random"`` (sparse random, :func:`~rnnlab.reservoir.topology.sparse_random`),
             ``"dlr"``, ``"dlrb"``, ``"scr"`` (Rodan & Tino 2011), or a user matrix (N x N,
-            torch/numpy/scipy).
+            torch/numpy/scipy) or builder (:func:`~rnnlab.reservoir.topology.weight_from`:
+            called with ``(N, N)``, and ``generator=`` when it takes one).
         spectral_radius: rho(W) to scale W to. ``None`` means 0.9 for ``"random"`` and no
             scaling for the deterministic topologies (their weights are ``r``, ``backward_weight``)
             and for a user W. For ``"scr"`` it sets ``r`` (rho = r exactly); a ``"dlr"`` cannot be
@@ -146,20 +117,29 @@ class EchoStateNetwork(nn.Module):
         input_scaling: ``"uniform"`` input weights are uniform on ``[-s, s]`` (s one number or
             one per input feature); for the sign patterns it is their absolute value v.
         input_weights: ``"uniform"``, ``"sign_random"`` (|v| with seeded random signs),
-            ``"sign_pi"`` (signs from the digits of pi, Rodan & Tino 2011), or a user N x D matrix.
+            ``"sign_pi"`` (signs from the digits of pi, Rodan & Tino 2011), or a user N x D matrix
+            or builder (called with ``(N, D)``, as for ``topology``).
         digit_offset: first digit of pi used by ``"sign_pi"`` (0: the leading 3).
         bias_scaling: the bias is uniform on ``[-bias_scaling, bias_scaling]`` (0: no bias).
         feedback_scaling: W_fb is uniform on ``[-feedback_scaling, feedback_scaling]``.
         sparse: use a sparse CSR kernel for ``W x`` in the torch loop (``None``: automatic,
             see the module doc).
         kernel: the time loop: ``"numba"`` (the fused CPU kernel of
-            :mod:`rnnlab.reservoir.kernels`), ``"torch"`` (the eager torch loop, any device),
+            :mod:`rnnlab.reservoir._numba`), ``"torch"`` (the eager torch loop, any device),
             ``"cuda_graph"`` (the torch loop recorded and replayed as CUDA graphs,
             :mod:`rnnlab.reservoir.cuda_graphs`), or ``"auto"``: where no autograd graph is
             needed, numba when it is installed, the module is float32/float64 on the CPU and
-            W is sparse enough (:func:`~rnnlab.reservoir.kernels.numba_is_faster`), CUDA
+            W is sparse enough (:func:`~rnnlab.reservoir._numba.numba_is_faster`), CUDA
             graphs on CUDA for runs of at least ``GRAPH_MIN_STEPS`` steps; else the eager
-            loop. All give the same states (to round-off).
+            loop. All give the same states (to round-off). Logistic units run the torch
+            loop (eager, dense or CSR) only.
+        activation: the unit non-linearity f: ``"tanh"`` (the equation above) or
+            ``"logistic"`` (``sigmoid``: Fermi units, for the Triesch (2005) rule of
+            intrinsic plasticity; the slope at the origin is 1/4, so the linearisation around
+            a state is ``(1 - a) I + a diag(g y (1 - y)) W``).
+        W, W_in: the recurrent and input weights themselves, as ReservoirPy's ``W=``/``Win=``:
+            a matrix or a builder; the same as ``topology=W`` and ``input_weights=W_in`` (give
+            one spelling of each).
         seed, generator: randomness; W, then W_in, then the bias, then W_fb are drawn in that
             order from one CPU generator (``generator``, or a new one seeded with ``seed``,
             default 0), in float64 and then cast, so one seed gives the same network in every
@@ -170,6 +150,9 @@ class EchoStateNetwork(nn.Module):
     move with ``.to()`` and are saved by ``state_dict``. Tensors are batch first: inputs
     ``(batch, time, D)``, states ``(batch, time, N)``, a state ``(batch, N)``.
     """
+
+    # the class default, for modules pickled before the attribute existed
+    activation = "tanh"
 
     def __init__(
         self,
@@ -191,6 +174,9 @@ class EchoStateNetwork(nn.Module):
         feedback_scaling: float = 0.0,
         sparse: bool | None = None,
         kernel: str = "auto",
+        activation: str = "tanh",
+        W: Any = None,
+        W_in: Any = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -202,6 +188,10 @@ class EchoStateNetwork(nn.Module):
         output_size = check_int("output_size", output_size, low=0)
         if sparse not in (None, True, False):
             raise ValueError(f"sparse must be None, True or False, got {sparse!r}")
+        activation = check_activation(activation)
+        if activation != "tanh" and kernel in ("numba", "cuda_graph"):
+            raise ValueError(f"kernel={kernel!r} compiles tanh units only; {activation} units "
+                             f"run the torch loop: use kernel='auto' or 'torch'")
         if kernel not in _kernels.KERNELS:
             raise ValueError(f"kernel must be one of {_kernels.KERNELS}, got {kernel!r}")
         if kernel == "numba" and not _kernels.numba_available():
@@ -214,36 +204,28 @@ class EchoStateNetwork(nn.Module):
         if spectral_radius is not None:
             spectral_radius = check_number("spectral_radius", spectral_radius, low=0.0,
                                             low_open=True)
+        if W is not None:
+            if not (isinstance(topology, str) and topology == "random"):
+                raise ValueError("give W= or topology=, not both (W= is a user W or builder)")
+            topology = W
+        if W_in is not None:
+            if not (isinstance(input_weights, str) and input_weights == "uniform"):
+                raise ValueError("give W_in= or input_weights=, not both")
+            input_weights = W_in
         self.units, self.input_size, self.output_size = n, d, output_size
         self.sparse = sparse
         self.kernel = kernel
+        self.activation = activation
         gen = make_generator(seed, generator)
 
         # --- recurrent weights
-        w = self._build_recurrent(topology, n, spectral_radius, density, distribution, r,
-                                  backward_weight, gen)
+        w, self.topology = topo.build_recurrent(
+            topology, n, spectral_radius=spectral_radius, density=density,
+            distribution=distribution, r=r, backward_weight=backward_weight, generator=gen)
         # --- input weights, bias, feedback weights (drawn in this order, always, so that e.g.
         # changing bias_scaling does not change W_fb)
-        if isinstance(input_weights, str):
-            if input_weights == "uniform":
-                w_in = topo.dense_uniform_input(n, d, input_scaling, generator=gen,
-                                                dtype=torch.float64)
-            elif input_weights in ("sign_random", "sign_pi"):
-                w_in = topo.sign_pattern_input(
-                    n, d, input_scaling, "random" if input_weights == "sign_random" else "pi",
-                    digit_offset=digit_offset, generator=gen, dtype=torch.float64)
-            else:
-                raise ValueError(f"input_weights must be one of {INPUT_WEIGHTS} or a matrix, "
-                                 f"got {input_weights!r}")
-            self.input_weights = input_weights
-        else:
-            w_in = _as_dense_float64(input_weights, "input_weights")
-            if w_in.shape != (n, d):
-                raise ValueError(f"input_weights must have shape ({n}, {d}), "
-                                 f"got {tuple(w_in.shape)}")
-            if not bool(torch.isfinite(w_in).all()):
-                raise ValueError("input_weights contains non-finite values")
-            self.input_weights = "user"
+        w_in, self.input_weights = topo.build_input(
+            input_weights, n, d, scaling=input_scaling, digit_offset=digit_offset, generator=gen)
         bias = bias_scaling * (2.0 * torch.rand(n, generator=gen, dtype=torch.float64) - 1.0)
         w_fb = None
         if output_size > 0:
@@ -275,39 +257,6 @@ class EchoStateNetwork(nn.Module):
         self._density: float = 1.0
 
     # --------------------------------------------------------------------------------------------
-    def _build_recurrent(self, topology: Any, n: int, spectral_radius: float | None,
-                         density: float, distribution: str, r: float, backward_weight: float,
-                         gen: torch.Generator) -> torch.Tensor:
-        # Imported here, not at module level: rnnlab.analysis may import this package (memory
-        # capacity of a reservoir), and a module-level import would make a cycle.
-        from rnnlab.analysis.spectral import scale_to_spectral_radius
-
-        if not isinstance(topology, str):
-            w = _as_dense_float64(topology, "topology (a user W)")
-            if w.shape != (n, n):
-                raise ValueError(f"the user W must have shape ({n}, {n}), got {tuple(w.shape)}")
-            if not bool(torch.isfinite(w).all()):
-                raise ValueError("the user W contains non-finite values")
-            self.topology = "user"
-            return w if spectral_radius is None else scale_to_spectral_radius(w, spectral_radius)
-        if topology not in topo.TOPOLOGIES:
-            raise ValueError(f"topology must be one of {topo.TOPOLOGIES} or a matrix, "
-                             f"got {topology!r}")
-        self.topology = topology
-        if topology == "random":
-            w = topo.sparse_random(n, density, distribution, generator=gen, dtype=torch.float64)
-            return scale_to_spectral_radius(w, 0.9 if spectral_radius is None else spectral_radius)
-        if topology == "scr":
-            # rho(SCR) = |r| exactly (closed form), so the target sets r.
-            weight = r if spectral_radius is None else spectral_radius
-            return topo.simple_cycle(n, weight, dtype=torch.float64)
-        if topology == "dlr":
-            w = topo.delay_line(n, r, dtype=torch.float64)
-        else:
-            w = topo.delay_line_feedback(n, r, backward_weight, dtype=torch.float64)
-        return w if spectral_radius is None else scale_to_spectral_radius(w, spectral_radius)
-
-    # --------------------------------------------------------------------------------------------
     @property
     def has_feedback(self) -> bool:
         return self.W_fb is not None
@@ -328,7 +277,8 @@ class EchoStateNetwork(nn.Module):
     def uses_numba(self, batch: int = 1) -> bool:
         """Whether the time loop runs the numba kernel for this batch size, device, dtype and W
         (when no autograd graph is needed; see ``kernel`` in the class doc)."""
-        if self.kernel in ("torch", "cuda_graph") or not _kernels.numba_available():
+        if (self.kernel in ("torch", "cuda_graph") or self.activation != "tanh"
+                or not _kernels.numba_available()):
             return False
         if self.W.device.type != "cpu" or self.W.dtype not in _kernels.NUMBA_DTYPES:
             return False
@@ -366,7 +316,8 @@ class EchoStateNetwork(nn.Module):
         CUDA graph (:mod:`rnnlab.reservoir.cuda_graphs`; when no autograd graph is needed):
         on CUDA with ``kernel="auto"`` or ``"cuda_graph"``, a dense W (see ``sparse``) and at
         least ``GRAPH_MIN_STEPS`` steps."""
-        if self.kernel not in ("auto", "cuda_graph") or self.W.device.type != "cuda":
+        if (self.kernel not in ("auto", "cuda_graph") or self.W.device.type != "cuda"
+                or self.activation != "tanh"):
             return False
         return steps >= _cuda_graphs.GRAPH_MIN_STEPS and not self.uses_sparse(batch)
 
@@ -475,13 +426,14 @@ class EchoStateNetwork(nn.Module):
     def recur(
         self, drive: torch.Tensor, state: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The time loop: ``x(t) = (1 - a) x(t-1) + a tanh(g (drive(t) + W x(t-1)) + s)``.
+        """The time loop: ``x(t) = (1 - a) x(t-1) + a f(g (drive(t) + W x(t-1)) + s)``.
 
         ``drive`` is ``(batch, time, N)`` (see :meth:`input_drive`), ``state`` is x(-1). Writes
         the states into ``out`` (may be ``drive`` itself: step t reads ``drive[:, t]`` before
         writing it) or a new tensor, and returns it. Runs the fused numba kernel
-        (:func:`rnnlab.reservoir.kernels.recur_numba`) where :meth:`uses_numba` says so and no
-        autograd graph is needed, else the torch loop below, whose dense step is replayed as
+        (:func:`rnnlab.reservoir._numba.recur_numba`) where :meth:`uses_numba` says so and no
+        autograd graph is needed, else the torch loop below (each step is
+        :func:`rnnlab.reservoir._step.step`, dense or CSR), whose dense step is replayed as
         CUDA graphs where :meth:`uses_cuda_graph` says so (:mod:`rnnlab.reservoir.cuda_graphs`).
         """
         if self._numba_applies(drive, state):
@@ -498,8 +450,11 @@ class EchoStateNetwork(nn.Module):
                              f"{out.dtype} {tuple(out.shape)} on {out.device}")
         leak = self.leak
         full_leak = bool((leak == 1).all())
-        plain = bool((self.a == 1).all()) and bool((self.b == 0).all())
-        a, b = self.a, self.b
+        a, b, act = self.a, self.b, self.activation
+        # gain 1 and shift 0 let the step skip its multiply-add, but not where their gradient
+        # is wanted (it would be lost)
+        plain = (not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+                 and bool((a == 1).all()) and bool((b == 0).all()))
         x = state
         # out= writes record no autograd: where a graph is needed, steps go to new tensors
         needs_grad = torch.is_grad_enabled() and any(
@@ -508,11 +463,8 @@ class EchoStateNetwork(nn.Module):
         if self.uses_sparse(batch):
             wc = self.recurrent_csr()
             for t in range(steps):
-                # (W x^T)^T: CSR times a dense (N, batch) block.
-                pre = torch.addmm(drive[:, t].t(), wc, x.t()).t()
-                h = torch.tanh(pre if plain else torch.addcmul(b, a, pre))
-                x = h if full_leak else torch.lerp(x, h, leak)
-                out[:, t] = x
+                x = reservoir_step(drive[:, t], x, wc, a, b, leak, plain, full_leak, out[:, t],
+                                   activation=act, sparse=True)
             return out
         done = 0
         loop = _cuda_graphs.graph_loop(self, batch, plain, full_leak) if use_graph else None
@@ -524,13 +476,14 @@ class EchoStateNetwork(nn.Module):
         if needs_grad:
             # new tensors, copied into out (CopySlices records)
             for t in range(steps):
-                x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak)
+                x = reservoir_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak,
+                                   activation=act)
                 out[:, t] = x
             return out
         for t in range(done, steps):
             # written straight into out[:, t] (which may be drive[:, t]: read first)
-            x = _cuda_graphs.dense_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak,
-                                        out=out[:, t])
+            x = reservoir_step(drive[:, t], x, w_t, a, b, leak, plain, full_leak, out[:, t],
+                               activation=act)
         return out
 
     def states(
@@ -633,72 +586,25 @@ class EchoStateNetwork(nn.Module):
             f"units={self.units}, input_size={self.input_size}, output_size={self.output_size}, "
             f"topology={self.topology!r}, input_weights={self.input_weights!r}, "
             f"feedback={self.has_feedback}, sparse={self.sparse}, kernel={self.kernel!r}, "
+            f"activation={self.activation!r}, "
             f"dtype={self.W.dtype}, device={self.W.device}"
         )
 
 
-def closed_loop(
-    model: Any,
-    steps: int,
-    readout: Callable[[torch.Tensor], torch.Tensor],
-    state: torch.Tensor | None,
-    last_output: torch.Tensor | None,
-    inputs: torch.Tensor | None,
-    ref: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The free-running loop of ``generate`` for a shallow or deep echo state network
-    ``model`` (its ``step``, ``has_feedback``, ``initial_state``, ``_check_state``,
-    ``_check_inputs``, ``input_size``, ``output_size``); ``ref`` carries the dtype and device.
-    See :meth:`EchoStateNetwork.generate`."""
-    check_positive_int("steps", steps)
-    if not callable(readout):
-        raise TypeError("readout must be callable: states (batch, units) -> outputs "
-                        "(batch, O)")
-    if inputs is not None:
-        model._check_inputs(inputs)
-        if inputs.shape[1] != steps:
-            raise ValueError(f"inputs have {inputs.shape[1]} steps, expected {steps}")
-    elif last_output is None:
-        raise ValueError("autoregressive generation (no inputs) needs last_output = y(-1)")
-    if model.has_feedback and last_output is None:
-        raise ValueError("this ESN has output feedback: pass last_output = y(-1)")
-    if state is not None:
-        batch = state.shape[0] if state.dim() == 2 else -1
-    elif last_output is not None:
-        batch = last_output.shape[0]
-    else:
-        batch = inputs.shape[0]
-    x = model.initial_state(batch) if state is None else model._check_state(state, batch,
-                                                                             "state")
-    y = None
-    if last_output is not None:
-        width = model.output_size if model.has_feedback else last_output.shape[-1]
-        check_tensor("last_output", last_output, ndim=2, last_dim=width, dtype=ref.dtype,
-                     device=ref.device, layout="(batch, outputs)")
-        if last_output.shape[0] != batch:
-            raise ValueError(f"last_output has batch size {last_output.shape[0]}, "
-                             f"expected {batch}")
-        if inputs is None and last_output.shape[-1] != model.input_size:
-            raise ValueError(
-                f"autoregressive generation feeds the output back as input: the output has "
-                f"{last_output.shape[-1]} features, the ESN takes {model.input_size}")
-        y = last_output
-    if inputs is not None and inputs.shape[0] != batch:
-        raise ValueError(f"inputs have batch size {inputs.shape[0]}, expected {batch}")
-    outputs, states = [], []
-    for t in range(steps):
-        u = inputs[:, t] if inputs is not None else y
-        x = model.step(u, x, y if model.has_feedback else None)
-        y_new = readout(x)
-        if not isinstance(y_new, torch.Tensor) or y_new.dim() != 2 \
-                or y_new.shape[0] != batch:
-            raise ValueError("readout must return a (batch, outputs) tensor")
-        if y is not None and y_new.shape != y.shape:
-            raise ValueError(f"readout returned shape {tuple(y_new.shape)}, expected "
-                             f"{tuple(y.shape)} (the shape of last_output)")
-        if not bool(torch.isfinite(y_new).all()):
-            raise ValueError(f"readout output became non-finite at generation step {t}")
-        y = y_new
-        outputs.append(y)
-        states.append(x)
-    return torch.stack(outputs, 1), torch.stack(states, 1)
+class LogisticEchoStateNetwork(EchoStateNetwork):
+    """Deprecated: ``EchoStateNetwork(..., activation="logistic")``.
+
+    Kept for one release so that existing code runs: it warns (``DeprecationWarning``) and
+    builds the same network as ``EchoStateNetwork(*args, activation="logistic", **kwargs)``
+    (the same weights from the same seed, the same states).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("LogisticEchoStateNetwork is deprecated: use "
+                      "EchoStateNetwork(..., activation='logistic')", DeprecationWarning,
+                      stacklevel=2)
+        if kwargs.get("activation", "logistic") != "logistic":
+            raise ValueError("LogisticEchoStateNetwork has logistic units; for others use "
+                             "EchoStateNetwork(..., activation=...)")
+        kwargs["activation"] = "logistic"
+        super().__init__(*args, **kwargs)

@@ -35,16 +35,16 @@ batch-mean KL divergence, so a batch of B sequences takes ``T`` updates per epoc
 For B = 1 this is exactly the published rule. Each epoch restarts every sequence from the zero
 state; the first ``washout`` steps of each epoch run the reservoir without updating ``a, b``.
 
-Activation. :class:`EchoStateNetwork` has tanh units only. The Triesch rule needs logistic
-units, so this module provides :class:`LogisticEchoStateNetwork`, the same network with
-``f = sigmoid`` (it overrides only ``recur``, the time loop); ``fit`` reads the model's
-``activation`` attribute (``"tanh"`` when absent) and refuses a rule/activation mismatch.
+Activation. The Triesch rule needs logistic units: ``EchoStateNetwork(...,
+activation="logistic")`` (``f = sigmoid``; the deprecated ``LogisticEchoStateNetwork`` builds
+the same); ``fit`` reads the model's ``activation`` attribute (``"tanh"`` when absent) and
+refuses a rule/activation mismatch. The adapting loop runs the package's one reservoir step
+(:mod:`rnnlab.reservoir._step`) in its three parts, since the rules need ``net`` and ``y``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +56,19 @@ from rnnlab._validation import (
     check_tensor,
     check_washout,
 )
-from rnnlab.reservoir.esn import EchoStateNetwork
+from rnnlab.reservoir._step import activate, integrate, net_input
+from rnnlab.reservoir.deep import DeepEchoStateNetwork
+from rnnlab.reservoir.esn import EchoStateNetwork, LogisticEchoStateNetwork
+
+__all__ = [
+    "RULES",
+    "IntrinsicPlasticity",
+    "LogisticEchoStateNetwork",  # deprecated; re-exported where it used to live
+    "activation_of",
+    "schrauwen_update",
+    "triesch_update",
+    "unit_outputs",
+]
 
 RULES = ("triesch", "schrauwen")
 # The activation each published rule was derived for, and the output support of that unit.
@@ -98,57 +110,6 @@ def schrauwen_update(net: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lr: fl
 
 
 # ------------------------------------------------------------------------------------------------
-class LogisticEchoStateNetwork(EchoStateNetwork):
-    """:class:`EchoStateNetwork` with logistic (Fermi) units, for the Triesch (2005) rule::
-
-        x(t) = (1 - leak) x(t-1) + leak * sigmoid(a * net(t) + b)
-
-    with ``net(t) = W_in u(t) + bias + W x(t-1) (+ W_fb y(t-1))`` as in the tanh network. Same
-    constructor, buffers and methods; only the time loop (``recur``) differs. Note that the
-    logistic unit's slope at the origin is 1/4, so the linearisation around a state is
-    ``(1 - leak) I + leak * diag(a y (1 - y)) W``, not the tanh network's.
-    """
-
-    activation = "logistic"
-
-    def uses_numba(self, batch: int = 1) -> bool:
-        """False: the logistic loop is the torch loop (no numba kernel, no CUDA graphs)."""
-        return False
-
-    def uses_cuda_graph(self, batch: int = 1, steps: int = 0) -> bool:
-        """False: the logistic loop is the torch loop (no numba kernel, no CUDA graphs)."""
-        return False
-
-    def recur(
-        self, drive: torch.Tensor, state: torch.Tensor, out: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``x(t) = (1 - leak) x(t-1) + leak sigmoid(a (drive(t) + W x(t-1)) + b)``; as
-        :meth:`EchoStateNetwork.recur` (``out`` may be ``drive`` itself)."""
-        batch, steps, _ = drive.shape
-        if out is None:
-            out = torch.empty_like(drive)
-        leak, a, b = self.leak, self.a, self.b
-        full_leak = bool((leak == 1).all())
-        net = _net_input(self, batch)
-        x = state
-        for t in range(steps):
-            h = torch.sigmoid(torch.addcmul(b, a, net(drive[:, t], x)))
-            x = h if full_leak else torch.lerp(x, h, leak)
-            out[:, t] = x
-        return out
-
-
-def _net_input(esn: EchoStateNetwork, batch: int
-               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``(drive_t, x) -> drive_t + W x`` with the ESN's dense or CSR kernel."""
-    if esn.uses_sparse(batch):
-        wc = esn.recurrent_csr()
-        return lambda d, x: torch.addmm(d.t(), wc, x.t()).t()
-    w_t = esn.W.t()
-    return lambda d, x: torch.addmm(d, x, w_t)
-
-
-# ------------------------------------------------------------------------------------------------
 class IntrinsicPlasticity:
     """Intrinsic-plasticity pre-training of a reservoir's gains ``a`` and shifts ``b``.
 
@@ -163,7 +124,7 @@ class IntrinsicPlasticity:
         bins: histogram bins on the output support for the KL-divergence estimate.
 
     ``fit(model, inputs, washout)`` adapts ``model.a`` and ``model.b`` in place (a shallow
-    :class:`EchoStateNetwork`/:class:`LogisticEchoStateNetwork`, or every layer of a
+    :class:`EchoStateNetwork` (tanh or logistic units), or every layer of a
     :class:`~rnnlab.reservoir.deep.DeepEchoStateNetwork`, first to last, each on the states of
     the already adapted layers before it) and returns the history.
 
@@ -337,7 +298,7 @@ class IntrinsicPlasticity:
                 raise ValueError(
                     f"the {self.rule!r} rule is derived for {self.activation} units but the "
                     f"reservoir has {act} units: use "
-                    + ("LogisticEchoStateNetwork (or activation='logistic' for a deep ESN)"
+                    + ("activation='logistic' (EchoStateNetwork or DeepEchoStateNetwork)"
                        if self.rule == "triesch" else "a tanh EchoStateNetwork")
                     + f", or rule={'schrauwen' if self.rule == 'triesch' else 'triesch'!r}")
 
@@ -372,15 +333,17 @@ def _run(esn: EchoStateNetwork, inputs: torch.Tensor, washout: int,
     washout; with ``ip``, update ``esn.a`` and ``esn.b`` in place at every step after it."""
     drive = esn.input_drive(inputs, teacher)
     batch, steps, _ = drive.shape
-    act = torch.sigmoid if activation_of(esn) == "logistic" else torch.tanh
-    net_of = _net_input(esn, batch)
+    act = activation_of(esn)
+    sparse = esn.uses_sparse(batch)
+    weight = esn.recurrent_csr() if sparse else esn.W.t()
     a, b, leak = esn.a, esn.b, esn.leak
     full_leak = bool((leak == 1).all())
     ys = drive.new_empty(batch, steps - washout, esn.units)
     x = esn.initial_state(batch)
     for t in range(steps):
-        net = net_of(drive[:, t], x)
-        y = act(torch.addcmul(b, a, net))
+        net = net_input(drive[:, t], x, weight, sparse)
+        # never ``plain``: a and b change during the loop
+        y = activate(net, a, b, False, act)
         if t >= washout:
             ys[:, t - washout] = y
             if ip is not None:
@@ -388,13 +351,11 @@ def _run(esn: EchoStateNetwork, inputs: torch.Tensor, washout: int,
                 # Batch mean of the per-sequence updates (module docstring).
                 a.add_(da.mean(0))
                 b.add_(db.mean(0))
-        x = y if full_leak else torch.lerp(x, y, leak)
+        x = integrate(x, y, leak, full_leak)
     return ys
 
 
 def _layers(model: torch.nn.Module) -> tuple[list[EchoStateNetwork], Any]:
-    from rnnlab.reservoir.deep import DeepEchoStateNetwork  # here: deep imports this module
-
     if isinstance(model, DeepEchoStateNetwork):
         return list(model.layers), model
     if isinstance(model, EchoStateNetwork):

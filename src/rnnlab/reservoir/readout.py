@@ -1,5 +1,6 @@
 """Linear readouts for reservoirs: ridge regression (batch, streamed, sharded), LMS, RLS/FORCE,
-and a ridge classifier on pooled states.
+and a ridge classifier on pooled states. (A little over 500 lines: the four readouts share the
+sample checks and the ridge statistics, which is why they stay in one module.)
 
 Ridge regression (Tikhonov regularisation; for ESNs, Jaeger 2001 and Lukosevicius 2012, "A
 practical guide to applying echo state networks"). With features ``X`` (M x F), targets ``Y``

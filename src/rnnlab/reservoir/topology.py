@@ -24,6 +24,10 @@ Input matrices ``W_in`` (N x D):
   5-9: plus), an aperiodic deterministic pattern. The digits are computed exactly with
   integer arithmetic (Machin's formula, 1706), not stored.
 
+A network's ``W=`` / ``W_in=`` (and ``topology=`` / ``input_weights=``) take a matrix or a
+*builder*, as ReservoirPy's initializers: :func:`weight_from` turns either into the float64
+matrix the network stores.
+
 Random draws are made in float64 on the CPU from a ``torch.Generator`` (``generator=``, or a new
 one seeded with ``seed``) and then cast, so one seed gives the same matrix for every dtype and
 device (up to rounding to the dtype).
@@ -31,11 +35,14 @@ device (up to rounding to the dtype).
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
+import numpy as np
 import torch
 
 from rnnlab._random import make_generator
@@ -329,3 +336,134 @@ def sign_pattern_input(
 
 
 TOPOLOGIES = ("random", "dlr", "dlrb", "scr")
+
+
+def _accepts_generator(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def weight_from(spec: Any, shape: tuple[int, ...], name: str,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The float64 CPU matrix of ``shape`` that ``spec`` describes.
+
+    ``spec`` is a matrix (``torch.Tensor``, dense or sparse; ``numpy.ndarray``; ``scipy.sparse``)
+    or a builder: a callable called as ``spec(*shape, generator=generator)`` when it takes a
+    ``generator`` keyword (or ``**kwargs``), else ``spec(*shape)`` (e.g.
+    ``lambda n, m: 0.5 * torch.eye(n, m)``, or
+    ``lambda n, m, generator: sparse_random(n, 0.05, generator=generator)`` for W), which
+    returns such a matrix. Raises ``ValueError`` for a wrong shape or non-finite
+    entries, naming ``name``.
+    """
+    if callable(spec) and not isinstance(spec, torch.Tensor):
+        builder = getattr(spec, "__name__", type(spec).__name__)
+        kwargs = {"generator": generator} if _accepts_generator(spec) else {}
+        w = spec(*shape, **kwargs)
+        name = f"{name} (built by {builder})"
+    else:
+        w = spec
+    w = _as_dense_float64(w, name)
+    if tuple(w.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} contains non-finite values")
+    return w
+
+
+def _as_dense_float64(w: Any, name: str) -> torch.Tensor:
+    if isinstance(w, torch.Tensor):
+        w = w.detach()
+        if w.layout != torch.strided:
+            w = w.to_dense()
+        return w.to(device="cpu", dtype=torch.float64)
+    if isinstance(w, np.ndarray):
+        return torch.from_numpy(np.asarray(w, dtype=np.float64).copy())
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover
+        sp = None
+    if sp is not None and sp.issparse(w):
+        return torch.from_numpy(w.toarray().astype(np.float64))
+    raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or scipy.sparse matrix "
+                    f"(or a builder returning one), got {type(w).__name__}")
+
+
+
+# ------------------------------------------------------------------------------------------------
+# The echo state network's weights from its constructor's options (EchoStateNetwork draws W, then
+# W_in, from one generator, in this order).
+INPUT_WEIGHTS = ("uniform", "sign_random", "sign_pi")
+
+
+def build_recurrent(
+    topology: Any,
+    n: int,
+    *,
+    spectral_radius: float | None,
+    density: float = 0.1,
+    distribution: str = "uniform",
+    r: float = 0.5,
+    backward_weight: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, str]:
+    """``(W, name)``: the float64 recurrent matrix of an echo state network and the name of its
+    topology (``"user"`` for a matrix or builder, see :func:`weight_from`).
+
+    ``"random"``: :func:`sparse_random` scaled to ``spectral_radius`` (default 0.9); ``"scr"``:
+    :func:`simple_cycle` with weight ``spectral_radius`` (its rho exactly) or ``r``; ``"dlr"``,
+    ``"dlrb"`` and a user W: scaled only when ``spectral_radius`` is given (a DLR cannot be:
+    all its eigenvalues are 0). Scaling is
+    :func:`rnnlab.analysis.spectral.scale_to_spectral_radius`.
+    """
+    # Imported here, not at module level: rnnlab.analysis may import the reservoir package
+    # (memory capacity of a reservoir), and a module-level import would make a cycle.
+    from rnnlab.analysis.spectral import scale_to_spectral_radius
+
+    if not isinstance(topology, str):
+        w = weight_from(topology, (n, n), "the user W", generator)
+        return (w if spectral_radius is None
+                else scale_to_spectral_radius(w, spectral_radius)), "user"
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES} or a matrix, got {topology!r}")
+    if topology == "random":
+        w = sparse_random(n, density, distribution, generator=generator, dtype=torch.float64)
+        rho = 0.9 if spectral_radius is None else spectral_radius
+        return scale_to_spectral_radius(w, rho), topology
+    if topology == "scr":
+        # rho(SCR) = |r| exactly (closed form), so the target sets r.
+        weight = r if spectral_radius is None else spectral_radius
+        return simple_cycle(n, weight, dtype=torch.float64), topology
+    if topology == "dlr":
+        w = delay_line(n, r, dtype=torch.float64)
+    else:
+        w = delay_line_feedback(n, r, backward_weight, dtype=torch.float64)
+    return (w if spectral_radius is None
+            else scale_to_spectral_radius(w, spectral_radius)), topology
+
+
+def build_input(
+    spec: Any,
+    n: int,
+    d: int,
+    *,
+    scaling: float | Sequence[float] | torch.Tensor = 1.0,
+    digit_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, str]:
+    """``(W_in, name)``: the float64 N x D input matrix of an echo state network and the name of
+    its kind: ``"uniform"`` (:func:`dense_uniform_input`), ``"sign_random"`` /
+    ``"sign_pi"`` (:func:`sign_pattern_input`, absolute value ``scaling``), or ``"user"`` for a
+    matrix or builder (:func:`weight_from`)."""
+    if not isinstance(spec, str):
+        return weight_from(spec, (n, d), "input_weights", generator), "user"
+    if spec == "uniform":
+        return dense_uniform_input(n, d, scaling, generator=generator,
+                                   dtype=torch.float64), spec
+    if spec in ("sign_random", "sign_pi"):
+        return sign_pattern_input(n, d, scaling, "random" if spec == "sign_random" else "pi",
+                                  digit_offset=digit_offset, generator=generator,
+                                  dtype=torch.float64), spec
+    raise ValueError(f"input_weights must be one of {INPUT_WEIGHTS} or a matrix, got {spec!r}")
