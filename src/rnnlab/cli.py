@@ -1,6 +1,7 @@
 """The ``rnnlab`` command line: a thin shell over the experiment registry.
 
 ``rnnlab list`` lists the experiments (``--options`` with their options);
+``rnnlab run NAME --help`` lists one experiment's options (default, allowed values, help);
 ``rnnlab run NAME [--option value ...] [--out DIR] [--overwrite] [--threads K] [--debug]`` runs
 one with a progress bar, prints its table and writes the run folder.
 
@@ -53,8 +54,9 @@ def list_command(
         text = exp.description
         if options:
             text += "\n" + "\n".join(
-                f"  --{name} ({tp}, default {default!r}): {doc}"
-                for name, tp, default, doc in exp.options()
+                f"  {r['option']} ({r['type']}, default {r['default']!r}"
+                + (f"; {r['allowed']}" if r["allowed"] else "") + f"): {r['help']}"
+                for r in exp.option_rows()
             )
         table.add_row(exp.name, text)
     console.print(table)
@@ -97,10 +99,40 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _format_default(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_fmt(v) for v in value) if value else "(empty)"
+    return "none" if value is None else _fmt(value)
+
+
+def _experiment_help(name: str) -> None:
+    """Print experiment ``name``'s options: default, allowed values, help."""
+    from rnnlab.experiments import get_experiment
+
+    exp = get_experiment(name)
+    console.print(f"Usage: rnnlab run {exp.name} [--option value ...] [--out DIR] "
+                  "[--overwrite] [--threads K] [--debug]\n", markup=False, highlight=False)
+    console.print(exp.description + "\n", markup=False, highlight=False)
+    table = Table(title=f"{exp.name} options", title_justify="left")
+    for column in ("option", "type", "default", "allowed", "help"):
+        table.add_column(column, overflow="fold")
+    for row in exp.option_rows():
+        table.add_row(row["option"], row["type"], _format_default(row["default"]),
+                      row["allowed"], row["help"], style=None)
+    console.print(table, markup=False)
+    console.print("Run options: --out DIR (new or empty), --overwrite, --threads K, --debug "
+                  "(`rnnlab run --help`).", markup=False, highlight=False)
+
+
+@app.command("run", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run_command(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="experiment name (see `rnnlab list`)"),
+    name: str | None = typer.Argument(None, help="experiment name (see `rnnlab list`)",
+                                      show_default=False),
+    help_: bool = typer.Option(False, "--help", "-h", is_eager=False,
+                               help="show this message; with NAME, that experiment's options "
+                               "(defaults, allowed values, help)"),
     out: Path | None = typer.Option(None, "--out", help="run folder (default runs/NAME-TIME); "
                                     "must be new or empty"),
     overwrite: bool = typer.Option(False, "--overwrite", help="reuse a run folder: delete the "
@@ -110,13 +142,28 @@ def run_command(
     debug: bool = typer.Option(False, "--debug", help="show the traceback of an error "
                                "(also RNNLAB_DEBUG=1)"),
 ) -> None:
-    """Run experiment NAME; extra `--option value` pairs set its options."""
+    """Run experiment NAME; extra `--option value` pairs set its options
+    (`rnnlab run NAME --help` lists them)."""
     import torch
 
     from rnnlab.experiments import run_experiment
     from rnnlab.experiments.registry import plan_run
 
     debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    if help_:
+        if name is None:
+            typer.echo(ctx.get_help())
+            raise typer.Exit(0)
+        try:
+            _experiment_help(name)
+        except KeyError as exc:
+            _error(_describe(exc).removeprefix("KeyError: "))
+            raise typer.Exit(2) from None
+        raise typer.Exit(0)
+    if name is None:
+        _error("missing experiment NAME: rnnlab run NAME [--option value ...] (see `rnnlab "
+               "list`, `rnnlab run NAME --help`)")
+        raise typer.Exit(2)
     try:
         overrides = _parse_extra(list(ctx.args))
         # Every check (experiment, options, thread count, run folder) before any work starts.

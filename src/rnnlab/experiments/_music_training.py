@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_positive_int
 from rnnlab.experiments.registry import option
 from rnnlab.tasks.music import (
     NUM_KEYS,
@@ -122,55 +121,35 @@ class MusicConfig:
 
     data: str = option("default", "'default' (../shared/data/jsb-chorales-quarter.json, else "
                        "builtin), 'builtin' (music21 Bach chorales) or a path")
-    hidden_size: int | None = option(None, "hidden units (default 64; 32 with --quick)")
-    epochs: int | None = option(None, "maximum epochs (default 12; 3 with --quick)")
+    hidden_size: int | None = option(None, "hidden units (default 64; 32 with --quick)", low=1)
+    epochs: int | None = option(None, "maximum epochs (default 12; 3 with --quick)", low=1)
     patience: int | None = option(3, "early stopping: epochs without a better valid NLL "
-                                  "(none: off; the best epoch is restored either way)")
-    batch_size: int = option(8, "sequences per mini-batch")
-    lr: float | None = option(None, "Adam learning rate (default 0.01; 0.02 with --quick)")
-    clip_norm: float | None = option(1.0, "gradient-norm clipping threshold (none: off)")
+                                  "(none: off; the best epoch is restored either way)", low=1)
+    batch_size: int = option(8, "sequences per mini-batch", low=1)
+    lr: float | None = option(None, "Adam learning rate (default 0.01; 0.02 with --quick)",
+                              low=0, low_open=True)
+    clip_norm: float | None = option(1.0, "gradient-norm clipping threshold (none: off)",
+                                     low=0, low_open=True)
     seeds: tuple[int, ...] | None = option(None, "seeds of the runs (default 0,1,2; 0,1 with "
-                                           "--quick)")
+                                           "--quick)", low=0, unique=True)
     train_sequences: int | None = option(None, "use only the first k training chorales "
-                                         "(default all)")
+                                         "(default all)", low=1)
     valid_sequences: int | None = option(None, "use only the first k validation chorales "
-                                         "(default all); the test split is always whole")
+                                         "(default all); the test split is always whole", low=1)
     marginal_bias: bool = option(True, "start the output biases at the logit of each key's "
                                  "training frequency (else torch's uniform init)")
-    threads: int = option(1, "torch threads (1 was 3-15x faster than 2 on a shared 2-core box)")
+    threads: int = option(1, "torch threads (1 was 3-15x faster than 2 on a shared 2-core box)",
+                          low=1)
     quick: bool = option(False, "the --quick preset: runs in a minute or two")
-    dtype: str = option("float32", "float32 or float64")
+    dtype: str = option("float32", "float32 or float64", choices=("float32", "float64"))
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
 
     def validate(self) -> None:
-        if not isinstance(self.data, str) or not self.data:
+        if not self.data:
             raise ValueError("--data must be 'default', 'builtin' or a path")
         if self.data not in ("default", "builtin") and not Path(self.data).expanduser().is_file():
             raise ValueError(f"--data: no piano-roll file at {self.data} "
                              "(give a path, 'default' or 'builtin')")
-        for name in ("hidden_size", "epochs", "train_sequences", "valid_sequences"):
-            value = getattr(self, name)
-            if value is not None:
-                check_positive_int(name, value)
-        if self.patience is not None:
-            check_positive_int("patience", self.patience)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("threads", self.threads)
-        if self.lr is not None and not (isinstance(self.lr, int | float)
-                                        and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        if self.clip_norm is not None and not (math.isfinite(self.clip_norm)
-                                               and self.clip_norm > 0):
-            raise ValueError(f"clip_norm must be positive (or none), got {self.clip_norm}")
-        if self.seeds is not None:
-            if len(self.seeds) == 0:
-                raise ValueError("seeds must list at least one seed")
-            if len(set(self.seeds)) != len(self.seeds):
-                raise ValueError(f"seeds must be distinct, got {self.seeds}")
-            if any(s < 0 for s in self.seeds):
-                raise ValueError(f"seeds must be >= 0, got {self.seeds}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):

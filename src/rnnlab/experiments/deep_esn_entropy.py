@@ -48,17 +48,16 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_number, check_positive_int
 from rnnlab.analysis.entropy import layer_state_entropy, state_entropy
-from rnnlab.experiments.memory_capacity import fmt
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
-    check_choices,
-    mean_std,
+    aggregate,
+    format_mean_std,
+    mean_of,
     option,
     register,
-    thread_count,
+    std_of,
 )
 from rnnlab.reservoir.deep import VARIANTS, DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork
@@ -71,59 +70,47 @@ MODELS = ("ESN", *VARIANTS)
 
 @dataclass
 class DeepESNEntropyConfig:
-    variants: tuple[str, ...] = option(VARIANTS, f"deep variants: {', '.join(VARIANTS)}")
-    units: int = option(500, "N: total units (the shallow ESN's size)")
-    layers: int = option(10, "L (must divide units)")
-    spectral_radius: float = option(0.9, "rho(W) of every layer and of the shallow ESN")
-    leak: float = option(1.0, "leak rate")
-    input_scaling: float = option(0.1, "weights from u(t) uniform on [-s, s]")
+    variants: tuple[str, ...] = option(VARIANTS, f"deep variants: {', '.join(VARIANTS)}",
+                                       choices=VARIANTS, item="variant")
+    units: int = option(500, "N: total units (the shallow ESN's size)", low=1)
+    layers: int = option(10, "L (must divide units)", low=1)
+    spectral_radius: float = option(0.9, "rho(W) of every layer and of the shallow ESN",
+                                    low=0, low_open=True)
+    leak: float = option(1.0, "leak rate", low=0, high=1, low_open=True)
+    input_scaling: float = option(0.1, "weights from u(t) uniform on [-s, s]",
+                                  low=0, low_open=True)
     inter_scaling: float = option(0.1, "weights from layer l-1 uniform on [-s, s] (the DeepESN "
-                                       "code: the input scaling)")
+                                       "code: the input scaling)", low=0, low_open=True)
     bias_scaling: float = option(0.1, "bias uniform on [-s, s] (the DeepESN code: the input "
-                                      "scaling)")
-    density: float = option(1.0, "density of the shallow W (1: dense, as the DeepESN code)")
-    layer_density: float = option(1.0, "density of each deep layer's W")
-    input: str = option("uniform", "driving input: uniform (i.i.d. U[-1, 1]) or mackey-glass")
-    washout: int = option(200, "steps dropped before measuring")
-    steps: int = option(500, "steps measured")
-    kernel_size: float | None = option(None, "Parzen width sigma (None: Silverman's rule)")
+                                      "scaling)", low=0)
+    density: float = option(1.0, "density of the shallow W (1: dense, as the DeepESN code)",
+                            low=0, high=1, low_open=True)
+    layer_density: float = option(1.0, "density of each deep layer's W",
+                                  low=0, high=1, low_open=True)
+    input: str = option("uniform", "driving input: uniform (i.i.d. U[-1, 1]) or mackey-glass",
+                        choices=INPUTS)
+    washout: int = option(200, "steps dropped before measuring", low=0)
+    steps: int = option(500, "steps measured", low=1)
+    kernel_size: float | None = option(None, "Parzen width sigma (None: Silverman's rule)",
+                                       low=0, low_open=True)
     ip: bool = option(True, "also measure after intrinsic plasticity (Schrauwen)")
     ip_lr: float = option(5e-4, "IP learning rate")
     ip_sigma: float = option(0.2, "IP Gaussian target std (mean 0)")
-    ip_epochs: int = option(1, "IP passes over the input")
-    seeds: int = option(3, "seeds")
+    ip_epochs: int = option(1, "IP passes over the input", low=1)
+    seeds: int = option(3, "seeds", low=1)
     seed: int = option(0, "first seed")
     torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it)")
+                                   "sets it)", low=1)
 
     def validate(self) -> None:
-        check_choices("variants", self.variants, VARIANTS, item="variant", unique=False)
-        for name in ("units", "layers", "steps", "ip_epochs", "seeds", "torch_threads"):
-            check_positive_int(name, getattr(self, name))
         if self.units % self.layers:
             raise ValueError(f"layers ({self.layers}) must divide units ({self.units}): the deep "
                              f"ESNs have the same total number of units as the shallow one")
         if self.units // self.layers < 2:
             raise ValueError("every layer needs at least 2 units (entropy across units)")
-        if isinstance(self.washout, bool) or not isinstance(self.washout, int) \
-                or self.washout < 0:
-            raise ValueError(f"washout must be an int >= 0, got {self.washout!r}")
-        check_number("spectral_radius", self.spectral_radius, low=0.0, low_open=True)
-        check_number("leak", self.leak, low=0.0, high=1.0, low_open=True)
-        check_number("input_scaling", self.input_scaling, low=0.0, low_open=True)
-        check_number("inter_scaling", self.inter_scaling, low=0.0, low_open=True)
-        check_number("bias_scaling", self.bias_scaling, low=0.0)
-        check_number("density", self.density, low=0.0, high=1.0, low_open=True)
-        check_number("layer_density", self.layer_density, low=0.0, high=1.0, low_open=True)
-        if self.input not in INPUTS:
-            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
-        if self.kernel_size is not None:
-            check_number("kernel_size", self.kernel_size, low=0.0, low_open=True)
         if self.ip:
             IntrinsicPlasticity("schrauwen", lr=self.ip_lr, sigma=self.ip_sigma,
                                 epochs=self.ip_epochs)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
 
 
 def driving_input(cfg: DeepESNEntropyConfig, seed: int) -> torch.Tensor:
@@ -169,11 +156,10 @@ def layer_entropies(cfg: DeepESNEntropyConfig, model: torch.nn.Module, u: torch.
 def run(cfg: DeepESNEntropyConfig, ctx: RunContext) -> ExperimentResult:
     models = ("ESN", *cfg.variants)
     ip_modes = (False, True) if cfg.ip else (False,)
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    per: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
+    seeds = ctx.seeds(cfg)
+    records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with thread_count(cfg.torch_threads), \
-            ctx.progress("seeds x models", len(seeds) * len(models)) as advance:
+    with ctx.progress("seeds x models", len(seeds) * len(models)) as advance:
         for seed in seeds:
             u = driving_input(cfg, seed)
             for name in models:
@@ -185,20 +171,20 @@ def run(cfg: DeepESNEntropyConfig, ctx: RunContext) -> ExperimentResult:
                                             sigma=cfg.ip_sigma, epochs=cfg.ip_epochs
                                             ).fit(model, u, cfg.washout)
                     for layer, (h, spread) in layer_entropies(cfg, model, u).items():
-                        per.setdefault((name, ip, layer), []).append((h, spread))
-                        ctx.log_metrics({"model": name, "ip": ip, "seed": seed, "layer": layer,
-                                         "entropy": h, "spread": spread,
-                                         "seconds": time.perf_counter() - t0})
+                        records.append({"model": name, "ip": ip, "seed": seed, "layer": layer,
+                                        "entropy": h, "spread": spread,
+                                        "seconds": time.perf_counter() - t0})
+                        ctx.log_metrics(records[-1])
                 advance(1)
     wall = time.perf_counter() - start
 
-    rows = []
-    for (name, ip, layer), vals in per.items():
-        h = mean_std([v[0] for v in vals])
-        rows.append({"model": name, "ip": ip, "layer": layer, "units": (
-            cfg.units if layer == "all" else cfg.units // cfg.layers),
-            "entropy_mean": h[0], "entropy_std": h[1],
-            "spread": mean_std([v[1] for v in vals])[0], "seeds": len(vals)})
+    def units(sel: list[dict[str, Any]]) -> int:
+        return cfg.units if sel[0]["layer"] == "all" else cfg.units // cfg.layers
+
+    rows = aggregate(records, by=("model", "ip", "layer"),
+                     columns={"units": units, "entropy_mean": mean_of("entropy"),
+                              "entropy_std": std_of("entropy"), "spread": mean_of("spread"),
+                              "seeds": len})
     plot = _plot(cfg, rows, models, ip_modes, ctx)
 
     figures: dict[str, Any] = {"wall_seconds": wall}
@@ -213,7 +199,7 @@ def run(cfg: DeepESNEntropyConfig, ctx: RunContext) -> ExperimentResult:
         g = next(r for r in rows if r["model"] == "ESN" and r["ip"] == ip
                  and r["layer"] == "groups")
         parts.append(f"ESN{' +IP' if ip else ''} (groups of {cfg.units // cfg.layers}) "
-                     f"{fmt(g['entropy_mean'], g['entropy_std'], 3)}")
+                     f"{format_mean_std(g['entropy_mean'], g['entropy_std'], 3)}")
     summary = ("Average state entropy per layer (nats), mean over seeds: " + "; ".join(parts)
                + f". {len(seeds)} seed(s), {wall:.0f} s.")
     return ExperimentResult(title="deep-esn-entropy: layer-wise average state entropy",

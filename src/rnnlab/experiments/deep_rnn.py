@@ -59,7 +59,6 @@ from rnnlab.experiments.registry import (
     mean_std,
     option,
     register,
-    thread_count,
 )
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS, marginal_nll
@@ -165,9 +164,7 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
                                    valid_sequences=s.valid_sequences)
     baseline = marginal_nll(data["train"], data["test"])
     runs: dict[str, list[dict]] = {n: [] for n in names}
-    with thread_count(cfg.threads), ctx.progress(
-        "deep-rnn", len(names) * len(s.seeds) * s.epochs
-    ) as advance:
+    with ctx.progress("deep-rnn", len(names) * len(s.seeds) * s.epochs) as advance:
         for seed in s.seeds:
             for name in names:
                 model = build_network(name, widths[name], seed=seed, dtype=s.dtype,

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,14 +66,28 @@ import torch
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
+    aggregate,
     check_choices,
+    check_options,
     mean_std,
     option,
     register,
-    thread_count,
 )
-from rnnlab.reservoir.esn import EchoStateNetwork
-from rnnlab.reservoir.readout import RidgeReadout
+from rnnlab.reservoir import EchoStateNetwork, RidgeReadout
+
+# The search and free-run helpers live in rnnlab.reservoir.tuning; the names stay importable
+# from here (build_reservoir, grid_states, ridge_fits, ... were defined here before).
+from rnnlab.reservoir.tuning import (  # noqa: F401
+    Series,
+    build_reservoir,
+    free_run,
+    freerun_scores,
+    grid_search,
+    grid_states,
+    one_step_score,
+    ridge_fits,
+    trial_starts,
+)
 from rnnlab.tasks import mackey_glass, narma, nmse, nrmse
 
 MODELS = ("esn", "dlr", "dlrb", "scr")
@@ -83,40 +98,35 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class EsnForecastConfig:
-    sizes: tuple[int, ...] = option((50, 100, 200), "reservoir sizes N")
-    models: tuple[str, ...] = option(MODELS, "esn (sparse random), dlr, dlrb, scr")
-    tasks: tuple[str, ...] = option(TASKS, "mackey-glass (one-step and free run), narma10")
-    seeds: int = option(3, "seeds 0..seeds-1 (data series and random weights)")
+    sizes: tuple[int, ...] = option((50, 100, 200), "reservoir sizes N", low=2)
+    models: tuple[str, ...] = option(MODELS, "esn (sparse random), dlr, dlrb, scr",
+                                     choices=MODELS, unique=True)
+    tasks: tuple[str, ...] = option(TASKS, "mackey-glass (one-step and free run), narma10",
+                                    choices=TASKS)
+    seeds: int = option(3, "seeds 0..seeds-1 (data series and random weights)", low=1)
     radii: tuple[float, ...] = option((0.5, 0.8, 0.95),
-                                      "grid: spectral radius of esn, weight r of dlr/dlrb/scr")
-    input_scalings: tuple[float, ...] = option((0.1, 0.3, 1.0), "grid: input scaling v")
-    ridges: tuple[float, ...] = option((1e-10, 1e-8, 1e-6), "grid: ridge penalty alpha")
-    density: float = option(0.1, "density of the random ESN's W")
-    dlrb_feedback: float = option(0.05, "DLRB backward weight b")
-    input_signs: str = option("pi", "signs of the dlr/dlrb/scr input weights: pi or random")
-    washout: int = option(200, "initial states dropped")
-    train: int = option(2000, "training steps")
-    validation: int = option(600, "validation steps (model selection)")
-    test: int = option(1000, "test steps")
-    horizon: int = option(84, "free-run horizon H (Jaeger's NRMSE84: 84)")
-    trial_every: int = option(40, "free-run trials start every this many steps of a segment")
-    plot_steps: int = option(300, "length of the free run shown in the plot (test segment)")
-    dtype: str = option("float64", "float32 or float64")
-    torch_threads: int = option(1, "torch.set_num_threads during the run")
+                                      "grid: spectral radius of esn, weight r of dlr/dlrb/scr",
+                                      low=0, low_open=True)
+    input_scalings: tuple[float, ...] = option((0.1, 0.3, 1.0), "grid: input scaling v",
+                                               low=0, low_open=True)
+    ridges: tuple[float, ...] = option((1e-10, 1e-8, 1e-6), "grid: ridge penalty alpha", low=0)
+    density: float = option(0.1, "density of the random ESN's W", low=0, low_open=True, high=1)
+    dlrb_feedback: float = option(0.05, "DLRB backward weight b", finite=True)
+    input_signs: str = option("pi", "signs of the dlr/dlrb/scr input weights: pi or random",
+                              choices=SIGNS)
+    washout: int = option(200, "initial states dropped", low=0)
+    train: int = option(2000, "training steps", low=1)
+    validation: int = option(600, "validation steps (model selection)", low=1)
+    test: int = option(1000, "test steps", low=1)
+    horizon: int = option(84, "free-run horizon H (Jaeger's NRMSE84: 84)", low=1)
+    trial_every: int = option(40, "free-run trials start every this many steps of a segment",
+                              low=1)
+    plot_steps: int = option(300, "length of the free run shown in the plot (test segment)",
+                             low=1)
+    dtype: str = option("float64", "float32 or float64", choices=DTYPES)
+    torch_threads: int = option(1, "torch.set_num_threads during the run", low=1)
 
     def validate(self) -> None:
-        check_common(self, self.models, MODELS, "models", TASKS, self.sizes)
-        if not 0 < self.density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {self.density}")
-        if not self.radii or min(self.radii) <= 0:
-            raise ValueError(f"radii must be positive, got {self.radii}")
-        if not self.input_scalings or min(self.input_scalings) <= 0:
-            raise ValueError(f"input_scalings must be positive, got {self.input_scalings}")
-        if not self.ridges or min(self.ridges) < 0 or not all(map(math.isfinite, self.ridges)):
-            raise ValueError(f"ridges must be finite and >= 0, got {self.ridges}")
-        for name in ("validation", "horizon", "trial_every", "plot_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if "mackey-glass" in self.tasks:
             for name in ("validation", "test"):
                 if getattr(self, name) <= self.horizon:
@@ -126,37 +136,16 @@ class EsnForecastConfig:
 
 def check_common(cfg: Any, chosen: tuple[str, ...], valid: tuple[str, ...], label: str,
                  tasks: tuple[str, ...], sizes: tuple[int, ...]) -> None:
-    """Option checks shared with ``reservoir-topologies``."""
+    """Deprecated: the options declare their bounds and choices (:func:`option`), checked by
+    :func:`rnnlab.experiments.registry.check_options`; this calls it."""
+    warnings.warn("esn_forecast.check_common is deprecated: declare bounds and choices with "
+                  "option(..., low=, choices=) and call registry.check_options(cfg)",
+                  DeprecationWarning, stacklevel=2)
     check_choices(label, chosen, valid)
-    if not cfg.tasks or any(t not in tasks for t in cfg.tasks):
-        raise ValueError(f"tasks must be a non-empty subset of {tasks}, got {cfg.tasks}")
-    if not sizes or min(sizes) < 2:
-        raise ValueError(f"reservoir sizes must be >= 2, got {sizes}")
-    for name in ("seeds", "train", "test", "torch_threads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.washout < 0:
-        raise ValueError(f"washout must be >= 0, got {cfg.washout}")
-    if not math.isfinite(cfg.dlrb_feedback):
-        raise ValueError(f"dlrb_feedback must be finite, got {cfg.dlrb_feedback}")
-    if cfg.input_signs not in SIGNS:
-        raise ValueError(f"input_signs must be one of {SIGNS}, got {cfg.input_signs!r}")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {cfg.dtype!r}")
+    check_options(cfg)
 
 
 # ------------------------------------------------------------------------------------------------
-@dataclass
-class Series:
-    """One task's data: inputs and targets ``(1, L, 1)`` and the segment boundaries."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    train: slice
-    validation: slice
-    test: slice
-
-
 def task_series(task: str, seed: int, washout: int, train: int, validation: int, test: int,
                 dtype: torch.dtype) -> Series:
     """The series of ``task`` for ``seed`` (module docstring), split into consecutive segments
@@ -171,137 +160,6 @@ def task_series(task: str, seed: int, washout: int, train: int, validation: int,
         raise ValueError(f"unknown task {task!r}")
     a, b, c = washout, washout + train, washout + train + validation
     return Series(u.to(dtype), y.to(dtype), slice(a, b), slice(b, c), slice(c, length))
-
-
-def build_reservoir(model: str, n: int, radius: float, *, seed: int, density: float,
-                    dlrb_feedback: float, input_signs: str, input_scaling: float = 1.0,
-                    topology: Any = None, dtype: torch.dtype = torch.float64
-                    ) -> EchoStateNetwork:
-    """The ESN of ``model`` (``esn``/``random``, ``dlr``, ``dlrb``, ``scr``, or a given W as
-    ``topology`` with dense uniform inputs) with weight ``radius`` (rho or r)."""
-    common = {"seed": seed, "dtype": dtype, "input_scaling": input_scaling}
-    if topology is not None:
-        return EchoStateNetwork(n, 1, topology=topology, **common)
-    if model in ("esn", "random"):
-        return EchoStateNetwork(n, 1, topology="random", spectral_radius=radius,
-                                density=density, **common)
-    signs = "sign_pi" if input_signs == "pi" else "sign_random"
-    return EchoStateNetwork(n, 1, topology=model, r=radius, backward_weight=dlrb_feedback,
-                            input_weights=signs, **common)
-
-
-def grid_states(esn: EchoStateNetwork, inputs: torch.Tensor,
-                scalings: tuple[float, ...]) -> torch.Tensor:
-    """States ``(len(scalings), L, N)`` of ``esn`` (built with input scaling 1, no bias) driven
-    by ``inputs`` ``(1, L, 1)`` with input weights ``v W_in`` for each v, as one batch."""
-    base = esn.input_drive(inputs)                                     # W_in u (+ bias = 0)
-    v = torch.tensor(scalings, dtype=base.dtype, device=base.device).view(-1, 1, 1)
-    drive = v * base                                                   # (G, L, N)
-    return esn.recur(drive, esn.initial_state(drive.shape[0]), out=drive)
-
-
-def ridge_fits(states: torch.Tensor, targets: torch.Tensor,
-               ridges: tuple[float, ...]) -> list[RidgeReadout]:
-    """One ridge readout per alpha on the same statistics (accumulated once)."""
-    n = states.shape[-1]
-    stats = RidgeReadout(n, targets.shape[-1], dtype=states.dtype).partial_fit(states, targets)
-    out = []
-    for alpha in ridges:
-        ro = RidgeReadout(n, targets.shape[-1], alpha=alpha, on_singular="pinv",
-                          dtype=states.dtype)
-        out.append(ro.load_statistics(stats.statistics()).solve())
-    return out
-
-
-Scorer = Callable[[EchoStateNetwork, torch.Tensor, list[RidgeReadout]], list[float]]
-
-
-def one_step_score(series: Series, metric: Callable[[torch.Tensor, torch.Tensor], float]
-                   ) -> Scorer:
-    """Scorer: ``metric`` (e.g. NMSE) of each readout's one-step predictions on validation."""
-    target = series.targets[0, series.validation]
-
-    def score(esn: EchoStateNetwork, xs: torch.Tensor,
-              readouts: list[RidgeReadout]) -> list[float]:
-        return [metric(ro(xs[series.validation]), target) for ro in readouts]
-
-    return score
-
-
-def grid_search(make_esn: Callable[[float], EchoStateNetwork], series: Series,
-                radii: tuple[float, ...], scalings: tuple[float, ...],
-                ridges: tuple[float, ...], score: Scorer) -> dict[str, Any]:
-    """Lowest validation ``score`` over radius x input scaling x ridge.
-
-    ``make_esn(radius)`` builds the network with input scaling 1 (no bias); for each scaling v
-    its states come from :func:`grid_states` and its ``W_in`` is set to ``v W_in`` before
-    ``score(esn, states (L, N), readouts)`` is called (a free run needs the network of that v).
-    Returns ``score``, ``radius``, ``v``, ``alpha``, ``readout``, ``states`` and ``esn`` (with
-    the chosen v's input weights) of the best.
-    """
-    best: dict[str, Any] | None = None
-    for radius in radii:
-        esn = make_esn(radius)
-        w_in = esn.W_in.clone()
-        with torch.no_grad():
-            states = grid_states(esn, series.inputs, scalings)
-        for g, v in enumerate(scalings):
-            xs = states[g]
-            esn.W_in = v * w_in
-            readouts = ridge_fits(xs[series.train], series.targets[0, series.train], ridges)
-            for j, value in enumerate(score(esn, xs, readouts)):
-                value = value if math.isfinite(value) else math.inf
-                if best is None or value < best["score"]:
-                    best = {"score": value, "radius": radius, "v": v, "alpha": ridges[j],
-                            "readout": readouts[j], "states": xs, "esn": esn, "w_in": w_in}
-    if best is None:
-        raise ValueError("the grid is empty")
-    best["esn"].W_in = best["v"] * best["w_in"]
-    return best
-
-
-class _StackedReadouts:
-    """A readouts for A blocks of K rows: rows ``a K .. (a + 1) K - 1`` use readout a (so that a
-    batch of free runs evaluates several ridge penalties at once)."""
-
-    def __init__(self, readouts: list[RidgeReadout], block: int) -> None:
-        self.weight = torch.stack([r.weight for r in readouts])               # (A, O, N)
-        self.bias = torch.stack([r.bias for r in readouts]).unsqueeze(1)       # (A, 1, O)
-        self.block = block
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.weight.shape[0]
-        xs = x.view(a, self.block, -1)
-        return (torch.bmm(xs, self.weight.transpose(1, 2)) + self.bias).reshape(x.shape[0], -1)
-
-
-def trial_starts(segment: slice, horizon: int, every: int) -> list[int]:
-    """Free-run start times ``t0`` whose targets ``s(t0+1 .. t0+H)`` lie in ``segment``."""
-    return list(range(segment.start, segment.stop - horizon + 1, every))
-
-
-def free_run(esn: EchoStateNetwork, readouts: list[RidgeReadout], states: torch.Tensor,
-             series: Series, starts: list[int], horizon: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Free runs from every start for every readout: predictions ``(A, K, H)`` and the true
-    targets ``(K, H)``. ``states`` ``(L, N)`` are the teacher-forced states; a run starts from
-    the state after ``s(t0 - 1)`` with input ``s(t0)`` and then feeds its outputs back."""
-    a, k = len(readouts), len(starts)
-    idx = torch.tensor(starts)
-    x0 = states[idx - 1].repeat(a, 1)                                  # x(t0 - 1), (A K, N)
-    last = series.inputs[0, idx].repeat(a, 1)                          # s(t0), (A K, 1)
-    out, _ = esn.generate(horizon, _StackedReadouts(readouts, k), state=x0, last_output=last)
-    true = torch.stack([series.targets[0, t:t + horizon, 0] for t in starts])
-    return out[..., 0].view(a, k, horizon), true
-
-
-def freerun_scores(pred: torch.Tensor, true: torch.Tensor,
-                   var: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(NRMSE at the horizon over trials, NRMSE over all horizon steps) of ``(..., K, H)``."""
-    err = (pred.double() - true.double()).pow(2)
-    at_h = err[..., -1].mean(-1) / var
-    over = err.mean((-1, -2)) / var
-    return at_h.sqrt(), over.sqrt()
 
 
 def _values_text(values: list[Any]) -> str:
@@ -369,9 +227,9 @@ def run(cfg: EsnForecastConfig, ctx: RunContext) -> ExperimentResult:
     traces: dict[str, dict[str, Any]] = {}
     total = len(cfg.tasks) * len(cfg.sizes) * len(cfg.models) * cfg.seeds
     started = time.perf_counter()
-    with thread_count(cfg.torch_threads), ctx.progress("esn-forecast runs", total) as advance:
+    with ctx.progress("esn-forecast runs", total) as advance:
         for task in cfg.tasks:
-            for seed in range(cfg.seeds):
+            for seed in ctx.seeds(cfg):
                 series = task_series(task, seed, cfg.washout, cfg.train, cfg.validation,
                                      cfg.test, dtype)
                 for n in cfg.sizes:
@@ -386,25 +244,16 @@ def run(cfg: EsnForecastConfig, ctx: RunContext) -> ExperimentResult:
                         advance(1)
     wall = time.perf_counter() - started
 
-    rows = []
-    for task in cfg.tasks:
-        for model in cfg.models:
-            for n in cfg.sizes:
-                sel = [r for r in runs if (r["task"], r["model"], r["N"]) == (task, model, n)]
-                # one seed: std 0 (no spread seen), as the table has always shown it
-                one, one_sd = mean_std([r["one_step_nrmse"] for r in sel], single_std=0.0)
-                fr, fr_sd = mean_std([r["freerun_nrmse84"] for r in sel], single_std=0.0)
-                rows.append({
-                    "task": task, "model": model, "N": n, "seeds": len(sel),
-                    "one_step_nrmse": one, "one_step_nrmse_std": one_sd,
-                    "one_step_nmse": mean_std([r["one_step_nmse"] for r in sel])[0],
-                    "freerun_nrmse84": fr, "freerun_nrmse84_std": fr_sd,
-                    "freerun_nrmse_horizon": mean_std([r["freerun_nrmse_horizon"]
-                                                       for r in sel])[0],
-                    "radius": _values_text([r["radius"] for r in sel]),
-                    "input_scaling": _values_text([r["input_scaling"] for r in sel]),
-                    "ridge": _values_text([r["ridge"] for r in sel]),
-                })
+    def chosen(key: str) -> Callable[[list[dict[str, Any]]], str]:
+        return lambda sel: _values_text([r[key] for r in sel])
+
+    # one seed: std 0 (no spread seen), as the table has always shown it
+    rows = aggregate(runs, by=("task", "model", "N"), count="seeds",
+                     value=("one_step_nrmse", "one_step_nmse", "freerun_nrmse84",
+                            "freerun_nrmse_horizon"),
+                     std=("one_step_nrmse", "freerun_nrmse84"), single_std=0.0,
+                     groups=[(t, m, n) for t in cfg.tasks for m in cfg.models for n in cfg.sizes],
+                     columns={k: chosen(k) for k in ("radius", "input_scaling", "ridge")})
     plots = _plots(cfg, ctx, rows, runs, traces)
     figures: dict[str, Any] = {"wall_seconds": wall}
     persistence = [r["persistence_nrmse"] for r in runs if r["task"] == "mackey-glass"]

@@ -22,24 +22,15 @@ from rnnlab.models import ElmanRNN
 
 @dataclass
 class GradientDecayConfig:
-    spectral_radii: tuple[float, ...] = option((0.5, 0.9, 1.0, 1.1, 1.5), "rho(W) values")
-    hidden_size: int = option(64, "N")
-    max_lag: int = option(100, "largest tau")
-    batch: int = option(16, "sequences (the norms are averaged in log space over them)")
-    input_scale: float = option(0.05, "std of the i.i.d. Gaussian input (small: near-linear)")
-    norm: str = option("2", "matrix norm: 2 (spectral) or fro")
+    spectral_radii: tuple[float, ...] = option((0.5, 0.9, 1.0, 1.1, 1.5), "rho(W) values",
+                                               low=0, low_open=True)
+    hidden_size: int = option(64, "N", low=1)
+    max_lag: int = option(100, "largest tau", low=1)
+    batch: int = option(16, "sequences (the norms are averaged in log space over them)", low=1)
+    input_scale: float = option(0.05, "std of the i.i.d. Gaussian input (small: near-linear)",
+                                low=0)
+    norm: str = option("2", "matrix norm: 2 (spectral) or fro", choices=("2", "fro"))
     seed: int = option(0, "seed")
-
-    def validate(self) -> None:
-        if not self.spectral_radii or min(self.spectral_radii) <= 0:
-            raise ValueError(f"spectral_radii must be positive, got {self.spectral_radii}")
-        for name in ("hidden_size", "max_lag", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.norm not in ("2", "fro"):
-            raise ValueError(f"norm must be 2 or fro, got {self.norm!r}")
-        if self.input_scale < 0:
-            raise ValueError(f"input_scale must be >= 0, got {self.input_scale}")
 
 
 @register("gradient-decay",

@@ -42,7 +42,6 @@ from rnnlab.cells.gru import FORMS
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
-    check_choices,
     option,
     register,
 )
@@ -64,62 +63,44 @@ TABLE_LAGS = (0, 10, 50, 100)
 
 @dataclass
 class GradientFlowConfig:
-    task: str = option("adding", "the long-lag input: adding (H&S 1997) or delayed-recall")
-    length: int = option(150, "sequence length T (the adding problem draws L in [T, T+T/10])")
-    variant: str = option("hochreiter1997", "adding-problem variant: hochreiter1997, pascanu2013")
-    tau: int | None = option(None, "delayed-recall lag (none: length - 10)")
-    models: tuple[str, ...] = option(MODELS, "models to compare: rnn, lstm, gru")
-    hidden_size: int = option(32, "N, hidden units of every model")
-    train_steps: int = option(0, "Adam updates on the task before the analysis (0: at init)")
-    batch: int = option(32, "sequences per training update")
-    lr: float = option(0.01, "Adam learning rate of the training")
-    clip_norm: float | None = option(1.0, "gradient-norm clipping in training (none: off)")
-    lstm_forget_bias: float = option(1.0, "initial forget-gate bias of the LSTM")
+    task: str = option("adding", "the long-lag input: adding (H&S 1997) or delayed-recall",
+                       choices=TASKS)
+    length: int = option(150, "sequence length T (the adding problem draws L in [T, T+T/10]); "
+                         "at least 20 (adding, hochreiter1997), 10 (adding) or 2", low=1)
+    variant: str = option("hochreiter1997", "adding-problem variant: hochreiter1997, pascanu2013",
+                          choices=MARKER_VARIANTS)
+    tau: int | None = option(None, "delayed-recall lag (none: length - 10), below length", low=1)
+    models: tuple[str, ...] = option(MODELS, "models to compare: rnn, lstm, gru",
+                                     choices=MODELS, unique=True, item="model(s)")
+    hidden_size: int = option(32, "N, hidden units of every model", low=1)
+    train_steps: int = option(0, "Adam updates on the task before the analysis (0: at init)",
+                              low=0)
+    batch: int = option(32, "sequences per training update", low=1)
+    lr: float = option(0.01, "Adam learning rate of the training", low=0, low_open=True)
+    clip_norm: float | None = option(1.0, "gradient-norm clipping in training (none: off)",
+                                     low=0, low_open=True)
+    lstm_forget_bias: float = option(1.0, "initial forget-gate bias of the LSTM", finite=True)
     lstm_peepholes: bool = option(True, "LSTM with peephole connections (Greff's vanilla)")
-    gru_form: str = option("cho", "GRU form: cho (reset before W) or torch")
-    fraction: float = option(1e-3, "reach: steps back until the norm < fraction x norm at T")
-    floor: float = option(1e-12, "lowest relative value shown in the images (log scale)")
-    dtype: str = option("float64", "float64 (gradients below 1e-38 survive) or float32")
+    gru_form: str = option("cho", "GRU form: cho (reset before W) or torch", choices=FORMS)
+    fraction: float = option(1e-3, "reach: steps back until the norm < fraction x norm at T",
+                             low=0, high=1, low_open=True, high_open=True)
+    floor: float = option(1e-12, "lowest relative value shown in the images (log scale)",
+                          low=0, high=1, low_open=True, high_open=True)
+    dtype: str = option("float64", "float64 (gradients below 1e-38 survive) or float32",
+                        choices=("float32", "float64"))
     device: str = option("cpu", "torch device")
     seed: int = option(0, "seed of the weights, the analysed sequence and the training data")
 
     def validate(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.variant not in MARKER_VARIANTS:
-            raise ValueError(f"variant must be one of {MARKER_VARIANTS}, got {self.variant!r}")
-        check_choices("models", self.models, MODELS, item="model(s)")
-        for name in ("length", "hidden_size", "batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         minimum = {"adding": 20 if self.variant == "hochreiter1997" else 10,
                    "delayed-recall": 2}[self.task]
         if self.length < minimum:
             raise ValueError(f"length must be >= {minimum} for task {self.task!r}"
                              + (f" ({self.variant})" if self.task == "adding" else "")
                              + f", got {self.length}")
-        if self.tau is not None and not 1 <= self.tau < self.length:
+        if self.tau is not None and not self.tau < self.length:
             raise ValueError(f"tau must be in [1, length - 1] = [1, {self.length - 1}], "
                              f"got {self.tau}")
-        if self.train_steps < 0:
-            raise ValueError(f"train_steps must be >= 0, got {self.train_steps}")
-        for name in ("lr", "lstm_forget_bias", "fraction", "floor"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.clip_norm is not None and not (math.isfinite(self.clip_norm)
-                                               and self.clip_norm > 0):
-            raise ValueError(f"clip_norm must be positive (or none), got {self.clip_norm}")
-        if not 0 < self.fraction < 1:
-            raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
-        if not 0 < self.floor < 1:
-            raise ValueError(f"floor must be in (0, 1), got {self.floor}")
-        if self.gru_form not in FORMS:
-            raise ValueError(f"gru_form must be one of {FORMS}, got {self.gru_form!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         try:
             torch.device(self.device)
         except RuntimeError as exc:
@@ -210,7 +191,7 @@ def build_network(
     factory: dict[str, Any] = {"generator": generator, "device": device, "dtype": dtype}
     cell: RecurrentCell
     if kind == "rnn":
-        cell = ElmanCell(input_size, hidden_size, "tanh", **factory)
+        cell = ElmanCell(input_size, hidden_size, nonlinearity="tanh", **factory)
     elif kind == "lstm":
         cell = LSTMCell(input_size, hidden_size, peepholes=lstm_peepholes,
                         forget_bias=lstm_forget_bias, **factory)

@@ -26,7 +26,7 @@ The table also gives ``rho(diag(a) W)``, the gain-scaled matrix without the slop
 before IP it is rho(W)); a logistic unit's slope is at most 1/4, so its J is much smaller than
 ``diag(a) W``.
 
-Protocol per rule and seed: a fresh reservoir (``LogisticEchoStateNetwork`` for Triesch) runs on
+Protocol per rule and seed: a fresh reservoir (``activation="logistic"`` for Triesch) runs on
 a task sequence (NARMA-10 or Mackey–Glass one step ahead): washout, a training segment, a test
 segment. *Before*: a ridge readout fitted on the training states, NRMSE on the test segment; the
 unit outputs ``y(t)`` on the test segment give the KL divergence to the target (per unit,
@@ -43,24 +43,25 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rnnlab._validation import check_number, check_positive_int, check_tensor
-from rnnlab.experiments.memory_capacity import fmt
+from rnnlab._validation import check_tensor
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
-    check_choices,
-    mean_std,
+    aggregate,
+    format_mean_std,
+    mean_of,
     option,
     register,
-    thread_count,
+    std_of,
 )
 from rnnlab.reservoir.esn import EchoStateNetwork
-from rnnlab.reservoir.plasticity import IntrinsicPlasticity, LogisticEchoStateNetwork, unit_outputs
+from rnnlab.reservoir.plasticity import IntrinsicPlasticity, unit_outputs
 from rnnlab.reservoir.readout import RidgeReadout
 from rnnlab.tasks.narma import narma
 from rnnlab.tasks.prediction import nrmse
@@ -134,56 +135,35 @@ def target_density(rule: IntrinsicPlasticity, bins: int = 400
 @dataclass
 class IntrinsicPlasticityConfig:
     rules: tuple[str, ...] = option(RULES, "IP rules: schrauwen (tanh, Gaussian), triesch "
-                                           "(logistic, exponential)")
-    task: str = option("narma10", "downstream task: narma10 or mackey-glass (one step ahead)")
-    units: int = option(100, "N")
-    spectral_radius: float = option(0.9, "rho(W)")
-    leak: float = option(1.0, "leak rate")
-    input_scaling: float = option(1.0, "input weights uniform on [-s, s]")
-    bias_scaling: float = option(0.0, "bias uniform on [-s, s]")
-    density: float = option(0.1, "density of W")
-    washout: int = option(200, "reservoir washout steps (no IP update, no readout)")
-    train_length: int = option(2000, "training steps (IP and readout)")
-    test_length: int = option(1000, "test steps (statistics, histograms, NRMSE)")
+                                           "(logistic, exponential)",
+                                    choices=RULES, item="IP rule")
+    task: str = option("narma10", "downstream task: narma10 or mackey-glass (one step ahead)",
+                       choices=TASKS)
+    units: int = option(100, "N", low=2)
+    spectral_radius: float = option(0.9, "rho(W)", low=0, low_open=True)
+    leak: float = option(1.0, "leak rate", low=0, high=1, low_open=True)
+    input_scaling: float = option(1.0, "input weights uniform on [-s, s]", low=0, low_open=True)
+    bias_scaling: float = option(0.0, "bias uniform on [-s, s]", low=0)
+    density: float = option(0.1, "density of W", low=0, high=1, low_open=True)
+    washout: int = option(200, "reservoir washout steps (no IP update, no readout)", low=0)
+    train_length: int = option(2000, "training steps (IP and readout)", low=2)
+    test_length: int = option(1000, "test steps (statistics, histograms, NRMSE)", low=2)
     ip_lr: float = option(1e-3, "IP learning rate")
-    ip_epochs: int = option(5, "IP passes over the training inputs")
+    ip_epochs: int = option(5, "IP passes over the training inputs", low=1)
     sigma: float = option(0.2, "schrauwen: target std")
     mu_schrauwen: float = option(0.0, "schrauwen: target mean")
     mu_triesch: float = option(0.2, "triesch: target mean (exponential)")
-    bins: int = option(50, "histogram bins for the KL estimate and the plot")
-    ridge: float = option(1e-6, "ridge penalty of the readout")
-    seeds: int = option(3, "seeds (reservoir and task data)")
+    bins: int = option(50, "histogram bins for the KL estimate and the plot", low=2)
+    ridge: float = option(1e-6, "ridge penalty of the readout", low=0)
+    seeds: int = option(3, "seeds (reservoir and task data)", low=1)
     seed: int = option(0, "first seed")
     torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it)")
+                                   "sets it)", low=1)
 
     def validate(self) -> None:
-        check_choices("rules", self.rules, RULES, item="IP rule", unique=False)
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in ("units", "train_length", "test_length", "ip_epochs", "bins", "seeds",
-                     "torch_threads"):
-            check_positive_int(name, getattr(self, name))
-        if self.units < 2:
-            raise ValueError("units must be at least 2")
-        if self.bins < 2:
-            raise ValueError(f"bins must be >= 2, got {self.bins}")
-        if self.train_length < 2 or self.test_length < 2:
-            raise ValueError("train_length and test_length must be at least 2")
-        if isinstance(self.washout, bool) or not isinstance(self.washout, int) \
-                or self.washout < 0:
-            raise ValueError(f"washout must be an int >= 0, got {self.washout!r}")
-        check_number("spectral_radius", self.spectral_radius, low=0.0, low_open=True)
-        check_number("leak", self.leak, low=0.0, high=1.0, low_open=True)
-        check_number("input_scaling", self.input_scaling, low=0.0, low_open=True)
-        check_number("bias_scaling", self.bias_scaling, low=0.0)
-        check_number("density", self.density, low=0.0, high=1.0, low_open=True)
-        check_number("ridge", self.ridge, low=0.0)
         # The IntrinsicPlasticity constructor checks lr, sigma and mu against each rule's range.
         for r in self.rules:
             self.rule(r)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
 
     def rule(self, name: str) -> IntrinsicPlasticity:
         mu = self.mu_schrauwen if name == "schrauwen" else self.mu_triesch
@@ -201,10 +181,10 @@ def task_data(cfg: IntrinsicPlasticityConfig, seed: int) -> tuple[torch.Tensor, 
 
 
 def _build(cfg: IntrinsicPlasticityConfig, rule: str, seed: int) -> EchoStateNetwork:
-    cls = LogisticEchoStateNetwork if rule == "triesch" else EchoStateNetwork
-    return cls(cfg.units, 1, spectral_radius=cfg.spectral_radius, density=cfg.density,
-               leak=cfg.leak, input_scaling=cfg.input_scaling, bias_scaling=cfg.bias_scaling,
-               seed=seed, dtype=torch.float64)
+    return EchoStateNetwork(cfg.units, 1, spectral_radius=cfg.spectral_radius,
+                            density=cfg.density, leak=cfg.leak, input_scaling=cfg.input_scaling,
+                            bias_scaling=cfg.bias_scaling, seed=seed, dtype=torch.float64,
+                            activation="logistic" if rule == "triesch" else "tanh")
 
 
 @torch.no_grad()
@@ -230,11 +210,10 @@ def _evaluate(cfg: IntrinsicPlasticityConfig, esn: EchoStateNetwork, ip: Intrins
           "NARMA-10/MG NRMSE",
           IntrinsicPlasticityConfig)
 def run(cfg: IntrinsicPlasticityConfig, ctx: RunContext) -> ExperimentResult:
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    seeds = ctx.seeds(cfg)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     start = time.perf_counter()
-    with thread_count(cfg.torch_threads), \
-            ctx.progress("rules x seeds", len(cfg.rules) * len(seeds)) as advance:
+    with ctx.progress("rules x seeds", len(cfg.rules) * len(seeds)) as advance:
         for seed in seeds:
             u, y = task_data(cfg, seed)
             for name in cfg.rules:
@@ -257,22 +236,19 @@ def run(cfg: IntrinsicPlasticityConfig, ctx: RunContext) -> ExperimentResult:
                 advance(1)
     wall = time.perf_counter() - start
 
-    rows = []
-    for name in cfg.rules:
-        t_mean, t_std = target_moments(cfg.rule(name))
-        for stage in ("before", "after"):
-            runs = results[(name, stage)]
-            kl = mean_std([r["kl"] for r in runs])
-            err = mean_std([r["nrmse"] for r in runs])
-            rows.append({
-                "rule": name, "activation": cfg.rule(name).activation, "stage": stage,
-                "kl": kl[0], "kl_sd": kl[1],
-                "unit_mean": mean_std([r["unit_mean"] for r in runs])[0],
-                "unit_std": mean_std([r["unit_std"] for r in runs])[0],
-                "target_mean": t_mean, "target_std": t_std,
-                "rho_diag_aW": mean_std([r["rho_diag_aW"] for r in runs])[0],
-                "rho_jacobian": mean_std([r["rho_jacobian"] for r in runs])[0],
-                "nrmse": err[0], "nrmse_sd": err[1], "seeds": len(runs)})
+    def moment(k: int) -> Callable[[list[dict[str, Any]]], float]:
+        return lambda sel: target_moments(cfg.rule(sel[0]["rule"]))[k]
+
+    records = [{"rule": name, "stage": stage, **r} for name in cfg.rules
+               for stage in ("before", "after") for r in results[(name, stage)]]
+    rows = aggregate(records, by=("rule", "stage"), columns={
+        "activation": lambda sel: cfg.rule(sel[0]["rule"]).activation,
+        "kl": mean_of("kl"), "kl_sd": std_of("kl"),
+        "unit_mean": mean_of("unit_mean"), "unit_std": mean_of("unit_std"),
+        "target_mean": moment(0), "target_std": moment(1),
+        "rho_diag_aW": mean_of("rho_diag_aW"), "rho_jacobian": mean_of("rho_jacobian"),
+        "nrmse": mean_of("nrmse"), "nrmse_sd": std_of("nrmse"), "seeds": len})
+    rows = [{"rule": r.pop("rule"), "activation": r.pop("activation"), **r} for r in rows]
     plot = _plot(cfg, results, ctx)
     parts, figures = [], {"wall_seconds": wall}
     for name in cfg.rules:
@@ -283,7 +259,8 @@ def run(cfg: IntrinsicPlasticityConfig, ctx: RunContext) -> ExperimentResult:
             f"{a['unit_mean']:.3f} (target {a['target_mean']:.3f}), std {b['unit_std']:.3f} -> "
             f"{a['unit_std']:.3f} (target {a['target_std']:.3f}), rho(J) "
             f"{b['rho_jacobian']:.3f} -> {a['rho_jacobian']:.3f}, {cfg.task} NRMSE "
-            f"{fmt(b['nrmse'], b['nrmse_sd'], 3)} -> {fmt(a['nrmse'], a['nrmse_sd'], 3)}")
+            f"{format_mean_std(b['nrmse'], b['nrmse_sd'], 3)} -> "
+            f"{format_mean_std(a['nrmse'], a['nrmse_sd'], 3)}")
         for stage, r in (("before", b), ("after", a)):
             for key in ("kl", "nrmse", "rho_jacobian"):
                 figures[f"{name}_{stage}_{key}"] = r[key]

@@ -65,7 +65,7 @@ from torch import nn
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
-    check_choices,
+    check_config,
     option,
     register,
 )
@@ -172,96 +172,72 @@ class LongTermConfig:
     core, and a GPU helps little at batch 20 (the time loop is latency-bound).
     """
 
-    tasks: tuple[str, ...] = option(TASKS, f"tasks, from {', '.join(TASKS)}")
+    tasks: tuple[str, ...] = option(TASKS, f"tasks, from {', '.join(TASKS)}", choices=TASKS,
+                                    unique=True)
     lags: tuple[int, ...] = option((10, 20, 50, 100),
-                                   "time lags tau (adding problem: the sequence length T)")
+                                   "time lags tau (adding problem: the sequence length T)",
+                                   low=1, unique=True)
     methods: tuple[str, ...] = option(
         _default_methods(),
-        f"methods, from {', '.join(METHODS)} (lstm/gru need rnnlab.cells)")
-    seeds: tuple[int, ...] = option((0, 1), "seeds: one run per (task, tau, method, seed)")
-    hidden_size: int = option(32, "N, hidden units of every network")
-    budget: int = option(250, "SGD updates per run (the run stops early once solved)")
-    batch: int = option(32, "sequences per SGD update (fresh from the generator each time)")
-    lr: float = option(0.05, "SGD learning rate")
-    momentum: float = option(0.9, "SGD momentum (0: plain SGD)")
+        f"methods, from {', '.join(METHODS)} (lstm/gru need rnnlab.cells)",
+        choices=tuple(METHODS), unique=True)
+    seeds: tuple[int, ...] = option((0, 1), "seeds: one run per (task, tau, method, seed)",
+                                    low=0, unique=True)
+    hidden_size: int = option(32, "N, hidden units of every network", low=1)
+    budget: int = option(250, "SGD updates per run (the run stops early once solved)", low=1)
+    batch: int = option(32, "sequences per SGD update (fresh from the generator each time)",
+                        low=1)
+    lr: float = option(0.05, "SGD learning rate", low=0, low_open=True)
+    momentum: float = option(0.9, "SGD momentum (0: plain SGD)", low=0, high=1, high_open=True)
     gated_optimizer: str = option("adam", "optimizer of the LSTM/GRU rows: adam (their usual "
-                                  "practice) or sgd (the same SGD as the tanh rows)")
-    gated_lr: float = option(0.01, "learning rate of the LSTM/GRU rows when gated_optimizer=adam")
-    clip: float = option(1.0, "gradient-norm clipping threshold theta of the clipped methods")
+                                  "practice) or sgd (the same SGD as the tanh rows)",
+                                  choices=("adam", "sgd"))
+    gated_lr: float = option(0.01, "learning rate of the LSTM/GRU rows when gated_optimizer=adam",
+                             low=0, low_open=True)
+    clip: float = option(1.0, "gradient-norm clipping threshold theta of the clipped methods",
+                         low=0, low_open=True)
     smart_init: str = option("orthogonal",
-                             f"initializer of smart_init: {', '.join(SMART_INITS)}")
-    hf_budget: int = option(8, "Hessian-free updates per run (each is one CG solve)")
-    hf_batch: int = option(64, "sequences per Hessian-free update")
-    hf_cg_iters: int = option(15, "maximum CG iterations per Hessian-free update")
-    hf_damping: float = option(1.0, "initial Tikhonov damping lambda (adapted by LM)")
+                             f"initializer of smart_init: {', '.join(SMART_INITS)}",
+                             choices=SMART_INITS)
+    hf_budget: int = option(8, "Hessian-free updates per run (each is one CG solve)", low=1)
+    hf_batch: int = option(64, "sequences per Hessian-free update", low=1)
+    hf_cg_iters: int = option(15, "maximum CG iterations per Hessian-free update", low=1)
+    hf_damping: float = option(1.0, "initial Tikhonov damping lambda (adapted by LM)",
+                               low=0, low_open=True)
     hf_structural_damping: float = option(
-        0.1, "structural damping mu (Martens & Sutskever 2011; 0: off)")
-    eval_every: int = option(25, "SGD updates between validation checks (HF: every update)")
-    val_size: int = option(256, "validation sequences (early stopping)")
-    test_size: int = option(1000, "test sequences (the reported success rate)")
-    recall_steps: int = option(1, "delayed recall: scored steps (sequence length tau + this)")
+        0.1, "structural damping mu (Martens & Sutskever 2011; 0: off)", low=0)
+    eval_every: int = option(25, "SGD updates between validation checks (HF: every update)",
+                             low=1)
+    val_size: int = option(256, "validation sequences (early stopping)", low=1)
+    test_size: int = option(1000, "test sequences (the reported success rate)", low=1)
+    recall_steps: int = option(1, "delayed recall: scored steps (sequence length tau + this)",
+                               low=1)
     adding_variant: str = option("pascanu2013",
-                                 f"adding-problem variant: {', '.join(MARKER_VARIANTS)}")
+                                 f"adding-problem variant: {', '.join(MARKER_VARIANTS)}",
+                                 choices=MARKER_VARIANTS)
     test_seed: int = option(2013, "seed of the validation and test sets")
-    dtype: str = option("float32", "float32 or float64")
+    dtype: str = option("float32", "float32 or float64", choices=("float32", "float64"))
     device: str = option("cpu", "torch device (cpu, cuda, ...)")
-    torch_threads: int = option(1, "torch.set_num_threads in each run")
-    workers: int = option(2, "runs in parallel (processes); results do not depend on it")
+    torch_threads: int = option(1, "torch.set_num_threads in each run", low=1)
+    workers: int = option(2, "runs in parallel (processes); results do not depend on it", low=1)
     quick: bool = option(False, "smoke-sized grid (<60 s): smaller lags, seeds, budgets and "
                                 "test sets, except where an option is set to a non-default value")
 
     def validate(self) -> None:
-        for name, values, known in (("tasks", self.tasks, TASKS),
-                                    ("methods", self.methods, tuple(METHODS))):
-            check_choices(name, values, known)
         gated = [m for m in self.methods if m in GATED]
         if gated and not gated_units_available():
             raise ValueError(f"methods {gated} need gated units, but rnnlab.cells is not "
                              "available yet")
-        if not self.lags or min(self.lags) < 1 or len(set(self.lags)) != len(self.lags):
-            raise ValueError(f"lags must be distinct positive integers, got {self.lags}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers, got {self.seeds}")
-        if min(self.seeds) < 0:
-            raise ValueError(f"seeds must be >= 0, got {self.seeds}")
-        for name in ("hidden_size", "budget", "batch", "hf_budget", "hf_batch", "hf_cg_iters",
-                     "eval_every", "val_size", "test_size", "recall_steps", "torch_threads",
-                     "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "clip", "hf_damping"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite, got {value!r}")
-        if self.gated_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"gated_optimizer must be adam or sgd, got {self.gated_optimizer!r}")
-        if not self.gated_lr > 0:
-            raise ValueError(f"gated_lr must be positive, got {self.gated_lr}")
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if not (math.isfinite(self.hf_structural_damping) and self.hf_structural_damping >= 0):
-            raise ValueError("hf_structural_damping must be >= 0 and finite, got "
-                             f"{self.hf_structural_damping}")
-        if self.smart_init not in SMART_INITS:
-            raise ValueError(f"smart_init must be one of {SMART_INITS}, got {self.smart_init!r}")
-        if self.adding_variant not in MARKER_VARIANTS:
-            raise ValueError(f"adding_variant must be one of {MARKER_VARIANTS}, "
-                             f"got {self.adding_variant!r}")
         if "adding_problem" in self.tasks:
             low = _MIN_ADDING_LENGTH[self.adding_variant]
             short = [t for t in self.lags if t < low]
             if short:
                 raise ValueError(f"the {self.adding_variant} adding problem needs T >= {low}; "
                                  f"lags {short} are too short (drop them or the task)")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device {self.device!r} is not a torch device: {exc}") from None
-        if not isinstance(self.quick, bool):
-            raise ValueError(f"quick must be true or false, got {self.quick!r}")
 
 
 def effective_config(cfg: LongTermConfig) -> LongTermConfig:
@@ -565,37 +541,6 @@ def run_one(cfg: LongTermConfig, task: str, tau: int, name: str, seed: int) -> d
     return row
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _run_grid(cfg: LongTermConfig, jobs: list[tuple[str, int, str, int]],
-              on_row: Callable[[dict[str, Any]], None]) -> None:
-    """Run every job, calling ``on_row`` as each finishes (in completion order)."""
-    if cfg.workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            on_row(run_one(cfg, *job))
-        return
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    pool = ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)),
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(cfg.torch_threads,))
-    try:
-        pending = {pool.submit(run_one, cfg, *job) for job in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                on_row(future.result())
-    except BaseException:
-        # Do not wait for the queued runs: what finished is already logged.
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
 @register("long-term",
           "success rate vs time lag tau on delayed recall and the adding problem, per remedy "
           "(SGD, clipping, Hessian-free, smart init, LSTM, GRU)",
@@ -603,26 +548,15 @@ def _run_grid(cfg: LongTermConfig, jobs: list[tuple[str, int, str, int]],
 def run(config: LongTermConfig, ctx: RunContext) -> ExperimentResult:
     cfg = effective_config(config)
     if cfg is not config:
-        cfg.validate()
+        check_config(cfg)
     started = time.perf_counter()
     # Longest runs first, so that parallel workers finish together.
-    jobs = [(task, tau, name, seed) for task in cfg.tasks for tau in sorted(cfg.lags, reverse=True)
-            for name in cfg.methods for seed in cfg.seeds]
-    records: list[dict[str, Any]] = []
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.torch_threads)
-    try:
-        with ctx.progress("long-term runs", len(jobs)) as advance:
-            def on_row(row: dict[str, Any]) -> None:
-                records.append(row)
-                ctx.log_metrics(row)
-                advance(1)
-
-            _run_grid(cfg, jobs, on_row)
-    finally:
-        torch.set_num_threads(threads_before)
-    order = {job: k for k, job in enumerate(jobs)}
-    records.sort(key=lambda r: order[(r["task"], r["tau"], r["method"], r["seed"])])
+    jobs = [(cfg, task, tau, name, seed) for task in cfg.tasks
+            for tau in sorted(cfg.lags, reverse=True)
+            for name in cfg.methods for seed in ctx.seeds(cfg)]
+    # Rows in the order of the jobs (each logged as it finishes, in any order).
+    records = ctx.run_jobs("long-term runs", run_one, jobs, workers=cfg.workers,
+                           threads=cfg.torch_threads)
     chance = {(r["task"], r["tau"]): r["chance"] for r in records}
 
     rows, numbers = summarise(cfg, records, chance)

@@ -55,7 +55,6 @@ from rnnlab.experiments.registry import (
     mean_std,
     option,
     register,
-    thread_count,
 )
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS, marginal_nll
@@ -78,7 +77,8 @@ _CANONICAL = {name.lower(): name for name in VARIANTS}
 class LstmVariantsConfig(MusicConfig):
     variants: tuple[str, ...] = option(tuple(VARIANTS), "LSTM variants to train (must include "
                                        "vanilla): " + ",".join(VARIANTS))
-    alpha: float = option(0.05, "significance level of Welch's t-test against vanilla")
+    alpha: float = option(0.05, "significance level of Welch's t-test against vanilla",
+                          low=0, high=1, low_open=True, high_open=True)
 
     def validate(self) -> None:
         super().validate()
@@ -92,8 +92,6 @@ class LstmVariantsConfig(MusicConfig):
             raise ValueError(f"variants are listed twice: {self.variants}")
         if "vanilla" not in names:
             raise ValueError("variants must include 'vanilla' (the reference of the t-tests)")
-        if not (0.0 < self.alpha < 1.0):
-            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
 
 
 def build_lstm_network(
@@ -136,9 +134,7 @@ def run(cfg: LstmVariantsConfig, ctx: RunContext) -> ExperimentResult:
                                    valid_sequences=s.valid_sequences)
     baseline = marginal_nll(data["train"], data["test"])
     per_variant: dict[str, list[dict]] = {v: [] for v in variants}
-    with thread_count(cfg.threads), ctx.progress(
-        "lstm-variants", len(variants) * len(s.seeds) * s.epochs
-    ) as advance:
+    with ctx.progress("lstm-variants", len(variants) * len(s.seeds) * s.epochs) as advance:
         for seed in s.seeds:  # seed-major: a partial run already covers every variant
             for variant in variants:
                 model = build_lstm_network(variant, s.hidden_size, seed=seed, dtype=s.dtype,

@@ -75,22 +75,23 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rnnlab._validation import check_number, check_positive_int
+from rnnlab._validation import check_number
 from rnnlab.analysis.esp import esp_check
 from rnnlab.analysis.memory import linear_memory_capacity, memory_capacity
 from rnnlab.analysis.spectral import spectral_radius
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
+    format_mean_std,
     mean_std,
     option,
     register,
-    thread_count,
 )
 from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork
@@ -104,19 +105,24 @@ DET_INPUTS = ("sign_pi", "sign_random", "uniform")
 
 
 # ------------------------------------------------------------------------------------------------
-# Helpers shared by the reservoir experiments (intrinsic_plasticity, deep_esn_entropy import them)
+# Deprecated helpers (the other reservoir experiments used to import them from here)
 def check_numbers(name: str, values: Any, **bounds: Any) -> tuple[float, ...]:
-    """A non-empty tuple of numbers each passing :func:`check_number`."""
+    """Deprecated: declare the bounds on the option, ``option(..., low=, high=)``, and the
+    registry checks every item (:func:`rnnlab.experiments.registry.check_options`)."""
+    warnings.warn("rnnlab.experiments.memory_capacity.check_numbers is deprecated: declare the "
+                  "bounds with option(..., low=..., high=...) and the registry checks them",
+                  DeprecationWarning, stacklevel=2)
     if not isinstance(values, (tuple, list)) or not values:
         raise ValueError(f"{name} must be a non-empty list of numbers, got {values!r}")
     return tuple(check_number(f"{name} entry", v, **bounds) for v in values)
 
 
 def fmt(mean: float, std: float, digits: int = 2) -> str:
-    """``mean ± std`` for summaries (std left out when undefined)."""
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+    """Deprecated: :func:`rnnlab.experiments.registry.format_mean_std` (same arguments)."""
+    warnings.warn("rnnlab.experiments.memory_capacity.fmt moved: use "
+                  "rnnlab.experiments.registry.format_mean_std (same arguments)",
+                  DeprecationWarning, stacklevel=2)
+    return format_mean_std(mean, std, digits)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,86 +146,61 @@ class MemoryCapacityConfig:
         f"models of the MC-vs-rho panel: {', '.join(BASES)}, each optionally with +IP")
     spectral_radii: tuple[float, ...] = option(
         (0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.2),
-        "x axis: rho(W) (random W, each deep layer, SCR's r) or the forward weight r (DLR, DLRB)")
-    leak: float = option(1.0, "leak rate of the MC-vs-rho panel")
+        "x axis: rho(W) (random W, each deep layer, SCR's r) or the forward weight r (DLR, DLRB)",
+        low=0, low_open=True)
+    leak: float = option(1.0, "leak rate of the MC-vs-rho panel", low=0, high=1, low_open=True)
     leak_models: tuple[str, ...] = option(
         ("ESN", "deepESN", "groupedESN", "SCR"),
         "models of the MC-vs-leak panel (empty: no such panel)")
-    leaks: tuple[float, ...] = option((0.1, 0.3, 0.6, 1.0), "leak rates of that panel")
-    leak_rho: float = option(0.9, "rho (or r) of the MC-vs-leak panel")
-    units: int = option(100, "N: total units (a deep ESN has layers x units/layers)")
-    layers: int = option(10, "layers of the deep ESNs (must divide units)")
+    leaks: tuple[float, ...] = option((0.1, 0.3, 0.6, 1.0), "leak rates of that panel",
+                                      low=0, high=1, low_open=True)
+    leak_rho: float = option(0.9, "rho (or r) of the MC-vs-leak panel", low=0, low_open=True)
+    units: int = option(100, "N: total units (a deep ESN has layers x units/layers)", low=1)
+    layers: int = option(10, "layers of the deep ESNs (must divide units)", low=1)
     density: float = option(1.0, "density of the shallow random W (1: dense, as the DeepESN "
-                                 "code)")
-    layer_density: float = option(1.0, "density of each deep layer's random W")
-    input_scaling: float = option(0.1, "input weights uniform on [-s, s] (DLR/DLRB/SCR: |v| = s)")
+                                 "code)", low=0, high=1, low_open=True)
+    layer_density: float = option(1.0, "density of each deep layer's random W",
+                                  low=0, high=1, low_open=True)
+    input_scaling: float = option(0.1, "input weights uniform on [-s, s] (DLR/DLRB/SCR: |v| = s)",
+                                  low=0, low_open=True)
     inter_scaling: float = option(0.1, "deep ESNs: weights from layer l-1 uniform on [-s, s] "
-                                       "(the DeepESN code: the input scaling)")
+                                       "(the DeepESN code: the input scaling)",
+                                  low=0, low_open=True)
     bias_scaling: float = option(0.1, "ESN and deep ESNs: bias uniform on [-s, s] (the DeepESN "
-                                      "code: the input scaling); DLR/DLRB/SCR have none")
+                                      "code: the input scaling); DLR/DLRB/SCR have none", low=0)
     det_input: str = option("sign_pi", "input weights of DLR/DLRB/SCR: sign_pi, sign_random, "
-                                       "uniform")
-    dlrb_backward: float = option(0.05, "DLRB's backward weight b")
-    n_delays: int | None = option(None, "largest delay K (None: 2N)")
-    batch: int = option(4, "independent input sequences per measurement (pooled)")
-    washout: int | None = option(None, "washout steps per sequence (None: K)")
-    train_length: int = option(500, "training steps per sequence")
-    test_length: int = option(250, "test steps per sequence")
+                                       "uniform", choices=DET_INPUTS)
+    dlrb_backward: float = option(0.05, "DLRB's backward weight b", low=0, low_open=True)
+    n_delays: int | None = option(None, "largest delay K (None: 2N)", low=1)
+    batch: int = option(4, "independent input sequences per measurement (pooled)", low=1)
+    washout: int | None = option(None, "washout steps per sequence (None: K), at least K")
+    train_length: int = option(500, "training steps per sequence", low=2)
+    test_length: int = option(250, "test steps per sequence", low=2)
     ridge: float = option(0.0, "ridge penalty of the delay readouts, relative to the "
-                               "standardised states (0: pseudo-inverse)")
-    ip_lr: float = option(1e-3, "IP learning rate")
-    ip_sigma: float = option(0.2, "IP Gaussian target std (mean 0)")
-    ip_epochs: int = option(1, "IP passes over its data")
-    ip_steps: int = option(600, "IP training steps (i.i.d. U[-1, 1], 1 sequence)")
-    ip_washout: int = option(100, "IP washout steps (no update)")
-    seeds: int = option(3, "seeds per point (networks and inputs)")
+                               "standardised states (0: pseudo-inverse)", low=0)
+    ip_lr: float = option(1e-3, "IP learning rate", low=0, low_open=True)
+    ip_sigma: float = option(0.2, "IP Gaussian target std (mean 0)", low=0, low_open=True)
+    ip_epochs: int = option(1, "IP passes over its data", low=1)
+    ip_steps: int = option(600, "IP training steps (i.i.d. U[-1, 1], 1 sequence)", low=1)
+    ip_washout: int = option(100, "IP washout steps (no update), below ip_steps", low=0)
+    seeds: int = option(3, "seeds per point (networks and inputs)", low=1)
     seed: int = option(0, "first seed")
     torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it; 1 is fastest for these small per-step ops)")
+                                   "sets it; 1 is fastest for these small per-step ops)", low=1)
 
     def validate(self) -> None:
-        if not isinstance(self.models, (tuple, list)) or not self.models:
+        if not self.models:
             raise ValueError("models must name at least one model")
         for name in tuple(self.models) + tuple(self.leak_models):
             parse_model(name)
-        check_numbers("spectral_radii", self.spectral_radii, low=0.0, low_open=True)
-        check_number("leak", self.leak, low=0.0, high=1.0, low_open=True)
-        if self.leak_models:
-            check_numbers("leaks", self.leaks, low=0.0, high=1.0, low_open=True)
-        check_number("leak_rho", self.leak_rho, low=0.0, low_open=True)
-        for name in ("units", "layers", "batch", "train_length", "test_length", "ip_epochs",
-                     "ip_steps", "seeds", "torch_threads"):
-            check_positive_int(name, getattr(self, name))
         if self.units % self.layers:
             raise ValueError(f"layers ({self.layers}) must divide units ({self.units}): the deep "
                              f"ESNs have the same total number of units as the shallow one")
-        check_number("density", self.density, low=0.0, high=1.0, low_open=True)
-        check_number("layer_density", self.layer_density, low=0.0, high=1.0, low_open=True)
-        check_number("input_scaling", self.input_scaling, low=0.0, low_open=True)
-        check_number("inter_scaling", self.inter_scaling, low=0.0, low_open=True)
-        check_number("bias_scaling", self.bias_scaling, low=0.0)
-        if self.det_input not in DET_INPUTS:
-            raise ValueError(f"det_input must be one of {DET_INPUTS}, got {self.det_input!r}")
-        check_number("dlrb_backward", self.dlrb_backward, low=0.0, low_open=True)
-        if self.n_delays is not None:
-            check_positive_int("n_delays", self.n_delays)
-        k = self.delays
-        if self.washout is not None:
-            if isinstance(self.washout, bool) or not isinstance(self.washout, int):
-                raise TypeError(f"washout must be an int, got {self.washout!r}")
-            if self.washout < k:
-                raise ValueError(f"washout ({self.washout}) must be at least the largest delay "
-                                 f"n_delays ({k}): the target u(t - k) must exist")
-        if self.train_length < 2 or self.test_length < 2:
-            raise ValueError("train_length and test_length must be at least 2")
-        check_number("ridge", self.ridge, low=0.0)
-        check_number("ip_lr", self.ip_lr, low=0.0, low_open=True)
-        check_number("ip_sigma", self.ip_sigma, low=0.0, low_open=True)
-        if isinstance(self.ip_washout, bool) or not isinstance(self.ip_washout, int) \
-                or not 0 <= self.ip_washout < self.ip_steps:
+        if self.washout is not None and self.washout < self.delays:
+            raise ValueError(f"washout ({self.washout}) must be at least the largest delay "
+                             f"n_delays ({self.delays}): the target u(t - k) must exist")
+        if not self.ip_washout < self.ip_steps:
             raise ValueError(f"ip_washout must be an int in [0, ip_steps), got {self.ip_washout}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
 
     @property
     def delays(self) -> int:
@@ -320,12 +301,12 @@ def _aggregate(panel: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(cfg: MemoryCapacityConfig, ctx: RunContext) -> ExperimentResult:
     jobs = [("rho", m, x, cfg.leak) for m in cfg.models for x in cfg.spectral_radii]
     jobs += [("leak", m, cfg.leak_rho, a) for m in cfg.leak_models for a in cfg.leaks]
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    seeds = ctx.seeds(cfg)
     rows = []
     # A point of the leak panel at the rho panel's leak is the same measurement: reuse it.
     done: dict[tuple[str, float, float, int], dict[str, Any]] = {}
     start = time.perf_counter()
-    with thread_count(cfg.torch_threads), ctx.progress("MC points", len(jobs)) as advance:
+    with ctx.progress("MC points", len(jobs)) as advance:
         for panel, name, x, leak in jobs:
             runs = []
             for seed in seeds:
@@ -348,7 +329,8 @@ def run(cfg: MemoryCapacityConfig, ctx: RunContext) -> ExperimentResult:
             best = max(pts, key=lambda r: r["mc_mean"])
             figures[f"peak_mc_{name}"] = best["mc_mean"]
             figures[f"peak_rho_{name}"] = best["rho"]
-            lines.append(f"{name} {fmt(best['mc_mean'], best['mc_std'], 1)} at {best['rho']}")
+            mc = format_mean_std(best["mc_mean"], best["mc_std"], 1)
+            lines.append(f"{name} {mc} at {best['rho']}")
     failed = sum(bool(r["ip_failed"]) for r in done.values())
     summary = (f"Peak MC (K = {cfg.delays} delays, N = {cfg.units}, bound MC <= N) per model: "
                + "; ".join(lines) + f". {len(done)} measurements in {wall:.0f} s."

@@ -20,30 +20,18 @@ SERIES = ("mackey-glass", "sine")
 
 @dataclass
 class OnlinePredictionConfig:
-    series: str = option("mackey-glass", "the stream: mackey-glass (tau=17, tanh(x-1)) or sine")
-    steps: int = option(6000, "samples in the stream (one weight update each)")
-    hidden_size: int = option(16, "N, hidden units")
+    series: str = option("mackey-glass", "the stream: mackey-glass (tau=17, tanh(x-1)) or sine",
+                         choices=SERIES)
+    steps: int = option(6000, "samples in the stream (one weight update each)", low=1)
+    hidden_size: int = option(16, "N, hidden units", low=1)
     readout: str = option("tanh", "readout activation: tanh (the course), identity, sigmoid")
-    optimizer: str = option("sgd", "sgd or adam")
-    lr: float = option(0.05, "learning rate")
+    optimizer: str = option("sgd", "sgd or adam", choices=("sgd", "adam"))
+    lr: float = option(0.05, "learning rate", low=0, low_open=True)
     clip_norm: float | None = option(1.0, "gradient-norm clipping threshold (none: off)")
-    report_every: int = option(500, "samples per row of the result table")
-    plot_last: int = option(300, "samples shown in the prediction-vs-target plot")
+    report_every: int = option(500, "samples per row of the result table", low=1)
+    plot_last: int = option(300, "samples shown in the prediction-vs-target plot", low=1)
     seed: int = option(0, "seed of the weights and of the series")
-    dtype: str = option("float32", "float32 or float64")
-
-    def validate(self) -> None:
-        if self.series not in SERIES:
-            raise ValueError(f"series must be one of {SERIES}, got {self.series!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        for name in ("steps", "hidden_size", "report_every", "plot_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+    dtype: str = option("float32", "float32 or float64", choices=("float32", "float64"))
 
 
 def _stream(cfg: OnlinePredictionConfig):

@@ -19,18 +19,37 @@ leaving any other file alone. A run that fails after writing something (metrics 
 keeps it and gets ``error.txt`` (the error and its traceback), so a long run loses no finished
 work; a run that fails before writing anything removes its ``config.json`` and the folders it
 created, so no folder is left that looks like a run.
+
+Plugins: an experiment is one file. Every public module (name not starting with ``_``) of the
+:mod:`rnnlab.experiments` package is imported when the registry is first asked (its
+``@register`` runs then), found by :func:`pkgutil.iter_modules`; adding a file is all it takes.
+Third-party packages add experiments through the entry-point group ``rnnlab.experiments``
+(``[project.entry-points."rnnlab.experiments"] my-exp = "my_package.my_experiment"``): the
+module named by each entry point is imported the same way. A plugin that fails to import is
+reported with the entry point's name, not silently skipped.
+
+Options are declared once, with their bounds and choices (:func:`option`): ``low``/``high``
+(``low_open``/``high_open`` for a strict bound), ``choices`` and ``unique``; for a tuple option
+they apply to every item. :func:`check_options` checks them all, with a message naming the
+option, its value and what is allowed, before the config's own ``validate()`` (which keeps
+only the rules between options) runs; :func:`check_config` does both.
+
+What every run needs is here, not in each experiment: :meth:`RunContext.seeds` (the seeds of a
+config), :attr:`RunContext.progress`, :meth:`RunContext.log_metrics`,
+:meth:`RunContext.run_jobs` (one metrics row per job with progress, optionally in a process
+pool), :func:`aggregate` (the mean/std table over seeds), :func:`format_mean_std`; the thread
+count is set around the whole run (above).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import datetime as _dt
+import importlib
+import importlib.metadata
 import json
-import math
-import os
-import traceback
-import types
+import pkgutil
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +58,43 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from rnnlab.experiments._options import (
+    _parse_value,
+    _type_name,
+    check_choices,
+    check_config,
+    check_option,
+    check_options,
+    describe_bounds,
+    option,
+)
+from rnnlab.experiments._run_folder import (
+    RUN_FILES,
+    RunFolderError,
+    _finish_failed_run,
+    _make_run_dir,
+    check_run_dir,
+    default_run_dir,
+)
+from rnnlab.experiments._tables import (
+    Column,
+    aggregate,
+    format_mean_std,
+    mean_of,
+    mean_std,
+    std_of,
+)
+
+__all__ = [
+    "CLI_OPTIONS", "ENTRY_POINT_GROUP", "REGISTRY", "RUN_FILES", "THREAD_OPTIONS", "Column",
+    "Experiment", "ExperimentResult", "ProgressFactory", "RunContext", "RunFolderError",
+    "RunPlan", "aggregate", "builtin_modules", "check_choices", "check_config", "check_option",
+    "check_options", "check_run_dir", "default_run_dir", "describe_bounds", "format_mean_std",
+    "get_experiment", "list_experiments", "mean_of", "mean_std", "no_progress", "option",
+    "plan_run", "register", "resolve_config", "run_experiment", "std_of", "thread_count",
+    "thread_option",
+]
 
 
 class ProgressFactory(Protocol):
@@ -83,6 +139,51 @@ class RunContext:
         self._metrics_writer.writerow(row)
         self._metrics_file.flush()
 
+    @staticmethod
+    def seeds(config: Any) -> list[int]:
+        """The seeds of a run, from the config's ``seeds`` option: a count (seeds ``seed ..
+        seed + seeds - 1``, ``seed`` the config's first seed, 0 without one) or a tuple of
+        seeds (as given)."""
+        seeds = config.seeds
+        if isinstance(seeds, tuple | list):
+            return [int(s) for s in seeds]
+        first = int(getattr(config, "seed", 0))
+        return list(range(first, first + int(seeds)))
+
+    def run_jobs(self, description: str, fn: Callable[..., dict[str, Any]],
+                 jobs: Iterable[tuple[Any, ...]], *, workers: int = 1,
+                 threads: int | None = None, log: bool = True) -> list[dict[str, Any]]:
+        """``[fn(*job) for job in jobs]``, one metrics row per job, with a progress bar: each
+        row is logged to ``metrics.csv`` (``log``) as soon as it is finished, and the rows come
+        back in the order of ``jobs``.
+
+        ``threads``: torch's thread count inside (and in each worker), the previous count
+        restored after. ``workers > 1``: the jobs run in a pool of that many processes (spawned,
+        not forked: forking a process that has started torch's thread pools can deadlock; so
+        ``fn`` and the jobs must be picklable, e.g. a module-level function of plain values).
+        An error (or Ctrl-C) cancels the queued jobs; the rows logged so far stay.
+        """
+        jobs = list(jobs)
+        done: dict[int, dict[str, Any]] = {}
+        with contextlib.ExitStack() as stack:
+            if threads is not None:
+                stack.enter_context(thread_count(threads))
+            advance = stack.enter_context(self.progress(description, len(jobs)))
+
+            def finish(k: int, row: dict[str, Any]) -> None:
+                done[k] = row
+                if log:
+                    self.log_metrics(row)
+                advance(1)
+
+            if workers <= 1 or len(jobs) <= 1:
+                for k, job in enumerate(jobs):
+                    finish(k, fn(*job))
+            else:
+                _run_pool(fn, jobs, min(workers, len(jobs)),
+                          torch.get_num_threads() if threads is None else threads, finish)
+        return [done[k] for k in range(len(jobs))]
+
     def save_figure(self, fig: Any, name: str) -> Path:
         """Save a matplotlib figure as ``NAME.png`` in the run folder and close it."""
         import matplotlib.pyplot as plt
@@ -97,6 +198,33 @@ class RunContext:
             self._metrics_file.close()
             self._metrics_file = None
             self._metrics_writer = None
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_pool(fn: Callable[..., dict[str, Any]], jobs: list[tuple[Any, ...]], workers: int,
+              threads: int, finish: Callable[[int, dict[str, Any]], None]) -> None:
+    """Run ``fn(*job)`` in a spawned process pool, calling ``finish(k, row)`` as job k ends."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    try:
+        pending = {pool.submit(fn, *job): k for k, job in enumerate(jobs)}
+        waiting = set(pending)
+        while waiting:
+            finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in finished:
+                finish(pending[future], future.result())
+    except BaseException:
+        # Do not wait for the queued runs: what finished is already logged.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 @dataclass(frozen=True)
@@ -115,13 +243,19 @@ class Experiment:
                         f.metadata.get("help", "")))
         return out
 
+    def option_rows(self) -> list[dict[str, Any]]:
+        """Every option as ``{"option", "type", "default", "allowed", "help"}`` (``allowed``:
+        the declared bounds and choices in words, :func:`describe_bounds`)."""
+        hints = typing.get_type_hints(self.config_type)
+        return [{"option": "--" + f.name.replace("_", "-"), "type": _type_name(hints[f.name]),
+                 "default": f.default, "allowed": describe_bounds(f),
+                 "help": f.metadata.get("help", "")}
+                for f in dataclasses.fields(self.config_type)]
+
 
 REGISTRY: dict[str, Experiment] = {}
-BUILTIN_MODULES = (
-    "online_prediction", "rtrl_vs_bptt", "long_term", "gradient_flow", "gradient_decay",
-    "lstm_variants", "deep_rnn", "esn_forecast", "reservoir_topologies", "memory_capacity",
-    "intrinsic_plasticity", "deep_esn_entropy",
-)
+# The entry-point group through which other packages add experiments (module docstring).
+ENTRY_POINT_GROUP = "rnnlab.experiments"
 
 
 # Options the CLI itself takes: an experiment option of the same name would never reach the
@@ -129,8 +263,6 @@ BUILTIN_MODULES = (
 CLI_OPTIONS = ("out", "overwrite", "debug")
 # The names under which an experiment declares its torch thread count (see the module docstring).
 THREAD_OPTIONS = ("threads", "torch_threads")
-# The files a run writes besides its ``NAME.png`` plots (what ``overwrite`` deletes).
-RUN_FILES = ("config.json", "metrics.csv", "table.csv", "result.json", "error.txt")
 
 
 def register(name: str, description: str, config_type: type):
@@ -155,25 +287,6 @@ def register(name: str, description: str, config_type: type):
     return wrap
 
 
-def option(default: Any, help: str) -> Any:
-    """A config field with its help text (shown by ``rnnlab list --options``)."""
-    return field(default=default, metadata={"help": help})
-
-
-def check_choices(name: str, values: Any, valid: tuple[str, ...], item: str | None = None,
-                  unique: bool = True) -> None:
-    """The option ``name`` lists at least one of ``valid`` (each ``item``, default ``name``),
-    nothing else, and (``unique``) nothing twice; ``ValueError`` naming the problem otherwise."""
-    item = name if item is None else item
-    if not isinstance(values, (tuple, list)) or not values:
-        raise ValueError(f"{name} must name at least one of {', '.join(valid)}")
-    bad = [v for v in values if v not in valid]
-    if bad:
-        raise ValueError(f"unknown {item} {bad}; valid: {', '.join(valid)}")
-    if unique and len(set(values)) != len(values):
-        raise ValueError(f"{name} has duplicates (an entry named twice): {list(values)}")
-
-
 class thread_count:
     """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
 
@@ -187,19 +300,6 @@ class thread_count:
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self.before)
-
-
-def mean_std(values: Iterable[float | None], single_std: float = math.nan
-             ) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1) of the finite values (None and NaN left out):
-    NaN, NaN without any, and std ``single_std`` (NaN: undefined) for one."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, single_std
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
 
 
 def thread_option(experiment: Experiment) -> str | None:
@@ -220,55 +320,41 @@ def list_experiments() -> list[Experiment]:
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 
 
+def builtin_modules() -> list[str]:
+    """The experiment modules of :mod:`rnnlab.experiments`: every public module (not ``_x``)
+    other than the registry itself, found on disk by :func:`pkgutil.iter_modules` (a public
+    module that registers nothing is imported and does no harm)."""
+    import rnnlab.experiments as package
+
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                  if not m.name.startswith("_") and not m.ispkg and m.name != "registry")
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+_loaded = False
+
+
 def _load_builtin() -> None:
     # Importing the modules registers them; done lazily so the registry has no import cycle.
-    import importlib
-
-    for module in BUILTIN_MODULES:
+    global _loaded
+    if _loaded:
+        return
+    for module in builtin_modules():
         importlib.import_module(f"rnnlab.experiments.{module}")
+    for ep in _entry_points():
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin names itself rather than vanishing
+            raise ImportError(f"experiment plugin {ep.name!r} (entry point {ep.value!r} in "
+                              f"group {ENTRY_POINT_GROUP!r}) failed to import: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    _loaded = True
 
 
 # ------------------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return f"{_type_name(typing.get_args(tp)[0])},..."
-    if origin in (typing.Union, types.UnionType):
-        return "|".join(_type_name(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _parse_value(name: str, text: str, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if type(None) in args and text.lower() in ("none", "null", ""):
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _parse_value(name, text, arg)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError("; ".join(errors))
-    if origin is tuple:
-        (inner, *_rest) = typing.get_args(tp)
-        return tuple(_parse_value(name, part.strip(), inner) for part in text.split(",") if part)
-    if tp is bool:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"option --{name} expects true/false, got {text!r}")
-    if tp in (int, float, str):
-        try:
-            return tp(text)
-        except ValueError:
-            raise ValueError(f"option --{name} expects {tp.__name__}, got {text!r}") from None
-    raise TypeError(f"option --{name} has an unsupported type {tp}")
 
 
 def resolve_config(experiment: Experiment, overrides: dict[str, str]) -> Any:
@@ -284,9 +370,7 @@ def resolve_config(experiment: Experiment, overrides: dict[str, str]) -> Any:
                              f"its options are: {known}")
         values[name] = _parse_value(key.lstrip("-"), text, hints[name])
     config = experiment.config_type(**values)
-    check = getattr(config, "validate", None)
-    if check is not None:
-        check()
+    check_config(config)
     return config
 
 
@@ -302,10 +386,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
     return value
-
-
-class RunFolderError(ValueError):
-    """The run folder (``--out``) cannot be used: a file, unwritable, or holding another run."""
 
 
 @dataclass(frozen=True)
@@ -347,67 +427,6 @@ def _merge_threads(experiment: Experiment, overrides: dict[str, str],
     return merged
 
 
-def _is_run_folder(path: Path) -> bool:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "experiment" in config
-
-
-def _run_outputs(path: Path) -> list[Path]:
-    """The files of ``path`` that rnnlab writes (what ``overwrite`` deletes)."""
-    return sorted(p for p in path.iterdir() if p.is_file()
-                  and (p.name in RUN_FILES or p.suffix.lower() == ".png"))
-
-
-def check_run_dir(path: Path | str, overwrite: bool = False) -> Path:
-    """Check that ``path`` can take a new run, changing nothing; return it.
-
-    :class:`RunFolderError` naming the problem when ``path`` is a file, lies under a file, cannot
-    be written, or already holds files (unless ``overwrite``; even then it must be a run folder:
-    rnnlab does not delete files of a folder it did not write).
-    """
-    path = Path(path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise RunFolderError(f"--out {path} is a file, not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise RunFolderError(f"--out {path}: no permission to write in this folder")
-        content = sorted(p.name for p in path.iterdir())
-        if content and not overwrite:
-            shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
-            raise RunFolderError(
-                f"--out {path} is not empty (it holds {shown}); choose a new folder, or pass "
-                "--overwrite to delete the previous run's files there first")
-        if content and not _is_run_folder(path):
-            raise RunFolderError(
-                f"--out {path} holds files but is not an rnnlab run folder (no config.json "
-                "naming an experiment); --overwrite deletes only a previous run's files, so "
-                "choose a new or empty folder")
-        return path
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise RunFolderError(f"--out {path}: {ancestor} is a file, so no folder can be made "
-                             "under it")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise RunFolderError(f"--out {path}: no permission to create a folder in {ancestor}")
-    return path
-
-
-def default_run_dir(name: str) -> Path:
-    """``runs/NAME-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, ... when that folder exists already)."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{name}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
 def plan_run(
     name: str,
     overrides: dict[str, str] | None = None,
@@ -429,36 +448,6 @@ def plan_run(
         run_threads = threads if threads is not None else torch.get_num_threads()
     run_dir = check_run_dir(default_run_dir(name) if out_dir is None else out_dir, overwrite)
     return RunPlan(experiment, config, run_dir, run_threads)
-
-
-def _make_run_dir(path: Path, overwrite: bool) -> list[Path]:
-    """Create ``path`` (or clear a previous run's files from it); return the folders created."""
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(f"--out {path}: cannot create the folder ({exc.strerror})") from None
-    if overwrite:
-        for old in _run_outputs(path):
-            old.unlink()
-    return created
-
-
-def _finish_failed_run(run_dir: Path, created: list[Path], exc: BaseException) -> None:
-    """Keep what a failed run finished and mark it failed, or remove it if it finished nothing."""
-    try:
-        finished = [p for p in _run_outputs(run_dir) if p.name != "config.json"]
-        if not finished:
-            (run_dir / "config.json").unlink(missing_ok=True)
-            for folder in created:  # deepest first; a folder someone else filled meanwhile stays
-                folder.rmdir()
-            return
-        text = "".join(traceback.format_exception(exc))
-        (run_dir / "error.txt").write_text(
-            f"run failed: {type(exc).__name__}: {exc}\n"
-            f"finished and kept: {', '.join(p.name for p in finished)}\n\n{text}")
-    except OSError:  # the folder itself is failing (disk full, removed): the run's error matters
-        pass
 
 
 def run_experiment(

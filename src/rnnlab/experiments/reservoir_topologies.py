@@ -75,22 +75,16 @@ from typing import Any
 
 import torch
 
-from rnnlab.experiments.esn_forecast import (
-    build_reservoir,
-    check_common,
-    grid_search,
-    one_step_score,
-    task_series,
-)
+from rnnlab.experiments.esn_forecast import DTYPES, SIGNS, task_series
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
     mean_std,
     option,
     register,
-    thread_count,
 )
 from rnnlab.reservoir.graphs import GRAPH_KINDS, GRAPH_MODES, graph_reservoir
+from rnnlab.reservoir.tuning import build_reservoir, grid_search, one_step_score
 from rnnlab.tasks import nrmse
 
 TOPOLOGIES = ("random", "small_world", "scale_free", "spatial", "spatial_growth", "dlr", "dlrb",
@@ -101,49 +95,60 @@ TESTS = ("welch", "mannwhitney")
 
 @dataclass
 class ReservoirTopologiesConfig:
-    units: int = option(100, "N, units of every reservoir")
+    units: int = option(100, "N, units of every reservoir", low=2)
     topologies: tuple[str, ...] = option(TOPOLOGIES, "random (the reference), small_world, "
                                          "scale_free, spatial (Waxman), spatial_growth "
-                                         "(Kaiser-Hilgetag), dlr, dlrb, scr")
-    tasks: tuple[str, ...] = option(TASKS, "narma10, mackey-glass (one-step), memory-capacity")
-    seeds: int = option(10, "seeds 0..seeds-1 (data, weights, graphs)")
-    mean_degree: int = option(10, "non-zeros per row of W (random density = mean_degree / N)")
-    rewire: float = option(0.1, "Watts-Strogatz rewiring probability")
-    waxman_alpha: float = option(0.15, "Waxman length scale alpha (smaller: more local)")
+                                         "(Kaiser-Hilgetag), dlr, dlrb, scr",
+                                         choices=TOPOLOGIES, unique=True)
+    tasks: tuple[str, ...] = option(TASKS, "narma10, mackey-glass (one-step), memory-capacity",
+                                    choices=TASKS)
+    seeds: int = option(10, "seeds 0..seeds-1 (data, weights, graphs); >= 2 for the tests",
+                        low=1)
+    mean_degree: int = option(10, "non-zeros per row of W (random density = mean_degree / N); "
+                              "below units", low=1)
+    rewire: float = option(0.1, "Watts-Strogatz rewiring probability", low=0, high=1)
+    waxman_alpha: float = option(0.15, "Waxman length scale alpha (smaller: more local)",
+                                 low=0, low_open=True)
     growth_alpha: float = option(5.0, "spatial growth decay alpha of beta exp(-alpha d) "
-                                 "(larger: more local)")
+                                 "(larger: more local)", low=0, low_open=True)
     graph_mode: str = option("independent", "graph edges to W: independent, symmetric, "
-                             "random_direction")
+                             "random_direction", choices=GRAPH_MODES)
     tune: bool = option(True, "choose rho|r, v, ridge per topology, seed and one-step task on "
                         "a validation segment")
-    radii: tuple[float, ...] = option((0.5, 0.8, 0.95), "tuning grid: spectral radius (r)")
-    input_scalings: tuple[float, ...] = option((0.1, 0.3, 1.0), "tuning grid: input scaling v")
-    ridges: tuple[float, ...] = option((1e-10, 1e-8, 1e-6), "tuning grid: ridge penalty")
+    radii: tuple[float, ...] = option((0.5, 0.8, 0.95), "tuning grid: spectral radius (r)",
+                                      low=0, low_open=True)
+    input_scalings: tuple[float, ...] = option((0.1, 0.3, 1.0), "tuning grid: input scaling v",
+                                               low=0, low_open=True)
+    ridges: tuple[float, ...] = option((1e-10, 1e-8, 1e-6), "tuning grid: ridge penalty", low=0)
     spectral_radius: float = option(0.9, "rho(W) of random and graph reservoirs, r of "
-                                    "dlr/dlrb/scr, without tuning and for memory capacity")
-    input_scaling: float = option(0.3, "input scaling v without tuning")
-    ridge: float = option(1e-8, "ridge penalty without tuning")
-    dlrb_feedback: float = option(0.05, "DLRB backward weight b")
-    input_signs: str = option("pi", "signs of the dlr/dlrb/scr input weights: pi or random")
-    mc_input_scaling: float = option(0.1, "input scaling v for memory capacity (near-linear)")
+                                    "dlr/dlrb/scr, without tuning and for memory capacity",
+                                    low=0, low_open=True)
+    input_scaling: float = option(0.3, "input scaling v without tuning", low=0, low_open=True)
+    ridge: float = option(1e-8, "ridge penalty without tuning", low=0)
+    dlrb_feedback: float = option(0.05, "DLRB backward weight b", finite=True)
+    input_signs: str = option("pi", "signs of the dlr/dlrb/scr input weights: pi or random",
+                              choices=SIGNS)
+    mc_input_scaling: float = option(0.1, "input scaling v for memory capacity (near-linear)",
+                                     low=0, low_open=True)
     mc_ridge: float = option(0.0, "memory-capacity readout ridge, relative to the standardised "
-                             "states (0: the pseudo-inverse of Jaeger's protocol)")
-    washout: int = option(200, "initial states dropped")
-    train: int = option(2000, "training steps")
-    validation: int = option(600, "validation steps (tuning)")
-    test: int = option(1000, "test steps")
-    test_name: str = option("welch", "significance test vs random: welch or mannwhitney")
-    significance: float = option(0.05, "p-value threshold")
-    dtype: str = option("float64", "float32 or float64")
-    torch_threads: int = option(1, "torch.set_num_threads during the run")
+                             "states (0: the pseudo-inverse of Jaeger's protocol)", low=0)
+    washout: int = option(200, "initial states dropped", low=0)
+    train: int = option(2000, "training steps", low=1)
+    validation: int = option(600, "validation steps (tuning; at least 1 with --tune)", low=0)
+    test: int = option(1000, "test steps", low=1)
+    test_name: str = option("welch", "significance test vs random: welch or mannwhitney",
+                            choices=TESTS)
+    significance: float = option(0.05, "p-value threshold", low=0, high=1, low_open=True,
+                                 high_open=True)
+    dtype: str = option("float64", "float32 or float64", choices=DTYPES)
+    torch_threads: int = option(1, "torch.set_num_threads during the run", low=1)
 
     def validate(self) -> None:
-        check_common(self, self.topologies, TOPOLOGIES, "topologies", TASKS, (self.units,))
         if "random" not in self.topologies:
             raise ValueError("topologies must include 'random' (the reference of the tests)")
         if self.seeds < 2:
             raise ValueError(f"seeds must be >= 2 for a significance test, got {self.seeds}")
-        if not 1 <= self.mean_degree < self.units:
+        if not self.mean_degree < self.units:
             raise ValueError(f"mean_degree must be in [1, units), got {self.mean_degree}")
         if "scale_free" in self.topologies and self.mean_degree % 2:
             raise ValueError(f"scale_free needs an even mean_degree (m = mean_degree / 2), "
@@ -151,40 +156,12 @@ class ReservoirTopologiesConfig:
         if "small_world" in self.topologies and (self.mean_degree % 2 or self.mean_degree < 2):
             raise ValueError(f"small_world needs an even mean_degree >= 2 (k), "
                              f"got {self.mean_degree}")
-        if not 0 <= self.rewire <= 1:
-            raise ValueError(f"rewire must be in [0, 1], got {self.rewire}")
-        if not self.waxman_alpha > 0:
-            raise ValueError(f"waxman_alpha must be > 0, got {self.waxman_alpha}")
-        if not 0 < self.growth_alpha < math.inf:
-            raise ValueError(f"growth_alpha must be > 0 and finite, got {self.growth_alpha}")
         if "spatial_growth" in self.topologies and \
                 self.mean_degree < 2 * (self.units - 1) / self.units:
             raise ValueError(f"spatial_growth is connected: it needs mean_degree >= "
                              f"2 (units - 1) / units, got {self.mean_degree}")
-        if self.graph_mode not in GRAPH_MODES:
-            raise ValueError(f"graph_mode must be one of {GRAPH_MODES}, got {self.graph_mode!r}")
-        if not 0 < self.spectral_radius < math.inf:
-            raise ValueError(f"spectral_radius must be > 0, got {self.spectral_radius}")
-        for name in ("input_scaling", "mc_input_scaling"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("ridge", "mc_ridge"):
-            if not 0 <= getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.tune:
-            if not self.radii or min(self.radii) <= 0:
-                raise ValueError(f"radii must be positive, got {self.radii}")
-            if not self.input_scalings or min(self.input_scalings) <= 0:
-                raise ValueError(f"input_scalings must be positive, got {self.input_scalings}")
-            if not self.ridges or min(self.ridges) < 0 or \
-                    not all(map(math.isfinite, self.ridges)):
-                raise ValueError(f"ridges must be finite and >= 0, got {self.ridges}")
-            if self.validation < 1:
-                raise ValueError(f"validation must be positive with tune, got {self.validation}")
-        if self.test_name not in TESTS:
-            raise ValueError(f"test_name must be one of {TESTS}, got {self.test_name!r}")
-        if not 0 < self.significance < 1:
-            raise ValueError(f"significance must be in (0, 1), got {self.significance}")
+        if self.tune and self.validation < 1:
+            raise ValueError(f"validation must be positive with tune, got {self.validation}")
 
 
 def significance_test(name: str, scores: list[float], reference: list[float]) -> float:
@@ -263,9 +240,8 @@ def run(cfg: ReservoirTopologiesConfig, ctx: RunContext) -> ExperimentResult:
                                                    for t in cfg.topologies}
     nnz: dict[str, list[float]] = {t: [] for t in cfg.topologies}
     settings: dict[str, list[dict[str, Any]]] = {t: [] for t in cfg.topologies}
-    with thread_count(cfg.torch_threads), \
-            ctx.progress("reservoir-topologies runs", cfg.seeds * len(cfg.topologies)) as advance:
-        for seed in range(cfg.seeds):
+    with ctx.progress("reservoir-topologies runs", cfg.seeds * len(cfg.topologies)) as advance:
+        for seed in ctx.seeds(cfg):
             val = cfg.validation if cfg.tune else 0
             data = {task: task_series(task, seed, cfg.washout, cfg.train, val, cfg.test, dtype)
                     for task in cfg.tasks if task != "memory-capacity"}

@@ -45,27 +45,27 @@ COURSE = {  # (rule, quantity) -> (exponent in N, exponent in T), per sequence
 
 @dataclass
 class RtrlVsBpttConfig:
-    rtrl_hidden_sizes: tuple[int, ...] = option((16, 32, 64, 128, 256), "N sweep for RTRL")
-    bptt_hidden_sizes: tuple[int, ...] = option((64, 128, 256, 512, 1024), "N sweep for BPTT")
-    lengths: tuple[int, ...] = option((25, 50, 100, 200, 400), "T sweep (both rules)")
-    fixed_length: int = option(30, "T during the N sweeps")
-    fixed_hidden: int = option(32, "N during the T sweeps")
-    batch: int = option(1, "sequences per batch")
-    repeats: int = option(3, "timed repeats (median)")
-    threads: int = option(1, "torch threads during the measurement (the CLI's --threads)")
-    grad_hidden: int = option(8, "N of the gradient comparison")
-    grad_length: int = option(60, "T of the gradient comparison")
+    rtrl_hidden_sizes: tuple[int, ...] = option((16, 32, 64, 128, 256),
+                                                "N sweep for RTRL (two distinct at least)", low=1)
+    bptt_hidden_sizes: tuple[int, ...] = option((64, 128, 256, 512, 1024),
+                                                "N sweep for BPTT (two distinct at least)", low=1)
+    lengths: tuple[int, ...] = option((25, 50, 100, 200, 400),
+                                      "T sweep (both rules; two distinct at least)", low=1)
+    fixed_length: int = option(30, "T during the N sweeps", low=1)
+    fixed_hidden: int = option(32, "N during the T sweeps", low=1)
+    batch: int = option(1, "sequences per batch", low=1)
+    repeats: int = option(3, "timed repeats (median)", low=1)
+    threads: int = option(1, "torch threads during the measurement (the CLI's --threads)",
+                          low=1)
+    grad_hidden: int = option(8, "N of the gradient comparison", low=1)
+    grad_length: int = option(60, "T of the gradient comparison", low=1)
     seed: int = option(0, "seed")
 
     def validate(self) -> None:
         for name in ("rtrl_hidden_sizes", "bptt_hidden_sizes", "lengths"):
-            values = getattr(self, name)
-            if len(set(values)) < 2 or min(values) < 1:
-                raise ValueError(f"{name} needs at least two distinct positive sizes: {values}")
-        for name in ("fixed_length", "fixed_hidden", "batch", "repeats", "threads",
-                     "grad_hidden", "grad_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            if len(set(getattr(self, name))) < 2:
+                raise ValueError(f"{name} needs at least two distinct positive sizes: "
+                                 f"{getattr(self, name)}")
 
 
 def gradient_difference(hidden: int, length: int, batch: int, seed: int) -> dict[str, float]:
