@@ -137,7 +137,7 @@ def esn_state_gap(esn: torch.nn.Module, steps: int, input_max: float = 1.0,
     k = int((w != 0).sum(1).max()) + esn.W_in.shape[1] + 1 + (0 if w_fb is None
                                                               else w_fb.shape[1])
     leak = esn.leak.detach().to("cpu", torch.float64).abs()
-    slope = 0.25 if type(esn).__name__ == "LogisticEchoStateNetwork" else 1.0
+    slope = 0.25 if getattr(esn, "activation", "tanh") == "logistic" else 1.0  # max sigma'(z)
     gain = slope * esn.a.detach().to("cpu", torch.float64).abs()
     m = (inf_norm(w) * state_max + inf_norm(esn.W_in) * input_max + inf_norm(w_fb) * feedback_max
          + float(esn.bias.detach().to("cpu", torch.float64).abs().max()))
