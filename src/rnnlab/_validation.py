@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -52,19 +53,42 @@ def check_washout(washout: object, steps: int) -> int:
 
 
 def check_number(name: str, value: object, *, low: float | None = None,
-                 high: float | None = None, low_open: bool = False) -> float:
-    """``float(value)`` if it is a finite real number (Python or numpy int or float, not a bool)
-    within ``[low, high]`` (``(low, high]`` with ``low_open``), else ``TypeError``/``ValueError``
-    naming it."""
+                 high: float | None = None, low_open: bool = False, high_open: bool = False,
+                 allow_inf: bool = False) -> float:
+    """``float(value)`` if it is a real number (Python or numpy int or float, not a bool) within
+    ``[low, high]`` (``low_open``/``high_open`` exclude an end), else ``TypeError``/``ValueError``
+    naming it. NaN is always refused; +-inf only passes with ``allow_inf`` (and the bounds)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if math.isnan(value) or (not allow_inf and math.isinf(value)):
+        raise ValueError(f"{name} must be {'a number' if allow_inf else 'finite'}, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def check_finite_float(name: str, value: object) -> float:
+    """``float(value)`` if it is a finite real number: :func:`check_number` without bounds."""
+    return check_number(name, value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a bool (or a numpy bool), else a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> object:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them (sorted when
+    they are all strings): ``nonlinearity must be one of ['relu', 'tanh'], got 'gelu'``."""
+    options = list(choices)
+    if value not in options:
+        shown = sorted(options) if all(isinstance(o, str) for o in options) else options
+        raise ValueError(f"{name} must be one of {shown}, got {value!r}")
     return value
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_choice, check_number, check_positive_int, check_tensor
 from rnnlab.cells.base import RecurrentCell, run_cell
 from rnnlab.learning.clipping import clip_grad_norm_
 
@@ -89,15 +89,6 @@ def _square(w: torch.Tensor, what: str) -> int:
     if w.dim() != 2 or w.shape[0] != w.shape[1]:
         raise ValueError(f"{what} needs a square matrix (N x N), got shape {tuple(w.shape)}")
     return w.shape[0]
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return value
 
 
 def _draw_device(generator: torch.Generator | None) -> torch.device:
@@ -150,7 +141,7 @@ def orthogonal_(
     w = _weight(target)
     if w.dim() != 2:
         raise ValueError(f"orthogonal_ needs a matrix, got shape {tuple(w.shape)}")
-    gain = _positive("gain", gain)
+    gain = check_number("gain", gain, low=0.0, low_open=True)
     rows, cols = w.shape
     a = _randn(max(rows, cols), min(rows, cols), generator=generator)
     q, r = torch.linalg.qr(a)
@@ -177,12 +168,12 @@ def identity_(
     """
     w = _weight(target)
     n = _square(w, "identity_")
-    scale = _positive("scale", scale)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
     _copy(w, scale * torch.eye(n, dtype=torch.float64))
     if isinstance(target, nn.Module):
         _zero_bias(target)
         if input_std is not None:
-            input_std = _positive("input_std", input_std)
+            input_std = check_number("input_std", input_std, low=0.0, low_open=True)
             u = _input_weight(target)
             if u is None:
                 raise TypeError(
@@ -222,7 +213,7 @@ def sparse_spectral_(
     k = check_positive_int("k", k)
     if k > n:
         raise ValueError(f"k={k} nonzero incoming weights per unit but there are only N={n} units")
-    spectral_radius = _positive("spectral_radius", spectral_radius)
+    spectral_radius = check_number("spectral_radius", spectral_radius, low=0.0, low_open=True)
     device = _draw_device(generator)
     # A random permutation per row (argsort of uniforms); its first k entries are the columns.
     cols = torch.rand(n, n, generator=generator, device=device).argsort(dim=1)[:, :k]
@@ -312,8 +303,7 @@ def reconstruction(
     * ``"language_model"`` (their recurrent language-model variant): ``x_hat(t+1)`` is read off
       ``h(t)``; target ``x(2..T)``.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    check_choice("objective", objective, OBJECTIVES)
     states, final = _run(model, x)
     if objective == "language_model":
         return states[:, :-1] @ decoder_weight.t() + decoder_bias, x[:, 1:]
@@ -355,8 +345,7 @@ def pretrain_sequence_autoencoder(
         a :class:`PretrainReport`.
     """
     _require_recurrence(model)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    check_choice("objective", objective, OBJECTIVES)
     check = getattr(model, "check_input", None)
     if callable(check):
         check(inputs, "inputs")
@@ -365,11 +354,11 @@ def pretrain_sequence_autoencoder(
     if objective == "language_model" and inputs.shape[1] < 2:
         raise ValueError("the language_model objective needs sequences of at least 2 steps")
     epochs = check_positive_int("epochs", epochs)
-    lr = _positive("lr", lr)
+    lr = check_number("lr", lr, low=0.0, low_open=True)
     count = inputs.shape[0]
     batch_size = count if batch_size is None else check_positive_int("batch_size", batch_size)
     if clip_norm is not None:
-        clip_norm = _positive("clip_norm", clip_norm)
+        clip_norm = check_number("clip_norm", clip_norm, low=0.0, low_open=True)
 
     w = _weight(model)
     n, d = w.shape[1], inputs.shape[2]  # N: the columns of W (gated cells stack gate rows)

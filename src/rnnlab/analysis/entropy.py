@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnlab._validation import check_tensor
+from rnnlab._validation import check_choice, check_number, check_tensor
 
 REDUCTIONS = ("mean", "none")
 SILVERMAN = 1.06
@@ -62,12 +62,7 @@ def _kernel(x: torch.Tensor, kernel_size: float | str | None) -> torch.Tensor:
     if isinstance(kernel_size, str):
         raise ValueError(f"kernel_size must be None, 'silverman' or a positive number, "
                          f"got {kernel_size!r}")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, float)):
-        raise TypeError(f"kernel_size must be None, 'silverman' or a positive number, "
-                        f"got {type(kernel_size).__name__}")
-    value = float(kernel_size)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"kernel_size must be a positive finite number, got {value}")
+    value = check_number("kernel_size", kernel_size, low=0.0, low_open=True)
     return torch.full(x.shape[:2], value, dtype=torch.float64, device=x.device)
 
 
@@ -91,8 +86,7 @@ def state_entropy(
     check_tensor("states", states, ndim=3, layout="(batch, time, units)")
     if not states.is_floating_point():
         raise TypeError(f"states must be floating point, got {states.dtype}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
     batch, steps, m = states.shape
     if m < 2:
         raise ValueError(f"the entropy across units needs at least 2 units, got {m}")

@@ -36,9 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_int, check_number, check_positive_int, check_tensor
 from rnnlab.analysis.spectral import (
-    _check_leak,
     _check_matrix,
     _to_dense_torch,
     effective_spectral_radius,
@@ -118,8 +117,7 @@ def diagonally_scaled_norm(
     """
     _check_matrix(W)
     check_positive_int("max_iter", max_iter)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    check_number("tol", tol, low=0.0, allow_inf=True)
     w = _to_dense_torch(W)
     n = w.shape[0]
     lam = torch.zeros(n, dtype=torch.float64)
@@ -159,11 +157,11 @@ def _as_leak_vector(leak: Any, n: int) -> torch.Tensor | float:
                              f"{tuple(a.shape)}")
         if a.dim() == 0 or bool((a == a[0]).all()):
             # One leak for all units: the cheaper (and sparse-capable) scalar path.
-            return _check_leak(float(a.reshape(-1)[0]))
+            return check_number("leak", float(a.reshape(-1)[0]), low=0.0, high=1.0, low_open=True)
         if not bool(((a > 0) & (a <= 1)).all()):
             raise ValueError("leak must be in (0, 1]")
         return a
-    return _check_leak(leak)
+    return check_number("leak", leak, low=0.0, high=1.0, low_open=True)
 
 
 def esp_check(
@@ -292,16 +290,12 @@ def state_contraction(
                         f"got {type(model).__name__}")
     check_tensor("inputs", inputs, ndim=3, layout="(batch, time, features)")
     check_positive_int("n_initial", n_initial)
-    for name, value in (("init_scale", init_scale), ("tol", tol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    check_number("init_scale", init_scale, low=0.0, low_open=True)
+    check_number("tol", tol, low=0.0, low_open=True)
     if generator is None:
         if seed is None:
             seed = 0
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(check_int("seed", seed))
     elif not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise TypeError("generator must be a CPU torch.Generator")
     batch, steps, _ = inputs.shape

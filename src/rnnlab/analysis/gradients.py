@@ -30,7 +30,13 @@ import torch
 from torch import nn
 
 from rnnlab._tree import TreeLayout
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+)
 
 State = torch.Tensor | tuple[Any, ...]  # a tensor or a nested tuple of tensors
 
@@ -46,8 +52,7 @@ def _check_lags(lags: Iterable[int], t: int) -> list[int]:
         lags = [lags]
     out = []
     for tau in lags:
-        if isinstance(tau, bool) or not isinstance(tau, int):
-            raise TypeError(f"every lag must be an int, got {type(tau).__name__} ({tau!r})")
+        tau = check_int("every lag", tau)
         if tau < 0:
             raise ValueError(f"lags must be >= 0, got lag {tau}")
         if tau > t:
@@ -128,8 +133,7 @@ def state_jacobians(
     state = model.initial_state(batch) if h0 is None else h0
     layout = TreeLayout(state)
     if component is not None:
-        if isinstance(component, bool) or not isinstance(component, int):
-            raise TypeError(f"component must be an int or None, got {component!r}")
+        component = check_int("component", component)
         if not 0 <= component < len(layout.sizes):
             raise ValueError(
                 f"component={component} but the state has {len(layout.sizes)} tensor(s)"
@@ -196,8 +200,7 @@ def state_jacobian_norms(
     ``0 <= tau <= t``), tuple states and the other arguments are those of
     :func:`state_jacobians`.
     """
-    if ord not in MATRIX_NORMS:
-        raise ValueError(f"ord must be one of {MATRIX_NORMS}, got {ord!r}")
+    check_choice("ord", ord, MATRIX_NORMS)
     jac = state_jacobians(model, x, lags, t, h0=h0, component=component, vectorize=vectorize)
     return torch.linalg.matrix_norm(jac, ord=ord)
 
@@ -209,15 +212,6 @@ def _norm_dtype(device: torch.device) -> torch.dtype:
     # float64 accumulation keeps exploding (but finite) float32 gradients from overflowing
     # to inf in the sum of squares; MPS has no float64.
     return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _check_norm_type(norm_type: float) -> float:
-    if isinstance(norm_type, bool) or not isinstance(norm_type, int | float):
-        raise TypeError(f"norm_type must be a number, got {norm_type!r}")
-    norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type}")
-    return norm_type
 
 
 class GradientNormTracker:
@@ -258,7 +252,9 @@ class GradientNormTracker:
             raise ValueError("no parameters to track (none given, or none requires grad)")
         self.names = [n for n, _ in named]
         self._params = [p for _, p in named]
-        self.norm_type = _check_norm_type(norm_type)
+        # p > 0, inf for the max-norm
+        self.norm_type = check_number("norm_type", norm_type, low=0.0, low_open=True,
+                                      allow_inf=True)
         self.every = check_positive_int("every", every)
         self.groups: dict[str, list[int]] | None = None
         if groups is not None:

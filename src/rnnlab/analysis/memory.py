@@ -62,7 +62,13 @@ import numpy as np
 import torch
 
 from rnnlab._random import make_generator
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+)
 
 INPUT_DISTRIBUTIONS = ("uniform", "normal")
 # Elements of a (batch, time, delays) target block built at once (bounds the memory).
@@ -85,24 +91,6 @@ class MemoryCapacityResult:
 
 
 # ------------------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
-def _check_float(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a finite {kind} number, got {value}")
-    return value
-
-
 def _model_factory(model: Any) -> tuple[torch.dtype, torch.device]:
     """The dtype and device of a model's floating tensors (buffers first: reservoirs keep their
     fixed weights as buffers)."""
@@ -284,18 +272,17 @@ def memory_capacity(
                          f"{input_size}")
     if n_delays is not None:
         check_positive_int("n_delays", n_delays)
-    train_length = _check_int("train_length", train_length, 2)
-    test_length = _check_int("test_length", test_length, 2)
+    train_length = check_int("train_length", train_length, low=2)
+    test_length = check_int("test_length", test_length, low=2)
     if washout is not None:
-        _check_int("washout", washout, 0)
-    min_delay = _check_int("min_delay", min_delay, 0)
+        check_int("washout", washout, low=0)
+    min_delay = check_int("min_delay", min_delay, low=0)
     batch = check_positive_int("batch", batch)
-    if input_dist not in INPUT_DISTRIBUTIONS:
-        raise ValueError(f"input_dist must be one of {INPUT_DISTRIBUTIONS}, got {input_dist!r}")
-    input_scale = _check_float("input_scale", input_scale, positive=True)
-    alpha = _check_float("alpha", alpha, positive=False)
+    check_choice("input_dist", input_dist, INPUT_DISTRIBUTIONS)
+    input_scale = check_number("input_scale", input_scale, low=0.0, low_open=True)
+    alpha = check_number("alpha", alpha, low=0.0)
     if rcond is not None:
-        rcond = _check_float("rcond", rcond, positive=False)
+        rcond = check_number("rcond", rcond, low=0.0)
     gen = make_generator(seed, generator)
     dtype, device = _model_factory(model)
 
@@ -414,13 +401,13 @@ def linear_memory_capacity(
         raise ValueError(f"w_in must have shape ({n},) or ({n}, 1) (one scalar input), "
                          f"got {tuple(b.shape)}")
     check_positive_int("n_delays", n_delays)
-    min_delay = _check_int("min_delay", min_delay, 0)
+    min_delay = check_int("min_delay", min_delay, low=0)
     if min_delay > n_delays:
         raise ValueError(f"min_delay ({min_delay}) must not exceed n_delays ({n_delays})")
     if method not in ("auto", "krylov", "lyapunov"):
         raise ValueError(f"method must be 'auto', 'krylov' or 'lyapunov', got {method!r}")
     if rcond is not None:
-        rcond = _check_float("rcond", rcond, positive=False)
+        rcond = check_number("rcond", rcond, low=0.0)
     check_positive_int("max_elements", max_elements)
     a = _as_float64("leak", leak if isinstance(leak, (torch.Tensor, np.ndarray))
                     else torch.as_tensor(leak, dtype=torch.float64))

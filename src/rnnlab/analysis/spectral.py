@@ -84,6 +84,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnlab._validation import check_choice, check_int, check_number
+
 MatrixLike = Any  # torch.Tensor (dense or sparse) | numpy.ndarray | scipy.sparse matrix
 
 DEFAULT_EXACT_MAX_SIZE = 1024  # largest_singular_value: dense up to this many rows
@@ -275,24 +277,17 @@ def _tridiagonal_radius(csr) -> float | None:
 
 
 def _check_size_args(exact_max_size: int, ncv: int) -> None:
-    if isinstance(exact_max_size, bool) or not isinstance(exact_max_size, int) \
-            or exact_max_size < 0:
-        raise ValueError(f"exact_max_size must be an int >= 0, got {exact_max_size!r}")
-    if isinstance(ncv, bool) or not isinstance(ncv, int) or ncv < 3:
-        raise ValueError(f"ncv must be an int >= 3, got {ncv!r}")
+    check_int("exact_max_size", exact_max_size, low=0)
+    check_int("ncv", ncv, low=3)
 
 
 def _check_radius_args(method: str, tol: float, ncv: int, maxiter: int | None) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= tol < 1.0:
-        raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
-    if isinstance(ncv, bool) or not isinstance(ncv, int) or ncv < ARNOLDI_NEV + 2:
-        raise ValueError(f"ncv must be an int >= {ARNOLDI_NEV + 2} (the {ARNOLDI_NEV} wanted "
-                         f"Ritz values plus two), got {ncv!r}")
-    if maxiter is not None and (isinstance(maxiter, bool) or not isinstance(maxiter, int)
-                                or maxiter < 1):
-        raise ValueError(f"maxiter must be None or an int >= 1, got {maxiter!r}")
+    check_choice("method", method, METHODS)
+    check_number("tol", tol, low=0.0, high=1.0, high_open=True)
+    # ARNOLDI_NEV wanted Ritz values plus two
+    check_int("ncv", ncv, low=ARNOLDI_NEV + 2)
+    if maxiter is not None:
+        check_int("maxiter", maxiter, low=1)
 
 
 def arnoldi_budget(n: int, nnz: int, ncv: int = ARNOLDI_NCV) -> int:
@@ -428,15 +423,6 @@ def _rescale(W: MatrixLike, factor: float) -> MatrixLike:
     return W * factor
 
 
-def _check_target(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
-
-
 def scale_to_spectral_radius(W: MatrixLike, rho: float, **kwargs: Any) -> MatrixLike:
     """``W * rho / rho(W)``: the same matrix scaled to spectral radius ``rho``.
 
@@ -445,7 +431,7 @@ def scale_to_spectral_radius(W: MatrixLike, rho: float, **kwargs: Any) -> Matrix
     delay line, whose spectral radius no scaling can change). ``kwargs`` go to
     :func:`spectral_radius`.
     """
-    rho = _check_target("rho", rho)
+    rho = check_number("rho", rho, low=0.0, low_open=True)
     _check_matrix(W)
     current = spectral_radius(W, **kwargs)
     scale = _max_abs(W)
@@ -465,15 +451,6 @@ def _max_abs(W: MatrixLike) -> float:
         return float(vals.detach().double().abs().max()) if vals.numel() else 0.0
     vals = np.asarray(vals, dtype=np.float64)
     return float(np.abs(vals).max()) if vals.size else 0.0
-
-
-def _check_leak(leak: float) -> float:
-    if isinstance(leak, bool) or not isinstance(leak, (int, float)):
-        raise TypeError(f"leak must be a number, got {type(leak).__name__}")
-    leak = float(leak)
-    if not (0.0 < leak <= 1.0):
-        raise ValueError(f"leak must be in (0, 1], got {leak}")
-    return leak
 
 
 def _leaky_jacobian(W: MatrixLike, leak: float) -> MatrixLike:
@@ -496,7 +473,7 @@ def effective_spectral_radius(W: MatrixLike, leak: float, **kwargs: Any) -> floa
     :func:`spectral_radius`.
     """
     _check_matrix(W)
-    leak = _check_leak(leak)
+    leak = check_number("leak", leak, low=0.0, high=1.0, low_open=True)
     return spectral_radius(_leaky_jacobian(W, leak), **kwargs)
 
 
@@ -509,9 +486,9 @@ def scale_to_effective_spectral_radius(W: MatrixLike, rho: float, leak: float) -
     eigenvalues of W (all of them, computed once, densely: O(n^3)). Raises ``ValueError`` if
     ``rho <= 1 - a`` (not reachable by scaling up from zero) or if W is nilpotent.
     """
-    rho = _check_target("rho", rho)
+    rho = check_number("rho", rho, low=0.0, low_open=True)
     _check_matrix(W)
-    leak = _check_leak(leak)
+    leak = check_number("leak", leak, low=0.0, high=1.0, low_open=True)
     if rho <= 1.0 - leak:
         raise ValueError(
             f"effective spectral radius {rho} is not above 1 - leak = {1.0 - leak}: "
@@ -578,8 +555,7 @@ def power_norms(W: MatrixLike, k_max: int, ord: int | str = 2) -> torch.Tensor:
     ``rho(W) < 1`` (transient amplification).
     """
     _check_matrix(W)
-    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 0:
-        raise ValueError(f"k_max must be an int >= 0, got {k_max!r}")
+    check_int("k_max", k_max, low=0)
     if ord not in (2, "fro"):
         raise ValueError(f"ord must be 2 or 'fro', got {ord!r}")
     w = _to_dense_torch(W)

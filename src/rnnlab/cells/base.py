@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,11 +43,18 @@ from typing import Any, Union
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnlab._tree import tree_concat, tree_leaves, tree_map, tree_split
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import (  # noqa: F401 (check_finite_float: its old import path)
+    check_bool,
+    check_choice,
+    check_finite_float,
+    check_positive_int,
+    check_tensor,
+)
 
 State = Union[torch.Tensor, tuple["State", ...]]  # noqa: UP007 (a recursive alias needs Union)
 
@@ -448,8 +456,7 @@ def run_cell(
     """
     if not isinstance(cell, RecurrentCell):
         raise TypeError(f"cell must be a RecurrentCell, got {type(cell).__name__}")
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_choice("impl", impl, IMPLS)
     packed = None
     if isinstance(x, PackedSequence):
         if lengths is not None:
@@ -617,26 +624,90 @@ def _legacy_positional(
     return args[:2], {**kwargs, **named}
 
 
-def check_bool(name: str, value: object) -> bool:
-    """``value`` if it is a bool (or a numpy bool), else a TypeError naming ``name``."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
+# --------------------------------------------------------------------------------------------
+# Constructor pieces the torch-shaped cells share: sizes, torch.nn's affine parameters, the
+# uniform initialization and the fused kernel over a state that is h itself.
+def init_sizes(cell: nn.Module, input_size: object, hidden_size: object, bias: object) -> bool:
+    """Set ``cell.input_size``/``cell.hidden_size`` (positive ints) and return ``bias`` (a bool),
+    each checked with a message naming it."""
+    cell.input_size = check_positive_int("input_size", input_size)
+    cell.hidden_size = check_positive_int("hidden_size", hidden_size)
+    return check_bool("bias", bias)
 
 
-def check_finite_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+def add_affine_parameters(
+    cell: nn.Module,
+    rows: int,
+    bias: bool,
+    *,
+    recurrent_bias: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Register torch.nn's ``weight_ih`` (rows x D), ``weight_hh`` (rows x H), ``bias_ih`` and
+    ``bias_hh`` (rows), in that order (the order the initialization draws them in); an absent
+    bias (``bias=False``, or ``recurrent_bias=False`` for ``bias_hh``) is registered as None."""
+    factory = {"device": device, "dtype": dtype}
+    cell.weight_ih = nn.Parameter(torch.empty(rows, cell.input_size, **factory))
+    cell.weight_hh = nn.Parameter(torch.empty(rows, cell.hidden_size, **factory))
+    for name, present in (("bias_ih", bias), ("bias_hh", bias and recurrent_bias)):
+        if present:
+            cell.register_parameter(name, nn.Parameter(torch.empty(rows, **factory)))
+        else:
+            cell.register_parameter(name, None)
+
+
+def uniform_reset_(cell: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Every parameter ~ Uniform(-1/sqrt(H), 1/sqrt(H)) (torch.nn.RNN/GRU/LSTM's initialization),
+    drawn in ``parameters()`` order from ``generator``."""
+    bound = 1.0 / math.sqrt(cell.hidden_size)
+    with torch.no_grad():
+        for p in cell.parameters():
+            uniform_init_(p, bound, generator)
+
+
+def affine_weights(cell: nn.Module) -> list[torch.Tensor]:
+    """``[weight_ih, weight_hh(, bias_ih, bias_hh)]`` for :func:`fused_rnn`. The kernel takes both
+    biases or none: a cell with ``bias_ih`` only passes its zero ``_zero_bias_hh`` buffer."""
+    weights = [cell.weight_ih, cell.weight_hh]
+    if cell.bias_ih is not None:
+        weights += [cell.bias_ih, cell.bias_hh if cell.bias_hh is not None else cell._zero_bias_hh]
+    return weights
+
+
+class TorchLayoutCell(RecurrentCell):
+    """A cell whose input enters through torch.nn's ``weight_ih`` and ``bias_ih`` (registered by
+    :func:`add_affine_parameters`), as ``torch.nn.RNNCellBase``: ``project_input`` is
+    ``W_ih x + b_ih``, ``reset_parameters`` torch's Uniform(-1/sqrt(H), 1/sqrt(H)) for every
+    parameter, and ``_sequence`` the fused kernel of :meth:`fused_weights` for a cell whose
+    state is ``h`` itself (the kernel's outputs are then every step's state). Cells override
+    what differs (the LSTM its input bias, initialization and hand-written sequence)."""
+
+    weight_ih: torch.Tensor
+    bias_ih: torch.Tensor | None
+
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_ih, self.bias_ih)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.RNN``/``GRU``/
+        ``LSTM``."""
+        uniform_reset_(self, generator)
+
+    def _sequence(self, impl, x, state0, lengths, return_states):  # type: ignore[no-untyped-def]
+        spec = self.fused_weights()
+        if impl != "fused" or spec is None:
+            return super()._sequence(impl, x, state0, lengths, return_states)
+        kind, weights = spec
+        outputs, final = fused_rnn(kind, x, state0, weights, lengths)
+        return outputs, final, (outputs if return_states else None)
 
 
 __all__ = [
     "IMPLS",
     "RecurrentCell",
     "State",
+    "TorchLayoutCell",
     "check_lengths",
     "concat_state",
     "flatten_state",

@@ -28,13 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import RecurrentCell, State, check_bool, torch_shaped, uniform_init_
+from rnnlab._validation import check_choice, check_positive_int
+from rnnlab.cells.base import (
+    RecurrentCell,
+    State,
+    TorchLayoutCell,
+    add_affine_parameters,
+    init_sizes,
+    torch_shaped,
+    uniform_init_,
+)
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
 
-class DeepTransitionCell(RecurrentCell):
+class DeepTransitionCell(TorchLayoutCell):
     """DT-RNN (and DT(S)-RNN with ``shortcut=True``) step; state ``h`` ``(batch, H)``.
 
     Args:
@@ -71,29 +79,19 @@ class DeepTransitionCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        check_bool("bias", bias)
+        bias = init_sizes(self, input_size, hidden_size, bias)
         self.num_layers = check_positive_int("layers", layers)
         self.transition_size = check_positive_int(
             "transition_size", hidden_size if transition_size is None else transition_size
         )
         if shortcut and layers < 2:
             raise ValueError("shortcut needs layers >= 2 (with one layer there is nothing to skip)")
-        if nonlinearity not in ACTIVATIONS:
-            raise ValueError(
-                f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got {nonlinearity!r}"
-            )
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, ACTIVATIONS)
         self.shortcut = bool(shortcut)
-        self.nonlinearity = nonlinearity
         factory = {"device": device, "dtype": dtype}
         first = hidden_size if layers == 1 else self.transition_size
-        self.weight_ih = nn.Parameter(torch.empty(first, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(first, hidden_size, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(first, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
+        # the first layer's U, W_1, b_1 (no separate recurrent bias: one b_1)
+        add_affine_parameters(self, first, bias, recurrent_bias=False, **factory)
         widths = [self.transition_size] * (layers - 1) + [hidden_size]
         self.transition = nn.ModuleList(
             nn.Linear(widths[k], widths[k + 1], bias=bias, **factory) for k in range(layers - 1)
@@ -116,9 +114,6 @@ class DeepTransitionCell(RecurrentCell):
                 uniform_init_(lin.weight, b, generator)
                 if lin.bias is not None:
                     uniform_init_(lin.bias, b, generator)
-
-    def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight_ih, self.bias_ih)
 
     def step(self, u_t: torch.Tensor, state: State) -> torch.Tensor:
         h: torch.Tensor = state  # type: ignore[assignment]

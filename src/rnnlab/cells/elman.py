@@ -11,26 +11,23 @@ recurrence (``U = weight_ih``, ``W = weight_hh``, ``b = bias_ih + bias_hh``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_bool, check_choice
 from rnnlab.cells.base import (
-    RecurrentCell,
     State,
-    check_bool,
-    fused_rnn,
+    TorchLayoutCell,
+    add_affine_parameters,
+    affine_weights,
+    init_sizes,
     torch_shaped,
-    uniform_init_,
 )
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 
-class ElmanCell(RecurrentCell):
+class ElmanCell(TorchLayoutCell):
     """``h(t) = phi(W_ih x(t) + b_ih + W_hh h(t-1) + b_hh)``; state ``h`` ``(batch, H)``.
 
     Args:
@@ -67,40 +64,21 @@ class ElmanCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        check_bool("bias", bias)
+        bias = init_sizes(self, input_size, hidden_size, bias)
         check_bool("recurrent_bias", recurrent_bias)
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
-            )
-        self.nonlinearity = nonlinearity
-        factory = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
-        self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory)) if bias else None
-        self.bias_hh = (nn.Parameter(torch.empty(hidden_size, **factory))
-                        if bias and recurrent_bias else None)
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        add_affine_parameters(self, self.hidden_size, bias, recurrent_bias=recurrent_bias,
+                              device=device, dtype=dtype)
         if bias and not recurrent_bias:
             # torch's fused kernel takes both biases or none: a zero b_hh makes it compute the
             # one-bias step exactly (adding 0 is exact); not saved in the state_dict
-            self.register_buffer("_zero_bias_hh", torch.zeros(hidden_size, **factory),
+            self.register_buffer("_zero_bias_hh",
+                                 torch.zeros(self.hidden_size, device=device, dtype=dtype),
                                  persistent=False)
         else:
             self._zero_bias_hh = None
         self.reset_parameters(generator)
         self.layout_for_cudnn()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.RNN``."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            for p in self.parameters():
-                uniform_init_(p, bound, generator)
-
-    def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight_ih, self.bias_ih)
 
     def step(self, u_t: torch.Tensor, state: State) -> torch.Tensor:
         return NONLINEARITIES[self.nonlinearity](
@@ -112,16 +90,7 @@ class ElmanCell(RecurrentCell):
         return ("fused", "loop")
 
     def fused_weights(self) -> tuple[str, list[torch.Tensor]]:
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias_ih is not None:
-            weights += [self.bias_ih,
-                        self._zero_bias_hh if self.bias_hh is None else self.bias_hh]
-        return f"rnn_{self.nonlinearity}", weights
-
-    def _sequence(self, impl, x, state0, lengths, return_states):
-        kind, weights = self.fused_weights()
-        outputs, final = fused_rnn(kind, x, state0, weights, lengths)
-        return outputs, final, (outputs if return_states else None)
+        return f"rnn_{self.nonlinearity}", affine_weights(self)
 
     def extra_repr(self) -> str:
         return (

@@ -16,13 +16,11 @@ recurrent sensitivities are dc_k(t)/d(row k of W_z, W_f, w_z, w_f, b_z, b_f).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import check_bool, torch_shaped, uniform_init_
+from rnnlab.cells.base import init_sizes, torch_shaped, uniform_reset_
 
 
 class ELSTMCell(nn.Module):
@@ -51,9 +49,7 @@ class ELSTMCell(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        if not check_bool("bias", bias):
+        if not init_sizes(self, input_size, hidden_size, bias):
             raise ValueError(
                 "ELSTMCell has no bias=False: its biases b_z, b_f, b_o are part of the model "
                 "(and of ELSTMRTRL's closed form); use ELSTMCell(input_size, hidden_size)"
@@ -73,10 +69,8 @@ class ELSTMCell(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Uniform(-1/sqrt(N), 1/sqrt(N)) as torch.nn's LSTM; the forget bias is added to b_f."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        uniform_reset_(self, generator)
         with torch.no_grad():
-            for p in self.parameters():
-                uniform_init_(p, bound, generator)
             self.bias_f.add_(self.forget_bias)
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,26 +18,23 @@ is exactly ``nn.GRU``/``nn.GRUCell``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_choice
 from rnnlab.cells.base import (
-    RecurrentCell,
     State,
-    check_bool,
-    fused_rnn,
+    TorchLayoutCell,
+    add_affine_parameters,
+    affine_weights,
+    init_sizes,
     torch_shaped,
-    uniform_init_,
 )
 
 FORMS = ("cho", "torch")
 
 
-class GRUCell(RecurrentCell):
+class GRUCell(TorchLayoutCell):
     """GRU step; state ``h`` ``(batch, H)``.
 
     Args:
@@ -66,34 +63,11 @@ class GRUCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        check_bool("bias", bias)
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        self.form = form
-        factory = {"device": device, "dtype": dtype}
-        h = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * h, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(3 * h, h, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(3 * h, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(3 * h, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        bias = init_sizes(self, input_size, hidden_size, bias)
+        self.form = check_choice("form", form, FORMS)
+        add_affine_parameters(self, 3 * self.hidden_size, bias, device=device, dtype=dtype)
         self.reset_parameters(generator)
         self.layout_for_cudnn()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as ``torch.nn.GRU``."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            for p in self.parameters():
-                uniform_init_(p, bound, generator)
-
-    def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight_ih, self.bias_ih)
 
     def step(self, u_t: torch.Tensor, state: State) -> torch.Tensor:
         h: torch.Tensor = state  # type: ignore[assignment]
@@ -120,15 +94,7 @@ class GRUCell(RecurrentCell):
     def fused_weights(self) -> tuple[str, list[torch.Tensor]] | None:
         if self.form != "torch":
             return None
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias_ih is not None:
-            weights += [self.bias_ih, self.bias_hh]
-        return "gru", weights
-
-    def _sequence(self, impl, x, state0, lengths, return_states):
-        kind, weights = self.fused_weights()  # type: ignore[misc]
-        outputs, final = fused_rnn(kind, x, state0, weights, lengths)
-        return outputs, final, (outputs if return_states else None)
+        return "gru", affine_weights(self)
 
     def extra_repr(self) -> str:
         return (

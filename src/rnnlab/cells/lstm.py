@@ -25,22 +25,21 @@ columns = sending gate i, f, o).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_bool, check_number
 from rnnlab.cells.base import (
-    RecurrentCell,
     State,
-    check_bool,
-    check_finite_float,
+    TorchLayoutCell,
+    add_affine_parameters,
+    affine_weights,
     fused_rnn,
+    init_sizes,
     torch_shaped,
-    uniform_init_,
 )
 
 # The derivatives from the stored activations in one kernel each, written into a buffer slice:
@@ -119,7 +118,7 @@ def _lstm_step(
     return (h_new, c_new, gates)
 
 
-class LSTMCell(RecurrentCell):
+class LSTMCell(TorchLayoutCell):
     """LSTM step with peepholes and Greff et al.'s variants; state (h, c), for FGR (h, c, gates).
 
     Args:
@@ -168,31 +167,22 @@ class LSTMCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        bias = init_sizes(self, input_size, hidden_size, bias)
         if not isinstance(variant, str) or variant.lower() not in _BY_LOWER:
             raise ValueError(
                 f"unknown LSTM variant {variant!r}; valid variants: {', '.join(VARIANTS)}"
             )
         check_bool("peepholes", peepholes)
-        check_bool("bias", bias)
         self.variant = _BY_LOWER[variant.lower()]
         spec = VARIANTS[self.variant]
         self.spec = LSTMVariant(**{**spec.__dict__, "peepholes": spec.peepholes and peepholes})
-        self.forget_bias = None if forget_bias is None else check_finite_float(
+        self.forget_bias = None if forget_bias is None else check_number(
             "forget_bias", forget_bias
         )
         self.state_names = ("h", "c", "gates") if self.spec.gate_recurrence else ("h", "c")
         factory = {"device": device, "dtype": dtype}
-        h, d = hidden_size, input_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * h, d, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(4 * h, h, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(4 * h, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(4 * h, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        h = self.hidden_size
+        add_affine_parameters(self, 4 * h, bias, **factory)
         if self.spec.peepholes:
             self.peephole_i = nn.Parameter(torch.empty(h, **factory))
             self.peephole_f = nn.Parameter(torch.empty(h, **factory))
@@ -218,10 +208,8 @@ class LSTMCell(RecurrentCell):
         """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter (as torch.nn.LSTM), then the
         forget bias, then zeros for the parts of removed gates."""
         h = self.hidden_size
-        bound = 1.0 / math.sqrt(h)
+        super().reset_parameters(generator)
         with torch.no_grad():
-            for p in self.parameters():
-                uniform_init_(p, bound, generator)
             if self.bias_ih is not None and self.forget_bias is not None:
                 self.bias_ih[h:2 * h] = self.forget_bias
                 self.bias_hh[h:2 * h] = 0.0
@@ -262,10 +250,7 @@ class LSTMCell(RecurrentCell):
     def fused_weights(self) -> tuple[str, list[torch.Tensor]] | None:
         if not self.is_torch_lstm:
             return None
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias_ih is not None:
-            weights += [self.bias_ih, self.bias_hh]
-        return "lstm", weights
+        return "lstm", affine_weights(self)
 
     def available_impls(self, return_states: bool = False) -> tuple[str, ...]:
         impls: list[str] = []

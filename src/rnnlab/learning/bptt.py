@@ -135,13 +135,7 @@ class BPTT(LearningRule):
         m = self.model
         check_tensor("x_t", x_t, ndim=2, last_dim=m.input_size, dtype=m.dtype,
                      device=m.device, layout="(batch, features)")
-        if self._h is None:
-            self.reset(x_t.shape[0])
-        elif x_t.shape[0] != self._batch:
-            raise ValueError(
-                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
-                f"{self._batch}; call rule.reset({x_t.shape[0]}) to start new sequences"
-            )
+        self._begin_step(x_t, None if self._h is None else self._batch)
         h = m.cell(x_t, self._h)
         o = m.output(h)
         self.last_loss = None

@@ -16,13 +16,14 @@ acts on ``.grad`` between the rule and ``optimizer.step()``, whatever the rule a
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from rnnlab._validation import check_choice, check_number
 
 Params = torch.Tensor | nn.Module | Iterable[torch.Tensor]
 
@@ -42,21 +43,13 @@ def _params(parameters: Params) -> list[torch.Tensor]:
 
 
 def _check_threshold(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    # > 0; inf is allowed (a threshold that never clips)
+    return check_number(name, value, low=0.0, low_open=True, allow_inf=True)
 
 
 def _check_norm_type(norm_type: float) -> float:
-    if isinstance(norm_type, bool) or not isinstance(norm_type, int | float):
-        raise TypeError(f"norm_type must be a number, got {norm_type!r}")
-    norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type}")
-    return norm_type
+    """``p`` of a vector p-norm: a number > 0, ``math.inf`` for the max-norm."""
+    return check_number("norm_type", norm_type, low=0.0, low_open=True, allow_inf=True)
 
 
 def _total_norm(grads: list[torch.Tensor], norm_type: float) -> torch.Tensor:
@@ -68,6 +61,18 @@ def _total_norm(grads: list[torch.Tensor], norm_type: float) -> torch.Tensor:
         torch.linalg.vector_norm(g, norm_type, dtype=dtype).to(device) for g in grads
     ])
     return torch.linalg.vector_norm(per, norm_type)
+
+
+def _grads_and_norm(
+    parameters: Params, norm_type: float
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The parameters' ``.grad`` tensors and their total ``norm_type``-norm (a 0-dim float64 zero
+    when no parameter has a grad)."""
+    norm_type = _check_norm_type(norm_type)
+    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    if not grads:
+        return grads, torch.zeros((), dtype=torch.float64)
+    return grads, _total_norm(grads, norm_type)
 
 
 def clip_grad_norm_(
@@ -89,14 +94,12 @@ def clip_grad_norm_(
     ``FloatingPointError`` is raised). :class:`GradientClipper` acts on that.
     """
     max_norm = _check_threshold("max_norm", max_norm)
-    norm_type = _check_norm_type(norm_type)
-    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    grads, total = _grads_and_norm(parameters, norm_type)
     if not grads:
-        return torch.zeros((), dtype=torch.float64)
-    total = _total_norm(grads, norm_type)
+        return total
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise FloatingPointError(
-            f"the total {norm_type}-norm of the gradients is {float(total)}; not clipping"
+            f"the total {float(norm_type)}-norm of the gradients is {float(total)}; not clipping"
         )
     scale = torch.where(
         torch.isfinite(total) & (total > max_norm), max_norm / total, torch.ones_like(total)
@@ -115,11 +118,7 @@ def clip_grad_value_(
     :func:`clip_grad_norm_` does (NaN entries stay NaN; see :class:`GradientClipper`).
     """
     clip_value = _check_threshold("clip_value", clip_value)
-    norm_type = _check_norm_type(norm_type)
-    grads = [p.grad for p in _params(parameters) if p.grad is not None]
-    if not grads:
-        return torch.zeros((), dtype=torch.float64)
-    total = _total_norm(grads, norm_type)
+    grads, total = _grads_and_norm(parameters, norm_type)
     for g in grads:
         g.clamp_(-clip_value, clip_value)
     return total
@@ -178,10 +177,8 @@ class GradientClipper:
         on_nonfinite: str = "skip",
         warn: bool = True,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if on_nonfinite not in ("skip", "raise"):
-            raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("on_nonfinite", on_nonfinite, ("skip", "raise"))
         self.mode = mode
         self.threshold = _check_threshold("threshold", threshold)
         self.norm_type = _check_norm_type(norm_type)

@@ -60,14 +60,8 @@ class ELSTMRTRL(LearningRule):
         cell = self.cell
         check_tensor("x_t", x_t, ndim=2, last_dim=cell.input_size, dtype=cell.weight_z.dtype,
                      device=cell.weight_z.device, layout="(batch, features)")
-        if self._state is None:
-            self.reset(x_t.shape[0])
+        self._begin_step(x_t, None if self._state is None else self._state[0].shape[0])
         c_prev = self._state[0]
-        if c_prev.shape[0] != x_t.shape[0]:
-            raise ValueError(
-                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
-                f"{c_prev.shape[0]}; call rule.reset({x_t.shape[0]}) to start new sequences"
-            )
         with torch.no_grad():
             z, f, c = cell.gates(x_t, c_prev)
             dz = (1.0 - f) * (1.0 - z * z)                 # dc/da_z
@@ -86,20 +80,14 @@ class ELSTMRTRL(LearningRule):
             o = self.model.output((leaf, h))
             self.last_loss = None
             if y_t is not None:
-                check_tensor("y_t", y_t, ndim=2, dtype=o.dtype, device=o.device)
-                if y_t.shape != o.shape:
-                    raise ValueError(f"y_t has shape {tuple(y_t.shape)}, outputs are "
-                                     f"{tuple(o.shape)}")
+                self._check_step_target(y_t, o)
                 loss = squared_error(o, y_t, self.reduction)
                 recurrent = {id(getattr(cell, n)) for n in _RECURRENT}
                 direct = [p for p in self.model.parameters() if id(p) not in recurrent]
-                grads = torch.autograd.grad(loss, [leaf, *direct], allow_unused=True)
+                g_c = self._state_gradient(loss, leaf, direct)
                 self.last_loss = loss.detach()
-                for p, g in zip(direct, grads[1:], strict=True):
-                    if g is not None:
-                        add_to_grad(p, g)
                 with torch.no_grad():
-                    per_unit = (grads[0].unsqueeze(2) * self.influence).sum(0)  # (N, 2D+4)
+                    per_unit = (g_c.unsqueeze(2) * self.influence).sum(0)  # (N, 2D+4)
                     add_to_grad(cell.weight_z, per_unit[:, :d])
                     add_to_grad(cell.recurrent_z, per_unit[:, d])
                     add_to_grad(cell.bias_z, per_unit[:, d + 1])

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from rnnlab._tree import tree_concat, tree_split
+from rnnlab._tree import tree_concat, tree_leaves, tree_split
 from rnnlab._validation import check_positive_int, check_tensor
 from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction, squared_error
 
@@ -175,14 +175,9 @@ class CellRule(LearningRule):
         ref = self.model.get_parameter(self.parameter_names[0])
         check_tensor("x_t", x_t, ndim=2, last_dim=self.input_size, dtype=ref.dtype,
                      device=ref.device, layout="(batch, features)")
-        if self._state is None:
-            self.reset(x_t.shape[0])
+        batch = None if self._state is None else tree_leaves(self._state)[0].shape[0]
+        self._begin_step(x_t, batch)
         flat = tree_concat(self._state).detach()
-        if flat.shape[0] != x_t.shape[0]:
-            raise ValueError(
-                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
-                f"{flat.shape[0]}; call rule.reset({x_t.shape[0]}) to start new sequences"
-            )
         with torch.no_grad():
             new_flat = self._advance(x_t, flat)
         new_state = tree_split(new_flat, self._state)
@@ -192,20 +187,13 @@ class CellRule(LearningRule):
             o = self.model.output(tree_split(leaf, new_state))
             self.last_loss = None
             if y_t is not None:
-                check_tensor("y_t", y_t, ndim=2, dtype=o.dtype, device=o.device,
-                             layout="(batch, outputs)")
-                if y_t.shape != o.shape:
-                    raise ValueError(f"y_t has shape {tuple(y_t.shape)}, outputs are "
-                                     f"{tuple(o.shape)}")
+                self._check_step_target(y_t, o)
                 loss = self._loss(o, y_t)
                 readout = [self.model.get_parameter(n) for n in self.readout_names]
-                grads = torch.autograd.grad(loss, [leaf, *readout], allow_unused=True)
+                g_state = self._state_gradient(loss, leaf, readout)
                 self.last_loss = loss.detach()
-                for param, g in zip(readout, grads[1:], strict=True):
-                    if g is not None:
-                        add_to_grad(param, g)
                 with torch.no_grad():
-                    total = self._recurrent_gradient(grads[0])
+                    total = self._recurrent_gradient(g_state)
                 start = 0
                 for name in self.parameter_names:
                     param = self.model.get_parameter(name)

@@ -150,13 +150,7 @@ class RTRL(LearningRule):
                 raise ValueError(
                     f"y_t has batch size {y_t.shape[0]} but x_t has {x_t.shape[0]}"
                 )
-        if self._batch is None:
-            self.reset(x_t.shape[0])
-        elif x_t.shape[0] != self._batch:
-            raise ValueError(
-                f"x_t has batch size {x_t.shape[0]} but the rule was reset for batch size "
-                f"{self._batch}; call rule.reset({x_t.shape[0]}) to start new sequences"
-            )
+        self._begin_step(x_t, self._batch)
         buf = self._buffers[0]
         if buf.dtype != m.W.dtype or buf.device != m.W.device:
             raise ValueError(

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab._validation import check_choice, check_positive_int, check_tensor
 from rnnlab.cells.base import run_cell, uniform_init_
 from rnnlab.cells.elman import ElmanCell
 from rnnlab.models.recurrent import READOUTS, RecurrentNetwork
@@ -79,8 +79,7 @@ class ElmanRNN(RecurrentNetwork):
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("output_size", output_size)
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {sorted(READOUTS)}, got {readout!r}")
+        check_choice("readout", readout, READOUTS)
         # The cell and the readout (nn.Linear draws in its own __init__) are built without
         # touching torch's global random stream; reset_parameters below then draws U, W, b, V, c
         # in that order from it: the same weights from the same seed, and the same stream

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_choice, check_positive_int
 from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell, uniform_init_
 from rnnlab.cells.deep import ACTIVATIONS, StackedCell
 
@@ -55,12 +55,44 @@ def _as_cell(cell_or_cells: RecurrentCell | Sequence[RecurrentCell]) -> Recurren
 
 
 def _check_impl(impl: str) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    return impl
+    return check_choice("impl", impl, IMPLS)  # type: ignore[return-value]
 
 
-class RecurrentLayer(nn.Module):
+class _OverCell(nn.Module):
+    """What a module that runs ``self.cell`` shows of it: sizes, initial state, dtype, device and
+    the cell's input and state checks."""
+
+    cell: RecurrentCell
+
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    def initial_state(self, batch_size: int) -> State:
+        return self.cell.initial_state(batch_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.cell.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.cell.device
+
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate a ``(batch, time, input_size)`` sequence against the cell."""
+        return self.cell.check_input(x, name)
+
+    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
+        """Check a full state of the cell for ``batch_size`` sequences."""
+        return self.cell.check_state(state, batch_size, name)
+
+
+class RecurrentLayer(_OverCell):
     """Run a cell over a sequence: ``layer(x) -> (outputs, final_state[, states])``.
 
     Args:
@@ -77,17 +109,6 @@ class RecurrentLayer(nn.Module):
         super().__init__()
         self.cell = _as_cell(cell_or_cells)
         self.impl = _check_impl(impl)
-
-    @property
-    def input_size(self) -> int:
-        return self.cell.input_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
-
-    def initial_state(self, batch_size: int) -> State:
-        return self.cell.initial_state(batch_size)
 
     def forward(
         self,
@@ -106,7 +127,7 @@ class RecurrentLayer(nn.Module):
         return f"impl={self.impl!r}"
 
 
-class RecurrentNetwork(nn.Module):
+class RecurrentNetwork(_OverCell):
     """A cell (or stack) with a readout: ``o(t) = f(readout(g(cell.hidden(state_t))))``.
 
     Args:
@@ -142,16 +163,10 @@ class RecurrentNetwork(nn.Module):
         super().__init__()
         self.cell = _as_cell(cell_or_cells)
         self.output_size = check_positive_int("output_size", output_size)
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {sorted(READOUTS)}, got {readout!r}")
+        self.readout_name = check_choice("readout", readout, READOUTS)
         check_positive_int("readout_layers", readout_layers)
-        if readout_activation not in ACTIVATIONS:
-            raise ValueError(
-                f"readout_activation must be one of {sorted(ACTIVATIONS)}, "
-                f"got {readout_activation!r}"
-            )
-        self.readout_name = readout
-        self.readout_activation = readout_activation
+        self.readout_activation = check_choice("readout_activation", readout_activation,
+                                               ACTIVATIONS)
         self.impl = _check_impl(impl)
         factory = {
             "device": self.cell.device if device is None else device,
@@ -175,33 +190,6 @@ class RecurrentNetwork(nn.Module):
                 bound = 1.0 / math.sqrt(lin.in_features)
                 uniform_init_(lin.weight, bound, generator)
                 uniform_init_(lin.bias, bound, generator)
-
-    @property
-    def input_size(self) -> int:
-        return self.cell.input_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
-
-    def initial_state(self, batch_size: int) -> State:
-        return self.cell.initial_state(batch_size)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.cell.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.cell.device
-
-    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Validate a ``(batch, time, input_size)`` sequence against the cell."""
-        return self.cell.check_input(x, name)
-
-    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
-        """Check a full state of the cell for ``batch_size`` sequences."""
-        return self.cell.check_state(state, batch_size, name)
 
     def output_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """The readout applied to hidden vectors of any leading shape."""

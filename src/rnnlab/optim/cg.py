@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rnnlab._validation import check_positive_int
+
 Tensor = torch.Tensor
 
 
@@ -71,8 +73,7 @@ def conjugate_gradient(
         raise ValueError("b must be a 1-D tensor (the flat right-hand side)")
     if not bool(torch.isfinite(b).all()):
         raise ValueError("b contains non-finite values")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive int, got {max_iters!r}")
+    check_positive_int("max_iters", max_iters)
     if not progress_eps > 0:
         raise ValueError(f"progress_eps must be > 0, got {progress_eps}")
     if not save_gamma > 1:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab._validation import check_number, check_positive_int
 from rnnlab.optim._common import (
     Forward,
     Loss,
@@ -52,30 +53,6 @@ __all__ = ["CGResult", "GaussNewton", "HessianFree", "conjugate_gradient"]
 def _half_squared_distance(h: Tensor) -> Tensor:
     # D_S(h) = 1/2 ||h - h_n||^2 evaluated at h_n: value 0, gradient 0, Hessian I.
     return 0.5 * (h - h.detach()).pow(2).sum()
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _in_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool,
-              hi_open: bool) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 class HessianFree(torch.optim.Optimizer):
@@ -159,28 +136,28 @@ class HessianFree(torch.optim.Optimizer):
         ls_decay: float = 0.8,
         max_ls_iters: int = 60,
     ) -> None:
+        num = check_number
         defaults = {
-            "lr": _positive("lr", lr),
-            "damping": _positive("damping", damping),
-            "max_cg_iters": _positive_int("max_cg_iters", max_cg_iters),
-            "cg_progress_eps": _positive("cg_progress_eps", cg_progress_eps),
-            "cg_decay": _in_range("cg_decay", cg_decay, 0.0, 1.0, lo_open=False, hi_open=False),
-            "cg_backtrack_gamma": _in_range("cg_backtrack_gamma", cg_backtrack_gamma, 1.0,
-                                            math.inf, lo_open=True, hi_open=True),
+            "lr": num("lr", lr, low=0.0, low_open=True),
+            "damping": num("damping", damping, low=0.0, low_open=True),
+            "max_cg_iters": check_positive_int("max_cg_iters", max_cg_iters),
+            "cg_progress_eps": num("cg_progress_eps", cg_progress_eps, low=0.0, low_open=True),
+            "cg_decay": num("cg_decay", cg_decay, low=0.0, high=1.0),
+            "cg_backtrack_gamma": num("cg_backtrack_gamma", cg_backtrack_gamma, low=1.0,
+                                      low_open=True),
             "preconditioner": bool(preconditioner),
-            "precond_exponent": _in_range("precond_exponent", precond_exponent, 0.0, 1.0,
-                                          lo_open=False, hi_open=False),
-            "structural_damping": _in_range("structural_damping", structural_damping, 0.0,
-                                            math.inf, lo_open=False, hi_open=True),
+            "precond_exponent": num("precond_exponent", precond_exponent, low=0.0, high=1.0),
+            "structural_damping": num("structural_damping", structural_damping, low=0.0),
             "adapt_damping": bool(adapt_damping),
-            "damping_boost": _in_range("damping_boost", damping_boost, 1.0, math.inf,
-                                       lo_open=True, hi_open=True),
-            "damping_drop": _in_range("damping_drop", damping_drop, 0.0, 1.0, lo_open=True,
-                                      hi_open=True),
+            "damping_boost": num("damping_boost", damping_boost, low=1.0, low_open=True),
+            "damping_drop": num("damping_drop", damping_drop, low=0.0, high=1.0, low_open=True,
+                                high_open=True),
             "line_search": bool(line_search),
-            "armijo_c": _in_range("armijo_c", armijo_c, 0.0, 1.0, lo_open=True, hi_open=True),
-            "ls_decay": _in_range("ls_decay", ls_decay, 0.0, 1.0, lo_open=True, hi_open=True),
-            "max_ls_iters": _positive_int("max_ls_iters", max_ls_iters),
+            "armijo_c": num("armijo_c", armijo_c, low=0.0, high=1.0, low_open=True,
+                            high_open=True),
+            "ls_decay": num("ls_decay", ls_decay, low=0.0, high=1.0, low_open=True,
+                            high_open=True),
+            "max_ls_iters": check_positive_int("max_ls_iters", max_ls_iters),
         }
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
