@@ -53,7 +53,7 @@ the whole stack one step at a time.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,10 +65,8 @@ from rnnlab._validation import (
     check_int,
     check_number,
     check_positive_int,
-    check_tensor,
-    check_washout,
 )
-from rnnlab.reservoir._generate import closed_loop
+from rnnlab.reservoir._generate import ReservoirModule
 from rnnlab.reservoir._step import ACTIVATIONS
 from rnnlab.reservoir.esn import EchoStateNetwork
 
@@ -89,7 +87,7 @@ def _per_layer(name: str, value: Any, n_layers: int) -> list[Any]:
     return values
 
 
-class DeepEchoStateNetwork(nn.Module):
+class DeepEchoStateNetwork(ReservoirModule):
     """A stack of leaky reservoirs: ``deep(u) -> (states of all layers, final state)``.
 
     Args:
@@ -204,7 +202,7 @@ class DeepEchoStateNetwork(nn.Module):
                                      .expand(sizes[i - 1])])
             try:
                 built.append(EchoStateNetwork(
-                    n, width, topology=per["topology"][i],
+                    input_size=width, units=n, topology=per["topology"][i],
                     spectral_radius=per["spectral_radius"][i], density=per["density"][i],
                     distribution=per["distribution"][i], r=per["r"][i],
                     backward_weight=per["backward_weight"][i], leak=per["leak"][i],
@@ -259,13 +257,13 @@ class DeepEchoStateNetwork(nn.Module):
         """Whether y(t-1) is fed back into some layer (that layer has a ``W_fb`` buffer)."""
         return any(esn.has_feedback for esn in self.layers)
 
+    _state_layout = "(batch, sum of the layers' units)"
+
     def _ref(self) -> torch.Tensor:
         return self.layers[0].W
 
-    def initial_state(self, batch_size: int) -> torch.Tensor:
-        """The zero state of all layers, ``(batch_size, sum N_l)``."""
-        check_positive_int("batch_size", batch_size)
-        return self._ref().new_zeros(batch_size, self.total_units)
+    def _state_size(self) -> int:
+        return self.total_units
 
     def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer views ``(..., N_l)`` of a state or states ``(..., sum N_l)``."""
@@ -276,34 +274,10 @@ class DeepEchoStateNetwork(nn.Module):
                              f"dimension, got shape {tuple(state.shape)}")
         return list(torch.split(state, self.sizes, dim=-1))
 
-    def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        ref = self._ref()
-        return check_tensor("inputs", inputs, ndim=3, last_dim=self.input_size, dtype=ref.dtype,
-                            device=ref.device, layout="(batch, time, features)")
-
-    def _check_state(self, state: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-        ref = self._ref()
-        check_tensor(name, state, ndim=2, last_dim=self.total_units, dtype=ref.dtype,
-                     device=ref.device, layout="(batch, sum of the layers' units)")
-        if state.shape[0] != batch:
-            raise ValueError(f"{name} has batch size {state.shape[0]}, the input has {batch}")
-        return state
-
     def _check_state0(self, state0: torch.Tensor | None, batch: int) -> list[Any]:
         if state0 is None:
             return [None] * self.num_layers
         return self.split_state(self._check_state(state0, batch, "state0"))
-
-    def _check_teacher(self, teacher: torch.Tensor | None, feedback0: torch.Tensor | None) -> None:
-        # The shapes are checked by the layers' own input_drive; here only whether feedback
-        # arguments belong, with the shallow network's messages.
-        if self.has_feedback and teacher is None:
-            raise ValueError(
-                "this ESN feeds its output back (feedback_scaling > 0): pass teacher= (the "
-                "target sequence, teacher forcing) or use generate() with a readout")
-        if not self.has_feedback and (teacher is not None or feedback0 is not None):
-            raise ValueError("teacher/feedback0 given but this ESN has no output feedback "
-                             "(output_size = 0 or feedback_scaling = 0)")
 
     def layer_input(self, index: int, inputs: torch.Tensor,
                     below: torch.Tensor | None) -> torch.Tensor:
@@ -323,6 +297,7 @@ class DeepEchoStateNetwork(nn.Module):
              teacher: torch.Tensor | None, feedback0: torch.Tensor | None,
              drives: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         self._check_inputs(inputs)
+        # the shapes are checked by the layers' own input_drive
         self._check_teacher(teacher, feedback0)
         starts = self._check_state0(state0, inputs.shape[0])
         out: list[torch.Tensor] = []
@@ -380,39 +355,13 @@ class DeepEchoStateNetwork(nn.Module):
         readout on all layers (``teacher``, ``feedback0`` as in :meth:`layer_states`)."""
         return torch.cat(self.layer_states(inputs, state0, teacher, feedback0), dim=-1)
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        state0: torch.Tensor | None = None,
-        washout: int = 0,
-        teacher: torch.Tensor | None = None,
-        feedback0: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run over ``inputs`` ``(batch, time, D)``: ``(states (batch, time - washout, sum N_l),
-        final state (batch, sum N_l))``. With output feedback, ``teacher`` ``(batch, time, O)``
-        is the target sequence, fed back one step late (teacher forcing). Chunk a long sequence
-        by passing the final state as the next ``state0`` (and the last target as
-        ``feedback0``)."""
-        washout = check_int("washout", washout, low=0)
-        self._check_inputs(inputs)
-        check_washout(washout, inputs.shape[1])
-        xs = self.states(inputs, state0, teacher, feedback0)
-        return xs[:, washout:], xs[:, -1]
-
     def step(
         self, u_t: torch.Tensor, state: torch.Tensor, feedback: torch.Tensor | None = None
     ) -> torch.Tensor:
         """One update of the whole stack: ``u_t`` ``(batch, D)``, ``state`` ``(batch, sum N_l)``
         (x_l(t-1) of every layer), ``feedback`` y(t-1) ``(batch, O)`` (needed iff the network
         has output feedback); returns the new ``(batch, sum N_l)``."""
-        ref = self._ref()
-        check_tensor("u_t", u_t, ndim=2, last_dim=self.input_size, dtype=ref.dtype,
-                     device=ref.device, layout="(batch, features)")
-        parts = self.split_state(self._check_state(state, u_t.shape[0], "state"))
-        if self.has_feedback and feedback is None:
-            raise ValueError("this ESN has output feedback: pass feedback= (y(t-1))")
-        if feedback is not None and not self.has_feedback:
-            raise ValueError("feedback given but this ESN has no output feedback")
+        parts = self.split_state(self._check_step(u_t, state, feedback))
         new: list[torch.Tensor] = []
         below = None
         for i, esn in enumerate(self.layers):
@@ -420,28 +369,6 @@ class DeepEchoStateNetwork(nn.Module):
                              feedback if esn.has_feedback else None)
             new.append(below)
         return torch.cat(new, dim=-1)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        steps: int,
-        readout: Callable[[torch.Tensor], torch.Tensor],
-        state: torch.Tensor | None = None,
-        last_output: torch.Tensor | None = None,
-        inputs: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Free-running generation for ``steps`` steps with the model's own outputs.
-
-        ``readout`` maps the states of all layers ``(batch, sum N_l)`` to outputs ``(batch,
-        O)`` (e.g. a :class:`~rnnlab.reservoir.readout.RidgeReadout` fitted on
-        :meth:`states`). At each step ``u(t) = inputs[:, t]`` if ``inputs`` ``(batch, steps,
-        D)`` is given, else the previous output ``y(t-1)`` (autoregressive: needs O = D); the
-        output feedback, if any, also gets ``y(t-1)``; then ``y(t) = readout(x(t))``. ``state``
-        is x(-1) of all layers (e.g. the final state of a teacher-forced run) and
-        ``last_output`` is y(-1) (e.g. the last target), needed for autoregression or feedback.
-        Returns ``(outputs (batch, steps, O), states (batch, steps, sum N_l))``.
-        """
-        return closed_loop(self, steps, readout, state, last_output, inputs, self._ref())
 
     def extra_repr(self) -> str:
         ref = self._ref()

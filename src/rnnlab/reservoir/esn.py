@@ -17,11 +17,12 @@ State update, for a batch of sequences, with N units, D inputs and O outputs::
   back (teacher forcing: ``y(t-1)`` is the target at ``t-1``), in generation the network's own
   readout output.
 
-Length: this module is the network class whole (about 600 lines): its constructor's checks,
+Length: this module is the network class whole (about 550 lines): its constructor's checks,
 the choice of the time loop's backend (numba, CUDA graphs, eager torch; dense or CSR) and the run
 methods; the step itself (:mod:`rnnlab.reservoir._step`), the backends, the weight builders
-(:mod:`rnnlab.reservoir.topology`) and the closed loop (:mod:`rnnlab.reservoir._generate`)
-live in their own modules.
+(:mod:`rnnlab.reservoir.topology`), and what the shallow and the deep network share (the checks,
+``forward`` and the closed loop of ``generate``: :mod:`rnnlab.reservoir._generate`) live in
+their own modules.
 
 The readout is not part of this module: fit one of :mod:`rnnlab.reservoir.readout` on the states.
 
@@ -45,11 +46,10 @@ CSR: measured"). ``sparse=True/False`` forces the choice.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from rnnlab._random import make_generator
 from rnnlab._validation import (
@@ -57,12 +57,11 @@ from rnnlab._validation import (
     check_number,
     check_positive_int,
     check_tensor,
-    check_washout,
 )
 from rnnlab.reservoir import _numba as _kernels
 from rnnlab.reservoir import cuda_graphs as _cuda_graphs
 from rnnlab.reservoir import topology as topo
-from rnnlab.reservoir._generate import closed_loop
+from rnnlab.reservoir._generate import ReservoirModule
 from rnnlab.reservoir._step import check_activation
 from rnnlab.reservoir._step import step as reservoir_step
 
@@ -90,7 +89,7 @@ def sparse_density_threshold(units: int, dtype: torch.dtype, batch: int = 1) -> 
 INPUT_WEIGHTS = topo.INPUT_WEIGHTS
 
 
-class EchoStateNetwork(nn.Module):
+class EchoStateNetwork(ReservoirModule):
     """Leaky-integrator echo state network; ``esn(u) -> (states, final_state)``.
 
     Args:
@@ -261,10 +260,11 @@ class EchoStateNetwork(nn.Module):
     def has_feedback(self) -> bool:
         return self.W_fb is not None
 
-    def initial_state(self, batch_size: int) -> torch.Tensor:
-        """x(-1) = 0, shape ``(batch_size, N)`` on the module's device and dtype."""
-        check_positive_int("batch_size", batch_size)
-        return self.W.new_zeros(batch_size, self.units)
+    def _ref(self) -> torch.Tensor:
+        return self.W
+
+    def _state_size(self) -> int:
+        return self.units
 
     def uses_sparse(self, batch: int = 1) -> bool:
         """Whether ``W x`` runs as a sparse CSR matmul for this batch size, device and W."""
@@ -355,17 +355,6 @@ class EchoStateNetwork(nn.Module):
             self._density = float((w != 0).sum()) / (self.units * self.units)
 
     # --------------------------------------------------------------------------------------------
-    def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        return check_tensor("inputs", inputs, ndim=3, last_dim=self.input_size, dtype=self.W.dtype,
-                            device=self.W.device, layout="(batch, time, features)")
-
-    def _check_state(self, state: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-        check_tensor(name, state, ndim=2, last_dim=self.units, dtype=self.W.dtype,
-                     device=self.W.device, layout="(batch, units)")
-        if state.shape[0] != batch:
-            raise ValueError(f"{name} has batch size {state.shape[0]}, the input has {batch}")
-        return state
-
     def _check_outputs(self, y: torch.Tensor, batch: int, name: str, ndim: int) -> torch.Tensor:
         layout = "(batch, time, outputs)" if ndim == 3 else "(batch, outputs)"
         check_tensor(name, y, ndim=ndim, last_dim=self.output_size, dtype=self.W.dtype,
@@ -406,11 +395,8 @@ class EchoStateNetwork(nn.Module):
             drive = torch.addmm(self.bias, inputs.reshape(batch * steps, -1), self.W_in.t(),
                                 out=out.view(batch * steps, self.units))
         drive = drive.view(batch, steps, self.units)
+        self._check_teacher(teacher, feedback0)
         if self.has_feedback:
-            if teacher is None:
-                raise ValueError(
-                    "this ESN feeds its output back (feedback_scaling > 0): pass teacher= (the "
-                    "target sequence, teacher forcing) or use generate() with a readout")
             self._check_outputs(teacher, batch, "teacher", 3)
             if teacher.shape[1] != steps:
                 raise ValueError(f"teacher has {teacher.shape[1]} steps, inputs have {steps}")
@@ -418,9 +404,6 @@ class EchoStateNetwork(nn.Module):
                   else self._check_outputs(feedback0, batch, "feedback0", 2))
             y_prev = torch.cat([y0.unsqueeze(1), teacher[:, :-1]], dim=1)
             drive.add_((y_prev.reshape(batch * steps, -1) @ self.W_fb.t()).view_as(drive))
-        elif teacher is not None or feedback0 is not None:
-            raise ValueError("teacher/feedback0 given but this ESN has no output feedback "
-                             "(output_size = 0 or feedback_scaling = 0)")
         return drive
 
     def recur(
@@ -515,67 +498,18 @@ class EchoStateNetwork(nn.Module):
             xs.append(x)
         return torch.stack(xs, dim=1)
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        state0: torch.Tensor | None = None,
-        washout: int = 0,
-        teacher: torch.Tensor | None = None,
-        feedback0: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run over ``inputs`` ``(batch, time, D)``.
-
-        Returns ``(states (batch, time - washout, N), final state (batch, N))``; the first
-        ``washout`` states are dropped (initial transient). With output feedback, ``teacher``
-        ``(batch, time, O)`` is the target sequence, fed back one step late (teacher forcing).
-        Process a long sequence in chunks by passing each chunk's final state as the next
-        ``state0`` (and the last target as ``feedback0``).
-        """
-        washout = check_int("washout", washout, low=0)
-        self._check_inputs(inputs)
-        check_washout(washout, inputs.shape[1])
-        xs = self.states(inputs, state0, teacher, feedback0)
-        return xs[:, washout:], xs[:, -1]
-
     def step(
         self, u_t: torch.Tensor, state: torch.Tensor, feedback: torch.Tensor | None = None
     ) -> torch.Tensor:
         """One update: ``u_t`` ``(batch, D)``, ``state`` x(t-1) ``(batch, N)``, ``feedback``
         y(t-1) ``(batch, O)`` (needed iff the ESN has output feedback); returns x(t)."""
-        check_tensor("u_t", u_t, ndim=2, last_dim=self.input_size, dtype=self.W.dtype,
-                     device=self.W.device, layout="(batch, features)")
+        self._check_step(u_t, state, feedback)
         batch = u_t.shape[0]
-        self._check_state(state, batch, "state")
-        if self.has_feedback and feedback is None:
-            raise ValueError("this ESN has output feedback: pass feedback= (y(t-1))")
-        if feedback is not None and not self.has_feedback:
-            raise ValueError("feedback given but this ESN has no output feedback")
         drive = torch.addmm(self.bias, u_t, self.W_in.t())
         if feedback is not None:
             self._check_outputs(feedback, batch, "feedback", 2)
             drive = torch.addmm(drive, feedback, self.W_fb.t())
         return self.recur(drive.unsqueeze(1), state)[:, 0]
-
-    @torch.no_grad()
-    def generate(
-        self,
-        steps: int,
-        readout: Callable[[torch.Tensor], torch.Tensor],
-        state: torch.Tensor | None = None,
-        last_output: torch.Tensor | None = None,
-        inputs: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Free-running generation for ``steps`` steps with the model's own outputs.
-
-        ``readout`` maps states ``(batch, N)`` to outputs ``(batch, O)`` (e.g. a fitted
-        :class:`~rnnlab.reservoir.readout.RidgeReadout`). At each step
-        ``u(t) = inputs[:, t]`` if ``inputs`` ``(batch, steps, D)`` is given, else the previous
-        output ``y(t-1)`` (autoregressive: needs O = D); the output feedback, if any, also gets
-        ``y(t-1)``. ``state`` is x(-1) (e.g. the final state of a teacher-forced run) and
-        ``last_output`` is y(-1) (e.g. the last target), needed for autoregression or feedback.
-        Returns ``(outputs (batch, steps, O), states (batch, steps, N))``.
-        """
-        return closed_loop(self, steps, readout, state, last_output, inputs, self.W)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         self._csr_key, self._csr, self._kernel_csr = None, None, None

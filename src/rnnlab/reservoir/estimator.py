@@ -158,7 +158,7 @@ class ESNRegressor:
             raise ValueError(f"X and y must have the same batch and time sizes, got X "
                              f"{tuple(x.shape)} and y {tuple(t.shape)}")
         esn = EchoStateNetwork(
-            self.units, x.shape[-1], topology=self.topology,
+            input_size=x.shape[-1], units=self.units, topology=self.topology,
             spectral_radius=self.spectral_radius, density=self.density,
             distribution=self.distribution, r=self.r, backward_weight=self.backward_weight,
             leak=self.leak, input_scaling=self.input_scaling, input_weights=self.input_weights,

@@ -47,6 +47,11 @@ self-loop gives one diagonal weight. Weights are uniform on ``[-1, 1]`` (symmetr
 as in Jaeger 2001) or standard normal; ``spectral_radius`` scales the result with
 :func:`rnnlab.analysis.spectral.scale_to_spectral_radius`.
 
+Builder options: the builders take, as keywords (``**options``), ``mode``, ``distribution``,
+``spectral_radius``, ``layout``, ``dtype``, ``device`` (as for :func:`graph_to_reservoir`;
+``mode`` defaults to ``"independent"``), ``seed`` (default 0) and ``generator`` (below), and
+``return_graph`` (``True``: return ``(W, graph)`` instead of W).
+
 Seeds: the graph is drawn by networkx with ``seed=seed`` (so
 ``networkx.watts_strogatz_graph(n, k, p, seed=seed)`` is the same graph; the spatially grown
 graph from ``numpy.random.default_rng(seed)``, see :func:`spatial_growth_graph`), the weights from a
@@ -57,6 +62,7 @@ same matrix in every dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,7 +74,7 @@ from rnnlab.reservoir.spatial_growth import (
     spatial_growth_beta,
     spatial_growth_graph,
 )
-from rnnlab.reservoir.topology import DISTRIBUTIONS, _finish
+from rnnlab.reservoir.topology import DISTRIBUTIONS, _draw_nonzero, _finish
 
 __all__ = [
     "GRAPH_KINDS",
@@ -94,30 +100,13 @@ def _nx():
     return networkx
 
 
-def _check_seed(seed: Any) -> int:
-    # >= 0: networkx seeds Python's random with it
-    return check_int("seed", seed, low=0)
-
-
 def _seeds(seed: int, generator: torch.Generator | None) -> tuple[int, torch.Generator]:
     """(networkx seed, torch generator of the weights)."""
     if generator is not None:
         gen = make_generator(None, generator)
         return int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), gen
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, low=0)  # >= 0: networkx seeds Python's random with it
     return seed, torch.Generator().manual_seed(seed)
-
-
-def _draw(count: int, distribution: str, gen: torch.Generator) -> torch.Tensor:
-    if distribution == "uniform":
-        vals = 2.0 * torch.rand(count, generator=gen, dtype=torch.float64) - 1.0
-    else:
-        vals = torch.randn(count, generator=gen, dtype=torch.float64)
-    # An exact zero (probability ~2^-53) would drop an edge from the pattern: redraw it.
-    while bool((vals == 0).any()):
-        zero = vals == 0
-        vals[zero] = 2.0 * torch.rand(int(zero.sum()), generator=gen, dtype=torch.float64) - 1.0
-    return vals
 
 
 def graph_to_reservoir(
@@ -165,10 +154,10 @@ def graph_to_reservoir(
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if spectral_radius is not None:
-        spectral_radius = check_number("spectral_radius", spectral_radius)
-        if spectral_radius <= 0:
-            raise ValueError(f"spectral_radius must be > 0, got {spectral_radius}")
-    gen = make_generator(_check_seed(seed) if generator is None else None, generator)
+        spectral_radius = check_number("spectral_radius", spectral_radius, low=0.0,
+                                        low_open=True)
+    gen = make_generator(check_int("seed", seed, low=0) if generator is None else None,
+                         generator)
 
     index = {node: i for i, node in enumerate(graph.nodes())}
     edges = [(index[u], index[v]) for u, v in graph.edges()]
@@ -177,18 +166,18 @@ def graph_to_reservoir(
     loop = src == dst
     w = torch.zeros(n, n, dtype=torch.float64)
     if directed:
-        w[dst, src] = _draw(len(edges), distribution, gen)
+        w[dst, src] = _draw_nonzero(len(edges), distribution, gen)
     elif mode == "independent":
-        vals = _draw(2 * len(edges), distribution, gen).view(-1, 2)
+        vals = _draw_nonzero(2 * len(edges), distribution, gen).view(-1, 2)
         w[dst, src] = vals[:, 0]
         w[src[~loop], dst[~loop]] = vals[~loop, 1]
     elif mode == "symmetric":
-        vals = _draw(len(edges), distribution, gen)
+        vals = _draw_nonzero(len(edges), distribution, gen)
         w[dst, src] = vals
         w[src, dst] = vals
     else:  # random_direction
         flip = torch.rand(len(edges), generator=gen, dtype=torch.float64) < 0.5
-        vals = _draw(len(edges), distribution, gen)
+        vals = _draw_nonzero(len(edges), distribution, gen)
         w[torch.where(flip, src, dst), torch.where(flip, dst, src)] = vals
     if spectral_radius is not None:
         from rnnlab.analysis.spectral import scale_to_spectral_radius
@@ -197,15 +186,8 @@ def graph_to_reservoir(
     return _finish(w, layout, dtype, device)
 
 
-def _result(graph: Any, return_graph: bool, **kwargs: Any) -> Any:
-    w = graph_to_reservoir(graph, **kwargs)
-    return (w, graph) if return_graph else w
-
-
-def watts_strogatz_reservoir(
-    n: int,
-    k: int,
-    p: float = 0.1,
+def _build(
+    make_graph: Callable[[int], Any],
     *,
     mode: str = "independent",
     distribution: str = "uniform",
@@ -217,10 +199,24 @@ def watts_strogatz_reservoir(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Any:
+    """The part every builder below shares: the networkx seed and the weights' generator
+    (:func:`_seeds`), the graph ``make_graph(networkx seed)``, its weights
+    (:func:`graph_to_reservoir`), and W or ``(W, graph)``. Its keywords are the builders'
+    ``options`` (module docstring, "Builder options")."""
+    nx_seed, gen = _seeds(seed, generator)
+    graph = make_graph(nx_seed)
+    w = graph_to_reservoir(graph, mode=mode, distribution=distribution,
+                           spectral_radius=spectral_radius, generator=gen, layout=layout,
+                           dtype=dtype, device=device)
+    return (w, graph) if return_graph else w
+
+
+def watts_strogatz_reservoir(n: int, k: int, p: float = 0.1, **options: Any) -> Any:
     """Small-world reservoir on ``networkx.watts_strogatz_graph(n, k, p, seed)``.
 
     ``k`` (even, ``2 <= k < n``) nearest ring neighbours, rewiring probability ``p`` in [0, 1].
-    Returns W, or ``(W, graph)`` with ``return_graph=True``.
+    ``options``: module docstring ("Builder options"). Returns W, or ``(W, graph)`` with
+    ``return_graph=True``.
     """
     check_positive_int("n", n)
     check_positive_int("k", k)
@@ -229,40 +225,20 @@ def watts_strogatz_reservoir(
     p = check_number("p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p (rewiring probability) must be in [0, 1], got {p}")
-    nx_seed, gen = _seeds(seed, generator)
-    graph = _nx().watts_strogatz_graph(n, k, p, seed=nx_seed)
-    return _result(graph, return_graph, mode=mode, distribution=distribution,
-                   spectral_radius=spectral_radius, generator=gen, layout=layout, dtype=dtype,
-                   device=device)
+    return _build(lambda nx_seed: _nx().watts_strogatz_graph(n, k, p, seed=nx_seed), **options)
 
 
-def barabasi_albert_reservoir(
-    n: int,
-    m: int,
-    *,
-    mode: str = "independent",
-    distribution: str = "uniform",
-    spectral_radius: float | None = None,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    return_graph: bool = False,
-    layout: str = "dense",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Any:
+def barabasi_albert_reservoir(n: int, m: int, **options: Any) -> Any:
     """Scale-free reservoir on ``networkx.barabasi_albert_graph(n, m, seed)`` (``1 <= m < n``).
 
-    Returns W, or ``(W, graph)`` with ``return_graph=True``.
+    ``options``: module docstring ("Builder options"). Returns W, or ``(W, graph)`` with
+    ``return_graph=True``.
     """
     check_positive_int("n", n)
     check_positive_int("m", m)
     if m >= n:
         raise ValueError(f"m must be smaller than n ({n}), got {m}")
-    nx_seed, gen = _seeds(seed, generator)
-    graph = _nx().barabasi_albert_graph(n, m, seed=nx_seed)
-    return _result(graph, return_graph, mode=mode, distribution=distribution,
-                   spectral_radius=spectral_radius, generator=gen, layout=layout, dtype=dtype,
-                   device=device)
+    return _build(lambda nx_seed: _nx().barabasi_albert_graph(n, m, seed=nx_seed), **options)
 
 
 def waxman_beta(positions: torch.Tensor, mean_degree: float, alpha: float) -> float:
@@ -295,21 +271,7 @@ def waxman_beta(positions: torch.Tensor, mean_degree: float, alpha: float) -> fl
     return beta
 
 
-def waxman_reservoir(
-    n: int,
-    mean_degree: float,
-    alpha: float = 0.15,
-    *,
-    mode: str = "independent",
-    distribution: str = "uniform",
-    spectral_radius: float | None = None,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    return_graph: bool = False,
-    layout: str = "dense",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Any:
+def waxman_reservoir(n: int, mean_degree: float, alpha: float = 0.15, **options: Any) -> Any:
     """Spatial reservoir on ``networkx.waxman_graph(n, beta, alpha, seed=seed)`` (Waxman-1:
     uniform positions in the unit square, ``L`` their largest distance).
 
@@ -317,8 +279,8 @@ def waxman_reservoir(
     given the positions is ``mean_degree``; smaller ``alpha`` means more local connections.
     (networkx draws the positions first from ``seed``, so a first call with ``beta = 0`` gives
     the positions and a second the graph; both are stored in the graph: node attribute
-    ``"pos"``, ``graph.graph["beta"]``.) Returns W, or ``(W, graph)`` with
-    ``return_graph=True``.
+    ``"pos"``, ``graph.graph["beta"]``.) ``options``: module docstring ("Builder options").
+    Returns W, or ``(W, graph)`` with ``return_graph=True``.
     """
     check_positive_int("n", n)
     if n < 2:
@@ -326,19 +288,21 @@ def waxman_reservoir(
     alpha = check_number("alpha", alpha)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    nx = _nx()
-    nx_seed, gen = _seeds(seed, generator)
-    probe = nx.waxman_graph(n, beta=0.0, alpha=alpha, seed=nx_seed)
-    pos = torch.tensor([probe.nodes[i]["pos"] for i in range(n)], dtype=torch.float64)
-    beta = waxman_beta(pos, mean_degree, alpha)
-    graph = nx.waxman_graph(n, beta=beta, alpha=alpha, seed=nx_seed)
-    if any(graph.nodes[i]["pos"] != probe.nodes[i]["pos"] for i in range(n)):
-        raise RuntimeError("networkx.waxman_graph no longer draws the positions first from its "
-                           "seed; the degree calibration of waxman_reservoir must be revised")
-    graph.graph.update(beta=beta, alpha=alpha)
-    return _result(graph, return_graph, mode=mode, distribution=distribution,
-                   spectral_radius=spectral_radius, generator=gen, layout=layout, dtype=dtype,
-                   device=device)
+
+    def make_graph(nx_seed: int) -> Any:
+        nx = _nx()
+        probe = nx.waxman_graph(n, beta=0.0, alpha=alpha, seed=nx_seed)
+        pos = torch.tensor([probe.nodes[i]["pos"] for i in range(n)], dtype=torch.float64)
+        beta = waxman_beta(pos, mean_degree, alpha)
+        graph = nx.waxman_graph(n, beta=beta, alpha=alpha, seed=nx_seed)
+        if any(graph.nodes[i]["pos"] != probe.nodes[i]["pos"] for i in range(n)):
+            raise RuntimeError("networkx.waxman_graph no longer draws the positions first from "
+                               "its seed; the degree calibration of waxman_reservoir must be "
+                               "revised")
+        graph.graph.update(beta=beta, alpha=alpha)
+        return graph
+
+    return _build(make_graph, **options)
 
 
 def spatial_growth_reservoir(
@@ -349,15 +313,7 @@ def spatial_growth_reservoir(
     beta: float | None = None,
     first_position: tuple[float, float] | None = None,
     max_attempts: int | None = None,
-    mode: str = "independent",
-    distribution: str = "uniform",
-    spectral_radius: float | None = None,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    return_graph: bool = False,
-    layout: str = "dense",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    **options: Any,
 ) -> Any:
     """Reservoir on a spatially grown network (:func:`spatial_growth_graph`, Kaiser & Hilgetag
     2004): link probability ``beta exp(-alpha d)``, candidates without a link discarded.
@@ -367,8 +323,8 @@ def spatial_growth_reservoir(
     jump of the edge count straddles it, see there; the value is in
     ``graph.graph["mean_degree"]``) or ``beta`` itself. The graph is grown with the networkx
     seed of the module's convention (``seed``, or an integer drawn from ``generator``), the
-    weights drawn as for the other graphs (:func:`graph_to_reservoir`, ``mode``). Returns W, or
-    ``(W, graph)`` with ``return_graph=True``.
+    weights drawn as for the other graphs (``options``: module docstring, "Builder options").
+    Returns W, or ``(W, graph)`` with ``return_graph=True``.
 
     Scale: with ``n = 100`` and ``mean_degree = 10`` the default ``alpha = 5`` needs beta of
     about 0.6-0.73 (seeds 0-9) and gives a mean link length of 0.28, that of a Waxman graph with
@@ -382,15 +338,16 @@ def spatial_growth_reservoir(
         raise ValueError("give exactly one of mean_degree (beta calibrated to it) and beta, got "
                          f"mean_degree={mean_degree!r}, beta={beta!r}")
     alpha, beta = check_alpha_beta(alpha, beta)
-    growth_seed, gen = _seeds(seed, generator)
-    if beta is None:
-        beta = spatial_growth_beta(n, mean_degree, alpha, seed=growth_seed,
-                                   first_position=first_position, max_attempts=max_attempts)
-    graph = spatial_growth_graph(n, alpha, beta, seed=growth_seed, first_position=first_position,
-                                 max_attempts=max_attempts)
-    return _result(graph, return_graph, mode=mode, distribution=distribution,
-                   spectral_radius=spectral_radius, generator=gen, layout=layout, dtype=dtype,
-                   device=device)
+
+    def make_graph(growth_seed: int) -> Any:
+        b = beta
+        if b is None:
+            b = spatial_growth_beta(n, mean_degree, alpha, seed=growth_seed,
+                                    first_position=first_position, max_attempts=max_attempts)
+        return spatial_growth_graph(n, alpha, b, seed=growth_seed,
+                                    first_position=first_position, max_attempts=max_attempts)
+
+    return _build(make_graph, **options)
 
 
 def graph_reservoir(

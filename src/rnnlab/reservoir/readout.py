@@ -50,10 +50,6 @@ from rnnlab._validation import check_number, check_positive_int, check_tensor
 SINGULAR_MODES = ("raise", "pinv")
 
 
-def _check_alpha(alpha: float, name: str = "alpha") -> float:
-    return check_number(name, alpha, low=0.0)
-
-
 def _flatten_pair(x: torch.Tensor, y: torch.Tensor, n_features: int, n_outputs: int,
                   xname: str = "states", yname: str = "targets"
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +140,12 @@ class RidgeReadout(nn.Module):
         super().__init__()
         self.n_features = check_positive_int("n_features", n_features)
         self.n_outputs = check_positive_int("n_outputs", n_outputs)
-        self.alpha = _check_alpha(alpha)
+        self.alpha = check_number("alpha", alpha, low=0.0)
         self.fit_intercept = bool(fit_intercept)
         if on_singular not in SINGULAR_MODES:
             raise ValueError(f"on_singular must be one of {SINGULAR_MODES}, got {on_singular!r}")
         self.on_singular = on_singular
-        self.rcond = _check_alpha(rcond, "rcond")
+        self.rcond = check_number("rcond", rcond, low=0.0)
         factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         self.register_buffer("weight", torch.zeros(n_outputs, n_features, **factory))
         self.register_buffer("bias", torch.zeros(n_outputs, **factory))
@@ -314,7 +310,28 @@ def _check_step(x_t: torch.Tensor, y_t: torch.Tensor, f: int, o: int
     return x_t, y_t, single
 
 
-class LMSReadout(nn.Module):
+class _OnlineReadout(nn.Module):
+    """The linear map ``y = W x + c`` that an online readout updates sample by sample: the
+    buffers ``weight`` (O x F) and ``bias`` (O), zero at the start; ``step`` is the subclass's."""
+
+    def __init__(self, n_features: int, n_outputs: int, fit_intercept: bool,
+                 device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.n_features = check_positive_int("n_features", n_features)
+        self.n_outputs = check_positive_int("n_outputs", n_outputs)
+        self.fit_intercept = bool(fit_intercept)
+        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        self.register_buffer("weight", torch.zeros(n_outputs, n_features, **factory))
+        self.register_buffer("bias", torch.zeros(n_outputs, **factory))
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(states, self.weight, self.bias)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.predict(states)
+
+
+class LMSReadout(_OnlineReadout):
     """Least-mean-squares online readout (Widrow & Hoff 1960), ``y = W x + c``.
 
     Each :meth:`step` with samples ``x`` ``(B, F)`` and targets ``y`` ``(B, O)`` first predicts
@@ -329,22 +346,8 @@ class LMSReadout(nn.Module):
     def __init__(self, n_features: int, n_outputs: int, lr: float = 1e-2,
                  fit_intercept: bool = True, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.n_features = check_positive_int("n_features", n_features)
-        self.n_outputs = check_positive_int("n_outputs", n_outputs)
-        self.lr = _check_alpha(lr, "lr")
-        if self.lr == 0:
-            raise ValueError("lr must be > 0")
-        self.fit_intercept = bool(fit_intercept)
-        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
-        self.register_buffer("weight", torch.zeros(n_outputs, n_features, **factory))
-        self.register_buffer("bias", torch.zeros(n_outputs, **factory))
-
-    def predict(self, states: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(states, self.weight, self.bias)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.predict(states)
+        super().__init__(n_features, n_outputs, fit_intercept, device, dtype)
+        self.lr = check_number("lr", lr, low=0.0, low_open=True)
 
     @torch.no_grad()
     def step(self, x_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
@@ -359,7 +362,7 @@ class LMSReadout(nn.Module):
         return pred[0] if single else pred
 
 
-class RLSReadout(nn.Module):
+class RLSReadout(_OnlineReadout):
     """Recursive least squares online readout; FORCE learning when ``forgetting = 1``.
 
     With features ``z = [x; 1]`` (``fit_intercept``) or ``z = x``, ``P(0) = I / delta``, ``W(0) =
@@ -381,21 +384,11 @@ class RLSReadout(nn.Module):
                  delta: float = 1.0, fit_intercept: bool = True, *,
                  device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.n_features = check_positive_int("n_features", n_features)
-        self.n_outputs = check_positive_int("n_outputs", n_outputs)
-        forgetting = _check_alpha(forgetting, "forgetting")
-        if not (0 < forgetting <= 1):
-            raise ValueError(f"forgetting must be in (0, 1], got {forgetting}")
-        delta = _check_alpha(delta, "delta")
-        if delta == 0:
-            raise ValueError("delta must be > 0 (P(0) = I / delta)")
+        super().__init__(n_features, n_outputs, fit_intercept, device, dtype)
+        forgetting = check_number("forgetting", forgetting, low=0.0, low_open=True, high=1.0)
+        delta = check_number("delta", delta, low=0.0, low_open=True)  # P(0) = I / delta
         self.forgetting, self.delta = forgetting, delta
-        self.fit_intercept = bool(fit_intercept)
         k = n_features + int(self.fit_intercept)
-        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
-        self.register_buffer("weight", torch.zeros(n_outputs, n_features, **factory))
-        self.register_buffer("bias", torch.zeros(n_outputs, **factory))
         dev = self.weight.device
         self._w = torch.zeros(n_outputs, k, dtype=torch.float64, device=dev)
         self._p = torch.eye(k, dtype=torch.float64, device=dev) / delta
@@ -404,12 +397,6 @@ class RLSReadout(nn.Module):
     def P(self) -> torch.Tensor:
         """The inverse-correlation estimate P (float64), over ``[x; 1]`` with an intercept."""
         return self._p
-
-    def predict(self, states: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(states, self.weight, self.bias)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return self.predict(states)
 
     @torch.no_grad()
     def step(self, x_t: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:

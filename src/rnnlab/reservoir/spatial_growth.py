@@ -24,11 +24,6 @@ def _nx():
     return networkx
 
 
-def _check_seed(seed: Any) -> int:
-    # >= 0: networkx seeds Python's random with it
-    return check_int("seed", seed, low=0)
-
-
 # --- spatial growth (Kaiser & Hilgetag 2004) -----------------------------------------------------
 # SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators", OOPSLA):
 # output i of the generator seeded with `key` is mix(key + (i + 1) * GAMMA). Used as a counter-based
@@ -130,7 +125,8 @@ class _Grower:
     candidate and every uniform, whatever beta (the common random numbers of the calibration)."""
 
     def __init__(self, seed: int, first_position: Any) -> None:
-        self.rng = np.random.default_rng(seed)
+        # >= 0: numpy's default_rng takes no negative seed
+        self.rng = np.random.default_rng(check_int("seed", seed, low=0))
         self.key = self.rng.integers(0, 2**64, dtype=np.uint64)
         self.buf = self.rng.random((256, 2))
         if first_position is not None:
@@ -244,7 +240,7 @@ def spatial_growth_graph(
         raise TypeError("beta must be a number in (0, 1], got None")
     first = _check_first_position(first_position)
     limit = _max_attempts(n, max_attempts)
-    growth = _Grower(_check_seed(seed), first).grow(n, alpha, beta, limit)
+    growth = _Grower(seed, first).grow(n, alpha, beta, limit)
     if growth is None:
         raise _failed(n, alpha, beta, limit)
     return _growth_graph(growth, alpha, beta)
@@ -290,7 +286,7 @@ def spatial_growth_beta(
                          f"got {mean_degree}")
     target = max(n - 1, round(mean_degree * n / 2))
     limit = _max_attempts(n, max_attempts)
-    grower = _Grower(_check_seed(seed), _check_first_position(first_position))
+    grower = _Grower(seed, _check_first_position(first_position))
     top = grower.grow(n, alpha, 1.0, limit)
     if top is None:
         raise _failed(n, alpha, 1.0, limit)

@@ -36,7 +36,6 @@ device (up to rounding to the dtype).
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -46,7 +45,7 @@ import numpy as np
 import torch
 
 from rnnlab._random import make_generator
-from rnnlab._validation import check_positive_int
+from rnnlab._validation import check_number, check_positive_int
 
 LAYOUTS = ("dense", "csr")
 DISTRIBUTIONS = ("uniform", "normal")
@@ -69,15 +68,37 @@ def to_csr(w: torch.Tensor) -> torch.Tensor:
         return w.to_sparse_csr()
 
 
-def _check_weight(name: str, value: float, *, nonzero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if nonzero and value == 0.0:
+def _nonzero_weight(name: str, value: float) -> float:
+    """``value`` as a finite float (:func:`~rnnlab._validation.check_number`) that is not 0."""
+    value = check_number(name, value)
+    if value == 0.0:
         raise ValueError(f"{name} must be non-zero (a zero weight leaves no connection)")
     return value
+
+
+def _draw_nonzero(count: int, distribution: str, gen: torch.Generator) -> torch.Tensor:
+    """``count`` float64 values, uniform on [-1, 1] or standard normal, none exactly 0.
+
+    A drawn exact zero (probability ~2^-53 per value) would drop an entry from the sparsity
+    pattern (and break an exact non-zero count): it is redrawn, uniform on [-1, 1]."""
+    if distribution == "uniform":
+        vals = 2.0 * torch.rand(count, generator=gen, dtype=torch.float64) - 1.0
+    else:
+        vals = torch.randn(count, generator=gen, dtype=torch.float64)
+    while bool((vals == 0).any()):
+        zero = vals == 0
+        vals[zero] = 2.0 * torch.rand(int(zero.sum()), generator=gen, dtype=torch.float64) - 1.0
+    return vals
+
+
+def _delay_chain(n: int, r: float) -> torch.Tensor:
+    """``W[i+1, i] = r``, all else 0 (float64): the delay line that DLR, DLRB and SCR share."""
+    check_positive_int("n", n)
+    r = _nonzero_weight("r", r)
+    w = torch.zeros(n, n, dtype=torch.float64)
+    idx = torch.arange(n - 1)
+    w[idx + 1, idx] = r
+    return w
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,8 +140,7 @@ def sparse_random(
     (0, 1] and give at least one non-zero. ``layout="csr"`` returns ``torch.sparse_csr``.
     """
     check_positive_int("n", n)
-    if isinstance(density, bool) or not isinstance(density, (int, float)):
-        raise TypeError(f"density must be a number, got {type(density).__name__}")
+    density = check_number("density", density)
     if not (0.0 < density <= 1.0):
         raise ValueError(f"density must be in (0, 1], got {density}")
     if distribution not in DISTRIBUTIONS:
@@ -130,16 +150,8 @@ def sparse_random(
         raise ValueError(f"density {density} gives no non-zero entry in a {n} x {n} matrix")
     gen = make_generator(seed, generator)
     pos = _distinct_positions(n * n, nnz, gen)
-    if distribution == "uniform":
-        vals = 2.0 * torch.rand(nnz, generator=gen, dtype=torch.float64) - 1.0
-    else:
-        vals = torch.randn(nnz, generator=gen, dtype=torch.float64)
-    # A drawn exact zero (probability ~2^-53 per entry) would break the exact non-zero count.
-    while bool((vals == 0).any()):
-        zero = vals == 0
-        vals[zero] = 2.0 * torch.rand(int(zero.sum()), generator=gen, dtype=torch.float64) - 1.0
     w = torch.zeros(n * n, dtype=torch.float64)
-    w[pos] = vals
+    w[pos] = _draw_nonzero(nnz, distribution, gen)
     return _finish(w.view(n, n), layout, dtype, device)
 
 
@@ -152,12 +164,7 @@ def delay_line(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Delay-line reservoir (DLR, Rodan & Tino 2011): ``W[i+1, i] = r``, all else 0."""
-    check_positive_int("n", n)
-    r = _check_weight("r", r)
-    w = torch.zeros(n, n, dtype=torch.float64)
-    idx = torch.arange(n - 1)
-    w[idx + 1, idx] = r
-    return _finish(w, layout, dtype, device)
+    return _finish(_delay_chain(n, r), layout, dtype, device)
 
 
 def delay_line_feedback(
@@ -170,13 +177,9 @@ def delay_line_feedback(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Delay line with feedback (DLRB, Rodan & Tino 2011): ``W[i+1, i] = r``, ``W[i, i+1] = b``."""
-    check_positive_int("n", n)
-    r = _check_weight("r", r)
-    b = _check_weight("b", b, nonzero=False)
-    w = torch.zeros(n, n, dtype=torch.float64)
+    w = _delay_chain(n, r)
     idx = torch.arange(n - 1)
-    w[idx + 1, idx] = r
-    w[idx, idx + 1] = b
+    w[idx, idx + 1] = check_number("b", b)
     return _finish(w, layout, dtype, device)
 
 
@@ -193,12 +196,8 @@ def simple_cycle(
     ``W / r`` is a cyclic permutation matrix, so ``eig(W) = r exp(2 pi i k / n)`` and
     ``rho(W) = |r|``.
     """
-    check_positive_int("n", n)
-    r = _check_weight("r", r)
-    w = torch.zeros(n, n, dtype=torch.float64)
-    idx = torch.arange(n - 1)
-    w[idx + 1, idx] = r
-    w[0, n - 1] = r
+    w = _delay_chain(n, r)
+    w[0, n - 1] = float(r)  # checked by _delay_chain
     return _finish(w, layout, dtype, device)
 
 
@@ -320,7 +319,7 @@ def sign_pattern_input(
     """
     check_positive_int("n", n)
     check_positive_int("d", d)
-    v = _check_weight("v", v)
+    v = _nonzero_weight("v", v)
     if v < 0:
         raise ValueError(f"v is the absolute value of the weights and must be positive, got {v}")
     if signs not in SIGN_SOURCES:

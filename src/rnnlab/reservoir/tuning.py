@@ -69,17 +69,18 @@ def build_reservoir(model: str, n: int, radius: float, *, seed: int, density: fl
     W, r of the deterministic ones), ``input_signs`` ``pi`` or ``random`` for dlr/dlrb/scr."""
     if input_signs not in ("pi", "random"):
         raise ValueError(f"input_signs must be 'pi' or 'random', got {input_signs!r}")
-    common = {"seed": seed, "dtype": dtype, "input_scaling": input_scaling}
+    common = {"input_size": 1, "units": n, "seed": seed, "dtype": dtype,
+              "input_scaling": input_scaling}
     if topology is not None:
-        return EchoStateNetwork(n, 1, topology=topology, **common)
+        return EchoStateNetwork(topology=topology, **common)
     if model in ("esn", "random"):
-        return EchoStateNetwork(n, 1, topology="random", spectral_radius=radius,
-                                density=density, **common)
+        return EchoStateNetwork(topology="random", spectral_radius=radius, density=density,
+                                **common)
     if model not in ("dlr", "dlrb", "scr"):
         raise ValueError(f"unknown reservoir model {model!r}; valid: esn, random, dlr, dlrb, "
                          "scr (or a topology=)")
     signs = "sign_pi" if input_signs == "pi" else "sign_random"
-    return EchoStateNetwork(n, 1, topology=model, r=radius, backward_weight=dlrb_feedback,
+    return EchoStateNetwork(topology=model, r=radius, backward_weight=dlrb_feedback,
                             input_weights=signs, **common)
 
 
