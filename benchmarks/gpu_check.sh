@@ -27,7 +27,7 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 # 1. every test that runs only with a GPU: the CUDA-graph loop, device parity of every model,
 # and the CUDA cases of the other files (their names say cuda, cudnn, gpu or moving)
 timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -rfEs \
-  tests/test_cuda_graphs.py tests/test_device_parity.py tests/test_cudnn_layout.py \
+  tests/test_cuda_graphs.py tests/device_parity tests/test_cudnn_layout.py \
   tests/test_esn.py tests/test_esn_kernels.py tests/test_deep_esn.py tests/test_cost.py \
   tests/test_long_term.py tests/test_music.py tests/test_text.py \
   -k "cuda or cudnn or gpu or graph or parity or device or moving" 2>&1 | tee "$OUT/tests.log"

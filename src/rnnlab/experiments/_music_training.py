@@ -39,6 +39,7 @@ from rnnlab.tasks.music import (
     frame_nll,
     key_frequencies,
     load_piano_rolls,
+    marginal_nll,
     piano_roll_batches,
 )
 
@@ -171,6 +172,15 @@ class MusicConfig:
             dtype=getattr(torch, self.dtype), device=torch.device(self.device),
         )
 
+    def load_data(self, s: Settings) -> tuple[dict[str, list[torch.Tensor]], str, float]:
+        """The run's splits (:func:`load_music_data` with the settings' dtype and sizes), where
+        they came from, and the key-frequency baseline: the test NLL of the per-key frequencies
+        of the training set (:func:`~rnnlab.tasks.music.marginal_nll`)."""
+        data, source = load_music_data(self.data, dtype=s.dtype,
+                                       train_sequences=s.train_sequences,
+                                       valid_sequences=s.valid_sequences)
+        return data, source, marginal_nll(data["train"], data["test"])
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -209,6 +219,15 @@ class TrainResult:
     seconds: float
     valid_curve: list[float] = field(default_factory=list)
     train_curve: list[float] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """The columns every music experiment logs for one trained network, in this order."""
+        return {
+            "test_nll": self.test_nll, "valid_nll": self.valid_nll, "train_nll": self.train_nll,
+            "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+            "diverged": self.diverged, "seconds": round(self.seconds, 2),
+            "valid_curve": ";".join(f"{v:.4f}" for v in self.valid_curve),
+        }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,8 +288,12 @@ def train_music_model(
     seed: int,
     device: torch.device | str | None = None,
     advance: Callable[[int], None] | None = None,
+    marginal_bias: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``data["train"]``; early-stop on ``data["valid"]``; test the best epoch.
+
+    With ``marginal_bias`` the output bias starts at the training set's key log-odds
+    (:func:`set_marginal_bias`).
 
     The mini-batch order is drawn from a generator seeded with ``seed`` (the weights' seed is the
     caller's business), so the same seed and model give the same result. A non-finite training
@@ -278,6 +301,8 @@ def train_music_model(
     NLLs are NaN. ``advance(k)`` is called with the number of epochs done (all remaining ones at
     an early stop), for progress bars.
     """
+    if marginal_bias:
+        set_marginal_bias(model, data["train"])
     start = time.perf_counter()
     order_gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -338,6 +363,28 @@ def train_music_model(
         valid_curve=valid_curve,
         train_curve=train_curve,
     )
+
+
+def plot_mean_valid_curves(ax: Any, runs: dict[str, list[dict]], baseline: float, *,
+                           baseline_label: str | None = None,
+                           linewidths: dict[str, float] | None = None) -> None:
+    """Plot on ``ax`` each network's validation NLL per epoch, averaged over its runs (the
+    ``"curve"`` of each run, cut to the shortest), and the key-frequency ``baseline``."""
+    from matplotlib.ticker import MaxNLocator
+
+    for name, name_runs in runs.items():
+        curves = [r["curve"] for r in name_runs if r["curve"]]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        style = {} if linewidths is None else {"lw": linewidths[name]}
+        ax.plot(range(1, length + 1),
+                [sum(c[e] for c in curves) / len(curves) for e in range(length)],
+                marker=".", label=name, **style)
+    ax.axhline(baseline, ls=":", color="gray", label=baseline_label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid NLL, mean over seeds")
 
 
 def welch_t_test(sample: Sequence[float], reference: Sequence[float]) -> tuple[float, float]:

@@ -49,8 +49,7 @@ from rnnlab.experiments._music_training import (
     COIN_FLIP_NLL,
     MusicConfig,
     count_parameters,
-    load_music_data,
-    set_marginal_bias,
+    plot_mean_valid_curves,
     train_music_model,
 )
 from rnnlab.experiments.registry import (
@@ -61,7 +60,7 @@ from rnnlab.experiments.registry import (
     register,
 )
 from rnnlab.models.recurrent import RecurrentNetwork
-from rnnlab.tasks.music import NUM_KEYS, marginal_nll
+from rnnlab.tasks.music import NUM_KEYS
 
 MODELS = ("RNN", "sRNN", "DT(S)-RNN", "DOT(S)-RNN", "LSTM", "GRU")
 _ALIASES = {name.lower(): name for name in MODELS}
@@ -151,7 +150,6 @@ class DeepRnnConfig(MusicConfig):
           "et al. 2014's table", DeepRnnConfig)
 def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     s = cfg.settings()
     names = [canonical_model(m) for m in cfg.models]
@@ -160,27 +158,17 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
         widths = {n: (s.hidden_size if n == "LSTM" else matched_width(n, target)) for n in names}
     else:
         widths = {n: s.hidden_size for n in names}
-    data, source = load_music_data(cfg.data, dtype=s.dtype, train_sequences=s.train_sequences,
-                                   valid_sequences=s.valid_sequences)
-    baseline = marginal_nll(data["train"], data["test"])
+    data, source, baseline = cfg.load_data(s)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     with ctx.progress("deep-rnn", len(names) * len(s.seeds) * s.epochs) as advance:
         for seed in s.seeds:
             for name in names:
                 model = build_network(name, widths[name], seed=seed, dtype=s.dtype,
                                       device=s.device)
-                if cfg.marginal_bias:
-                    set_marginal_bias(model, data["train"])
                 res = train_music_model(model, data, s.train, seed=seed, device=s.device,
-                                        advance=advance)
-                row = {
-                    "model": name, "seed": seed, "width": widths[name],
-                    "parameters": count_parameters(model), "test_nll": res.test_nll,
-                    "valid_nll": res.valid_nll, "train_nll": res.train_nll,
-                    "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                    "diverged": res.diverged, "seconds": round(res.seconds, 2),
-                    "valid_curve": ";".join(f"{v:.4f}" for v in res.valid_curve),
-                }
+                                        advance=advance, marginal_bias=cfg.marginal_bias)
+                row = {"model": name, "seed": seed, "width": widths[name],
+                       "parameters": count_parameters(model), **res.metrics()}
                 ctx.log_metrics(row)
                 runs[name].append({**row, "curve": res.valid_curve})
 
@@ -220,17 +208,7 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     ax1.set_xticks(xs, [f"{n}\n{runs[n][0]['parameters'] / 1000:.1f}k" for n in names])
     ax1.set_ylabel("test NLL (nats per frame)")
     ax1.legend(fontsize=8)
-    for n in names:
-        curves = [r["curve"] for r in runs[n] if r["curve"]]
-        if curves:
-            length = min(len(c) for c in curves)
-            ax2.plot(range(1, length + 1),
-                     [sum(c[e] for c in curves) / len(curves) for e in range(length)],
-                     marker=".", label=n)
-    ax2.axhline(baseline, ls=":", color="gray")
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("valid NLL, mean over seeds")
+    plot_mean_valid_curves(ax2, {n: runs[n] for n in names}, baseline)
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     fig.suptitle(f"Deep RNNs on {label}: up to {s.epochs} epochs, seeds {list(s.seeds)}"

@@ -44,8 +44,7 @@ from rnnlab.experiments._music_training import (
     COIN_FLIP_NLL,
     MusicConfig,
     count_parameters,
-    load_music_data,
-    set_marginal_bias,
+    plot_mean_valid_curves,
     train_music_model,
     welch_t_test,
 )
@@ -57,7 +56,7 @@ from rnnlab.experiments.registry import (
     register,
 )
 from rnnlab.models.recurrent import RecurrentNetwork
-from rnnlab.tasks.music import NUM_KEYS, marginal_nll
+from rnnlab.tasks.music import NUM_KEYS
 
 # Greff et al. 2017 on JSB Chorales (see the module docstring for the caveat on the source).
 GREFF_2017_JSB: dict[str, str] = {
@@ -126,32 +125,21 @@ def _verdict(diff: float, p: float, alpha: float) -> str:
           LstmVariantsConfig)
 def run(cfg: LstmVariantsConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     s = cfg.settings()
     variants = [_CANONICAL[v.lower()] for v in cfg.variants]
-    data, source = load_music_data(cfg.data, dtype=s.dtype, train_sequences=s.train_sequences,
-                                   valid_sequences=s.valid_sequences)
-    baseline = marginal_nll(data["train"], data["test"])
+    data, source, baseline = cfg.load_data(s)
     per_variant: dict[str, list[dict]] = {v: [] for v in variants}
     with ctx.progress("lstm-variants", len(variants) * len(s.seeds) * s.epochs) as advance:
         for seed in s.seeds:  # seed-major: a partial run already covers every variant
             for variant in variants:
                 model = build_lstm_network(variant, s.hidden_size, seed=seed, dtype=s.dtype,
                                            device=s.device)
-                if cfg.marginal_bias:
-                    set_marginal_bias(model, data["train"])
                 res = train_music_model(model, data, s.train, seed=seed, device=s.device,
-                                        advance=advance)
-                row = {
-                    "variant": variant, "seed": seed, "hidden_size": s.hidden_size,
-                    "parameters": count_parameters(model),
-                    "parameters_in_use": _parameters_in_use(model), "test_nll": res.test_nll,
-                    "valid_nll": res.valid_nll, "train_nll": res.train_nll,
-                    "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                    "diverged": res.diverged, "seconds": round(res.seconds, 2),
-                    "valid_curve": ";".join(f"{v:.4f}" for v in res.valid_curve),
-                }
+                                        advance=advance, marginal_bias=cfg.marginal_bias)
+                row = {"variant": variant, "seed": seed, "hidden_size": s.hidden_size,
+                       "parameters": count_parameters(model),
+                       "parameters_in_use": _parameters_in_use(model), **res.metrics()}
                 ctx.log_metrics(row)
                 per_variant[variant].append({**row, "curve": res.valid_curve})
 
@@ -202,18 +190,9 @@ def run(cfg: LstmVariantsConfig, ctx: RunContext) -> ExperimentResult:
     ax1.set_title(f"ranked by mean test NLL (white diamond: mean); dots per seed, red: worse "
                   f"than vanilla (Welch p<{cfg.alpha}), green: better", fontsize=9)
     ax1.legend(fontsize=8)
-    for n in names:
-        curves = [x["curve"] for x in per_variant[n] if x["curve"]]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        mean_curve = [sum(c[e] for c in curves) / len(curves) for e in range(length)]
-        ax2.plot(range(1, length + 1), mean_curve, marker=".", label=n,
-                 lw=2.2 if n == "vanilla" else 1.0)
-    ax2.axhline(baseline, ls=":", color="gray", label="key frequencies")
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("valid NLL, mean over seeds")
+    plot_mean_valid_curves(ax2, {n: per_variant[n] for n in names}, baseline,
+                           baseline_label="key frequencies",
+                           linewidths={n: 2.2 if n == "vanilla" else 1.0 for n in names})
     ax2.legend(fontsize=7, ncol=2)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"LSTM variants on {source.split(' (')[0]}: H={s.hidden_size}, "

@@ -27,8 +27,9 @@ from typing import NamedTuple
 
 import torch
 
+from rnnlab._random import make_generator
 from rnnlab._validation import check_int, check_positive_int, check_tensor
-from rnnlab.tasks.narma import check_float_dtype, make_generator
+from rnnlab.tasks._checks import check_float_dtype
 
 SYMBOLS: tuple[float, ...] = (-3.0, -1.0, 1.0, 3.0)
 # Channel taps for d(n+2), d(n+1), d(n), d(n-1), ..., d(n-7) (Jaeger & Haas 2004).

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnlab._validation import check_int, check_positive_int
-from rnnlab.tasks.narma import check_float_dtype, make_generator
+from rnnlab._random import make_generator
+from rnnlab._validation import check_int, check_number, check_positive_int
+from rnnlab.tasks._checks import check_float_dtype
 
 
 def _check_initial(initial: Sequence[float], size: int) -> list[float]:
@@ -26,12 +27,6 @@ def _check_initial(initial: Sequence[float], size: int) -> list[float]:
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"initial must be finite, got {values}")
     return values
-
-
-def _check_finite_param(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def henon_fixed_points(a: float = 1.4, b: float = 0.3) -> list[tuple[float, float]]:
@@ -72,7 +67,7 @@ def henon(
     """
     check_positive_int("length", length)
     check_float_dtype(dtype)
-    a, b = _check_finite_param("a", a), _check_finite_param("b", b)
+    a, b = check_number("a", a), check_number("b", b)
     washout = check_int("washout", washout, low=0)
     if not escape_radius > 0:
         raise ValueError(f"escape_radius must be positive, got {escape_radius}")
@@ -144,15 +139,11 @@ def lorenz(
     check_positive_int("length", length)
     check_positive_int("sample_every", sample_every)
     check_float_dtype(dtype)
-    sigma = _check_finite_param("sigma", sigma)
-    rho = _check_finite_param("rho", rho)
-    beta = _check_finite_param("beta", beta)
-    dt = _check_finite_param("dt", dt)
-    washout = _check_finite_param("washout", washout)
-    if dt <= 0:
-        raise ValueError(f"dt must be positive, got {dt}")
-    if washout < 0:
-        raise ValueError(f"washout must be >= 0, got {washout}")
+    sigma = check_number("sigma", sigma)
+    rho = check_number("rho", rho)
+    beta = check_number("beta", beta)
+    dt = check_number("dt", dt, low=0.0, low_open=True)
+    washout = check_number("washout", washout, low=0.0)
     skip = washout / dt
     if abs(skip - round(skip)) > 1e-9 * max(1.0, skip):
         raise ValueError(f"washout/dt must be an integer, got washout={washout}, dt={dt}")

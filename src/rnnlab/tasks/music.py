@@ -24,49 +24,16 @@ from typing import Any
 import torch
 
 from rnnlab._validation import check_positive_int
-from rnnlab.tasks.piano_roll import (
-    HIGHEST_MIDI,
-    LOWEST_MIDI,
-    NUM_KEYS,
-    SPLITS,
-    PianoRollBatch,
-    frame_accuracy,
-    frame_counts,
-    frame_nll,
-    key_frequencies,
-    load_piano_rolls,
-    marginal_nll,
-    next_step_batch,
-    notes_to_roll,
-    pad_rolls,
-    piano_roll_batches,
-    roll_to_notes,
-    rolls_from_dict,
-    save_piano_rolls,
-)
+from rnnlab.tasks import piano_roll
+from rnnlab.tasks.piano_roll import *  # noqa: F403  (the re-export promised above)
+from rnnlab.tasks.piano_roll import HIGHEST_MIDI, LOWEST_MIDI, notes_to_roll
 
+# The piano-roll API under this module's name, then the chorale builder's own names.
 __all__ = [
-    "HIGHEST_MIDI",
-    "LOWEST_MIDI",
-    "NUM_KEYS",
-    "SPLITS",
-    "PianoRollBatch",
+    *piano_roll.__all__,
     "bach_chorale_frames",
     "bach_chorales",
     "default_cache_dir",
-    "frame_accuracy",
-    "frame_counts",
-    "frame_nll",
-    "key_frequencies",
-    "load_piano_rolls",
-    "marginal_nll",
-    "next_step_batch",
-    "notes_to_roll",
-    "pad_rolls",
-    "piano_roll_batches",
-    "roll_to_notes",
-    "rolls_from_dict",
-    "save_piano_rolls",
     "score_to_frames",
 ]
 

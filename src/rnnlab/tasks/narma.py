@@ -30,8 +30,10 @@ import math
 
 import torch
 
-from rnnlab._random import make_generator as _make_generator
+# make_generator and check_float_dtype were defined here; they stay importable from here.
+from rnnlab._random import make_generator
 from rnnlab._validation import check_int, check_positive_int, check_tensor
+from rnnlab.tasks._checks import check_float_dtype
 
 # order -> (a, b, c, d, tanh wrapper): y(t+1) = g(a y(t) + b y(t) sum y + c u(t-order+1) u(t) + d)
 NARMA_COEFFICIENTS: dict[int, tuple[float, float, float, float, bool]] = {
@@ -41,19 +43,6 @@ NARMA_COEFFICIENTS: dict[int, tuple[float, float, float, float, bool]] = {
 
 # y(t) > 0.7 / 0.05 makes the NARMA-10 recursion increasing without bound (see module doc).
 DIVERGENCE_BOUND = 14.0
-
-
-def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """The generator to draw from: ``generator`` if given, else a CPU one seeded with ``seed``
-    (see :func:`rnnlab._random.make_generator`)."""
-    return _make_generator(seed, generator)
-
-
-def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Return ``dtype`` if it is a floating-point torch dtype, else raise ``TypeError``."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
 
 
 def _check_order(order: object) -> int:

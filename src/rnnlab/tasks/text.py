@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
+from rnnlab.tasks._checks import check_choice
 
 SPLIT_NAMES = ("train", "valid", "test")
 _MARKUP_CHARS = re.compile(r"[*_\\]")
@@ -259,8 +260,7 @@ def char_batches(
     """
     check_positive_int("seq_len", seq_len)
     check_positive_int("batch_size", batch_size)
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+    check_choice("split", split, SPLIT_NAMES)
     if isinstance(text, str):
         if not text:
             raise ValueError("text is empty")

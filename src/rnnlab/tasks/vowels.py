@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from rnnlab._validation import check_int
-from rnnlab.tasks.narma import check_float_dtype
+from rnnlab.tasks._checks import check_float_dtype
 
 NAME = "JapaneseVowels"
 N_CLASSES = 9

@@ -29,9 +29,9 @@ Layout: one module per task, each holding its generator, its metric and its regi
 :mod:`~rnnlab.tasks.long_term.multiplication`, :mod:`~rnnlab.tasks.long_term.order`,
 :mod:`~rnnlab.tasks.long_term.permutation`, :mod:`~rnnlab.tasks.long_term.memorization`);
 :mod:`~rnnlab.tasks.long_term.losses` the masked losses; the private ``_common`` the containers
-and the helpers every task shares, ``_marker`` the generator of the adding and multiplication
-problems. This package re-exports every public name and holds the registry
-:data:`LONG_TERM_TASKS`.
+every task shares, ``_draw`` the generators' drawing helpers, ``_scoring`` the metrics' checks,
+``_marker`` the generator of the adding and multiplication problems. This package re-exports
+every public name and holds the registry :data:`LONG_TERM_TASKS`.
 """
 
 from rnnlab.tasks.long_term import (

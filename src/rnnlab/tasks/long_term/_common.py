@@ -1,5 +1,5 @@
-"""What every long-term-dependency task shares: the batch and score containers, the spec of a
-registered task, the drawing helpers of the generators and the checks of the metrics.
+"""What every long-term-dependency task shares: the batch and score containers and the spec of a
+registered task. The generators' drawing helpers are in ``_draw``, the metrics' in ``_scoring``.
 
 See :mod:`rnnlab.tasks.long_term` for the sources and conventions.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rnnlab._random import make_generator
+from rnnlab.tasks._checks import check_float_dtype
 
 # Pascanu 2013: a run succeeds when fewer than 1% of fresh test sequences are wrong.
 RUN_ERROR_RATE = 0.01
@@ -78,7 +78,7 @@ class LongTermTask:
     ) -> LongTermTask:
         """A copy with the float tensors moved/cast (``mask``/``lengths`` only moved)."""
         if dtype is not None:
-            _check_dtype(dtype)
+            check_float_dtype(dtype)
         info = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
                 for k, v in self.info.items()}
         return replace(
@@ -151,79 +151,6 @@ class LongTermTaskSpec:
 # ------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------
-def _check_dtype(dtype: object) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None and seed is not None:
-        raise ValueError("give either seed or generator, not both")
-    return make_generator(seed, generator)
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _check_positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def _uniform_int(low: torch.Tensor | int, high: torch.Tensor | int, shape: tuple[int, ...],
-                 gen: torch.Generator) -> torch.Tensor:
-    """Integers uniform on ``[low, high]`` (inclusive; per-element bounds allowed)."""
-    low_t = torch.as_tensor(low, dtype=torch.int64).expand(shape)
-    high_t = torch.as_tensor(high, dtype=torch.int64).expand(shape)
-    u = torch.rand(shape, generator=gen, dtype=torch.float64)
-    span = (high_t - low_t + 1).to(torch.float64)
-    return low_t + torch.minimum(torch.floor(u * span).to(torch.int64), high_t - low_t)
-
-
-def _variable_lengths(batch: int, length: int, gen: torch.Generator) -> torch.Tensor:
-    """Lengths uniform on ``{T, ..., T + floor(T/10)}`` (H&S 1997: "between T and T + T/10")."""
-    return _uniform_int(length, length + length // 10, (batch,), gen)
-
-
-def _valid(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    return torch.arange(max_length).unsqueeze(0) < lengths.unsqueeze(1)
-
-
-def _one_hot(symbols: torch.Tensor, n: int, valid: torch.Tensor) -> torch.Tensor:
-    """One-hot float64 codes, all-zero where ``valid`` is False (padding)."""
-    codes = torch.nn.functional.one_hot(symbols.clamp(min=0), n).to(torch.float64)
-    return codes * valid.unsqueeze(-1)
-
-
-def _last_step_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    mask = torch.zeros(lengths.shape[0], max_length, dtype=torch.bool)
-    mask[torch.arange(lengths.shape[0]), lengths - 1] = True
-    return mask
-
-
-def _finish(name: str, variant: str, inputs: torch.Tensor, targets: torch.Tensor,
-            mask: torch.Tensor, lengths: torch.Tensor, params: dict[str, object],
-            info: dict[str, torch.Tensor], chance: float, chance_step: float,
-            dtype: torch.dtype, device: torch.device | str | None) -> LongTermTask:
-    return LongTermTask(
-        name=name, variant=variant,
-        inputs=inputs.to(device=device, dtype=dtype),
-        targets=targets.to(device=device, dtype=dtype),
-        mask=mask.to(device=device), lengths=lengths.to(device=device),
-        params=params,
-        info={k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
-              for k, v in info.items()},
-        chance=chance, chance_step=chance_step,
-    )
-
-
 def final_outputs(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``(batch, O)``: ``outputs[b, lengths[b] - 1]`` from ``(batch, time, O)`` outputs.
 
@@ -245,67 +172,3 @@ def final_outputs(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"lengths must lie in [1, {outputs.shape[1]}] (the time dimension)")
     rows = torch.arange(outputs.shape[0], device=outputs.device)
     return outputs[rows, lengths.to(outputs.device) - 1]
-
-
-# ------------------------------------------------------------------------------------------
-# Metric helpers
-# ------------------------------------------------------------------------------------------
-def _check_task(task: object, name: str) -> LongTermTask:
-    if not isinstance(task, LongTermTask):
-        raise TypeError(f"task must be a LongTermTask, got {type(task).__name__}")
-    if task.name != name:
-        raise ValueError(f"this metric scores {name!r} tasks, got a {task.name!r} task")
-    return task
-
-
-def _scored(outputs: object, task: LongTermTask, score_mask: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Outputs and targets at the scored steps, ``(N, O)`` float64, and their sequence rows."""
-    if not isinstance(outputs, torch.Tensor):
-        raise TypeError(f"outputs must be a torch.Tensor, got {type(outputs).__name__}")
-    if not outputs.is_floating_point():
-        raise TypeError(f"outputs must be a floating-point tensor, got {outputs.dtype}")
-    if outputs.device != task.targets.device:
-        raise ValueError(f"outputs are on {outputs.device} but the task is on "
-                         f"{task.targets.device}; move one of them")
-    batch, t_max, n_out = task.targets.shape
-    per_row = score_mask.sum(1)
-    if outputs.dim() == 2:
-        if not bool((per_row == 1).all()):
-            raise ValueError("this task scores several steps per sequence: pass the outputs "
-                             f"of every step, shape {(batch, t_max, n_out)}")
-        if tuple(outputs.shape) != (batch, n_out):
-            raise ValueError(f"final outputs must have shape {(batch, n_out)} "
-                             f"(batch, outputs), got {tuple(outputs.shape)}")
-        out = outputs
-    elif outputs.dim() == 3:
-        if tuple(outputs.shape) != (batch, t_max, n_out):
-            raise ValueError(f"outputs must have shape {(batch, t_max, n_out)} "
-                             f"(batch, time, outputs) like the targets, got "
-                             f"{tuple(outputs.shape)}")
-        out = outputs[score_mask]
-    else:
-        raise ValueError("outputs must be (batch, time, outputs) or, for tasks scored at the "
-                         f"last step, (batch, outputs); got shape {tuple(outputs.shape)}")
-    out = out.detach().to(torch.float64)
-    if not bool(torch.isfinite(out).all()):
-        n_nan = int(torch.isnan(out).sum())
-        raise ValueError(f"outputs contain non-finite values at scored steps ({n_nan} NaN, "
-                         f"{int(torch.isinf(out).sum())} inf)")
-    target = task.targets[score_mask].to(torch.float64)
-    rows = score_mask.nonzero()[:, 0]
-    return out, target, rows
-
-
-def _summarise(step_ok: torch.Tensor, out: torch.Tensor, target: torch.Tensor,
-               rows: torch.Tensor, batch: int, criterion: str) -> TaskScore:
-    wrong = torch.zeros(batch, dtype=torch.int64, device=rows.device)
-    wrong.index_add_(0, rows, (~step_ok).to(torch.int64))
-    correct = wrong == 0
-    return TaskScore(
-        success_rate=float(correct.to(torch.float64).mean()),
-        step_accuracy=float(step_ok.to(torch.float64).mean()),
-        mse=float((out - target).pow(2).sum(1).mean()),
-        correct=correct,
-        criterion=criterion,
-    )

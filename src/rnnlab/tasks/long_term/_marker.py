@@ -8,20 +8,17 @@ import math
 import torch
 
 from rnnlab._validation import check_positive_int
-from rnnlab.tasks.long_term._common import (
-    LongTermTask,
-    TaskScore,
-    _check_choice,
-    _check_dtype,
+from rnnlab.tasks._checks import check_choice, check_float_dtype
+from rnnlab.tasks.long_term._common import LongTermTask, TaskScore
+from rnnlab.tasks.long_term._draw import (
     _finish,
     _generator,
     _last_step_mask,
-    _scored,
-    _summarise,
     _uniform_int,
     _valid,
     _variable_lengths,
 )
+from rnnlab.tasks.long_term._scoring import _scored, _summarise
 
 # Per-sequence criteria of the sources.
 HS_ABS_TOLERANCE = 0.04  # H&S 1997 exp. 4/5: |error| at the end below 0.04
@@ -35,8 +32,8 @@ def _marker_problem(name: str, batch: int, length: int, variant: str, seed: int 
                     device: torch.device | str | None) -> LongTermTask:
     check_positive_int("batch", batch)
     check_positive_int("length", length)
-    _check_choice("variant", variant, MARKER_VARIANTS)
-    _check_dtype(dtype)
+    check_choice("variant", variant, MARKER_VARIANTS)
+    check_float_dtype(dtype)
     adding = name == "adding_problem"
     if variant == "hochreiter1997" and length < 20:
         raise ValueError(

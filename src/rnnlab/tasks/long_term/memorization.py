@@ -5,18 +5,10 @@ from __future__ import annotations
 import torch
 
 from rnnlab._validation import check_positive_int
-from rnnlab.tasks.long_term._common import (
-    LongTermTask,
-    LongTermTaskSpec,
-    TaskScore,
-    _check_dtype,
-    _check_task,
-    _finish,
-    _generator,
-    _one_hot,
-    _scored,
-    _summarise,
-)
+from rnnlab.tasks._checks import check_float_dtype
+from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore
+from rnnlab.tasks.long_term._draw import _finish, _generator, _one_hot
+from rnnlab.tasks.long_term._scoring import _check_task, _scored, _summarise
 from rnnlab.tasks.long_term.losses import masked_cross_entropy
 
 
@@ -57,7 +49,7 @@ def noiseless_memorization(
     check_positive_int("delay", delay)
     check_positive_int("n_symbols", n_symbols)
     check_positive_int("pattern_length", pattern_length)
-    _check_dtype(dtype)
+    check_float_dtype(dtype)
     if n_symbols < 2:
         raise ValueError(f"n_symbols must be >= 2 (one symbol carries no information), "
                          f"got {n_symbols}")

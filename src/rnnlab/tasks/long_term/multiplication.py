@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore, _check_task
+from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore
 from rnnlab.tasks.long_term._marker import MARKER_VARIANTS, _marker_problem, _marker_score
+from rnnlab.tasks.long_term._scoring import _check_task
 from rnnlab.tasks.long_term.losses import masked_mse
 
 

@@ -5,23 +5,18 @@ from __future__ import annotations
 import torch
 
 from rnnlab._validation import check_positive_int
-from rnnlab.tasks.long_term._common import (
-    LongTermTask,
-    LongTermTaskSpec,
-    TaskScore,
-    _check_choice,
-    _check_dtype,
-    _check_task,
+from rnnlab.tasks._checks import check_choice, check_float_dtype
+from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore
+from rnnlab.tasks.long_term._draw import (
     _finish,
     _generator,
     _last_step_mask,
     _one_hot,
-    _scored,
-    _summarise,
     _uniform_int,
     _valid,
     _variable_lengths,
 )
+from rnnlab.tasks.long_term._scoring import _check_task, _scored, _summarise
 from rnnlab.tasks.long_term.losses import masked_cross_entropy
 
 HS_CLASS_TOLERANCE = 0.3  # H&S 1997 exp. 6: every output unit within 0.3 of its target
@@ -97,10 +92,10 @@ def temporal_order(
     """
     check_positive_int("batch", batch)
     check_positive_int("length", length)
-    _check_choice("variant", variant, TEMPORAL_ORDER_VARIANTS)
+    check_choice("variant", variant, TEMPORAL_ORDER_VARIANTS)
     if bits not in (2, 3):
         raise ValueError(f"bits must be 2 (H&S experiment 6a) or 3 (6b), got {bits!r}")
-    _check_dtype(dtype)
+    check_float_dtype(dtype)
     if not _temporal_order_windows_ok(variant, bits, length):
         shortest = next(t for t in range(1, 1000) if _temporal_order_windows_ok(variant, bits, t))
         raise ValueError(

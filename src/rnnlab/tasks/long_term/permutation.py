@@ -5,20 +5,15 @@ from __future__ import annotations
 import torch
 
 from rnnlab._validation import check_positive_int
-from rnnlab.tasks.long_term._common import (
-    LongTermTask,
-    LongTermTaskSpec,
-    TaskScore,
-    _check_choice,
-    _check_dtype,
-    _check_task,
+from rnnlab.tasks._checks import check_choice, check_float_dtype
+from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore
+from rnnlab.tasks.long_term._draw import (
     _finish,
     _generator,
     _last_step_mask,
     _one_hot,
-    _scored,
-    _summarise,
 )
+from rnnlab.tasks.long_term._scoring import _check_task, _scored, _summarise
 from rnnlab.tasks.long_term.losses import masked_cross_entropy
 
 PERMUTATION_VARIANTS = ("pascanu2013", "martens2011")
@@ -53,8 +48,8 @@ def random_permutation(
     check_positive_int("batch", batch)
     check_positive_int("length", length)
     check_positive_int("n_symbols", n_symbols)
-    _check_choice("variant", variant, PERMUTATION_VARIANTS)
-    _check_dtype(dtype)
+    check_choice("variant", variant, PERMUTATION_VARIANTS)
+    check_float_dtype(dtype)
     if length < 2:
         raise ValueError(f"length must be >= 2 (a first symbol and a last step), got {length}")
     if n_symbols < 3:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from rnnlab._validation import check_positive_int
-from rnnlab.tasks.long_term._common import (
-    LongTermTask,
-    LongTermTaskSpec,
-    TaskScore,
-    _check_choice,
-    _check_dtype,
-    _check_positive_float,
-    _check_task,
-    _finish,
-    _generator,
-    _scored,
-    _summarise,
-)
+from rnnlab._validation import check_number, check_positive_int
+from rnnlab.tasks._checks import check_choice, check_float_dtype
+from rnnlab.tasks.long_term._common import LongTermTask, LongTermTaskSpec, TaskScore
+from rnnlab.tasks.long_term._draw import _finish, _generator
+from rnnlab.tasks.long_term._scoring import _check_task, _scored, _summarise
 from rnnlab.tasks.long_term.losses import masked_mse
 
 RECALL_DISTRIBUTIONS = ("bits", "uniform")
@@ -53,9 +44,9 @@ def delayed_recall(
     check_positive_int("length", length)
     check_positive_int("tau", tau)
     check_positive_int("features", features)
-    _check_choice("distribution", distribution, RECALL_DISTRIBUTIONS)
-    tolerance = _check_positive_float("tolerance", tolerance)
-    _check_dtype(dtype)
+    check_choice("distribution", distribution, RECALL_DISTRIBUTIONS)
+    tolerance = check_number("tolerance", tolerance, low=0.0, low_open=True)
+    check_float_dtype(dtype)
     if tau >= length:
         raise ValueError(f"tau must be smaller than length (the target x(t - tau) needs "
                          f"t - tau >= 0 for some t < length), got tau={tau}, length={length}")
@@ -94,7 +85,7 @@ def delayed_recall_score(
         criterion = "every bit on the right side of 0.5 at every step t >= tau"
     else:
         tol = float(task.params["tolerance"]) if tolerance is None else \
-            _check_positive_float("tolerance", tolerance)
+            check_number("tolerance", tolerance, low=0.0, low_open=True)
         ok = ((out - target).abs() < tol).all(1)
         criterion = f"|error| < {tol} at every step t >= tau"
     return _summarise(ok, out, target, rows, task.batch_size, criterion)
