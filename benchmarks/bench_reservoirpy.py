@@ -214,7 +214,7 @@ def mib(n: float) -> str:
 
 # ------------------------------------------------------------------------------------------------
 def build_esn(units: int, seed: int) -> EchoStateNetwork:
-    return EchoStateNetwork(units, 1, spectral_radius=0.9, density=0.1, leak=0.3,
+    return EchoStateNetwork(input_size=1, units=units, spectral_radius=0.9, density=0.1, leak=0.3,
                             input_scaling=1.0, bias_scaling=0.2, seed=seed, dtype=F64)
 
 
@@ -456,8 +456,8 @@ def kernel_table() -> None:
                 steps = 300 if b == 1 else 40
                 per = []
                 for kern in ("numba", "torch"):
-                    esn = EchoStateNetwork(n, 1, topology=w_user, leak=0.3, kernel=kern,
-                                           dtype=dt)
+                    esn = EchoStateNetwork(input_size=1, units=n, topology=w_user, leak=0.3,
+                                           kernel=kern, dtype=dt)
                     drive = esn.input_drive(torch.randn(b, steps, 1, dtype=dt))
                     x0 = esn.initial_state(b)
                     esn.recur(drive[:, :5], x0)
@@ -477,7 +477,8 @@ def gpu_kernel_table() -> None:
           f"{'f32 b32':>20}")
     steps = 1024
     for n, dens in ((500, 0.1), (1000, 0.1), (2000, 0.05), (4000, 0.02)):
-        base = EchoStateNetwork(n, 1, spectral_radius=None, density=dens, leak=0.3, dtype=F64)
+        base = EchoStateNetwork(input_size=1, units=n, spectral_radius=None, density=dens,
+                                leak=0.3, dtype=F64)
         cells = []
         for dt in (F64, torch.float32):
             for b in (1, 32):

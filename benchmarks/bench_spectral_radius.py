@@ -21,9 +21,9 @@ the cache emptied before each call):
 
 Each prints its best time and its relative error against the reference (the largest over the
 seeds), and the Arnoldi row the number of products ``W v`` (median / largest over the seeds).
-Then the build of a whole ``EchoStateNetwork(n, 1, density=d)``: new default, old rule (the
-module's ``spectral_radius`` swapped for the old one in the same process), a second build of
-the same reservoir (served by the cache), and ReservoirPy's ``mat_gen.uniform(n, n,
+Then the build of a whole ``EchoStateNetwork(input_size=1, units=n, density=d)``: new default,
+old rule (the module's ``spectral_radius`` swapped for the old one in the same process), a second
+build of the same reservoir (served by the cache), and ReservoirPy's ``mat_gen.uniform(n, n,
 connectivity=d, sr=0.9)`` (its W's true radius against 0.9 is printed: the error of its scaling).
 
 ``--survey N`` draws N random matrices (n from 300, 600, 1025; sparse uniform or normal
@@ -266,13 +266,15 @@ def esn_table(sizes: list[int], densities: list[float], repeats: int) -> None:
         from reservoirpy import mat_gen
     except ImportError:
         mat_gen = None
-    print("\n## EchoStateNetwork(n, 1, density=d, dtype=float64) build: best time (s)")
+    print("\n## EchoStateNetwork(input_size=1, units=n, density=d, dtype=float64) build: "
+          "best time (s)")
     print(f"{'n':>5} {'dens':>5} | {'new':>7} {'old':>7} {'cached':>7} {'rpy W':>7} | "
           f"{'new/old':>7} {'new/rpy':>7} | {'rho err new':>11} {'rho err rpy':>11}")
     for n in sizes:
         for d in densities:
             def build(d=d, n=n):
-                return EchoStateNetwork(n, 1, density=d, seed=0, dtype=torch.float64)
+                return EchoStateNetwork(input_size=1, units=n, density=d, seed=0,
+                                        dtype=torch.float64)
 
             t_new, esn = _best(build, repeats)
             original = S.spectral_radius

@@ -24,8 +24,8 @@ STEPS = 2 * cuda_graphs.GRAPH_STEPS + 17
 
 
 def _esn(n=60, dtype=F64, leak=0.3, **kw):
-    return EchoStateNetwork(n, 2, density=0.2, leak=leak, bias_scaling=0.2, seed=3, dtype=dtype,
-                            **kw)
+    return EchoStateNetwork(input_size=2, units=n, density=0.2, leak=leak, bias_scaling=0.2,
+                            seed=3, dtype=dtype, **kw)
 
 
 def _inputs(batch, steps, d=2, seed=0):
@@ -57,7 +57,7 @@ def test_cuda_chunks_are_whole_graph_blocks(monkeypatch):
 
 
 def test_logistic_units_run_the_torch_loop():
-    esn = EchoStateNetwork(500, 1, density=0.05, activation="logistic", dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=500, density=0.05, activation="logistic", dtype=F64)
     assert not esn.uses_numba(1) and not esn.uses_cuda_graph(1, 10_000)
 
 

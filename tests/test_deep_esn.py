@@ -235,7 +235,7 @@ def test_grouped_layers_are_independent():
                 assert (flipped[later] - base[later]).abs().max() > 1e-3
     # A groupedESN layer is exactly a shallow ESN with its weights, driven by u.
     grouped = small("groupedESN")
-    shallow = EchoStateNetwork(5, 2, density=0.5, dtype=F64)
+    shallow = EchoStateNetwork(input_size=2, units=5, density=0.5, dtype=F64)
     shallow.load_state_dict(grouped.layers[1].state_dict())
     assert torch.equal(shallow.states(u), grouped.layer_states(u)[1])  # the same call on u
 
@@ -611,9 +611,9 @@ def test_networks_without_feedback_are_unchanged(variant):
         scaling = 0.8 if (i == 0 or variant != "deepESN") else 0.6
         if variant == "deepESN-IA" and i > 0:
             scaling = torch.tensor([0.8] * 2 + [0.6] * (w - 2), dtype=F64)
-        shallow = EchoStateNetwork(n, w, density=0.5, spectral_radius=[0.5, 0.9, 1.1][i],
-                                   input_scaling=scaling, bias_scaling=0.2, generator=gen,
-                                   dtype=F64)
+        shallow = EchoStateNetwork(input_size=w, units=n, density=0.5,
+                                   spectral_radius=[0.5, 0.9, 1.1][i], input_scaling=scaling,
+                                   bias_scaling=0.2, generator=gen, dtype=F64)
         for key in ("W", "W_in", "bias"):
             assert torch.equal(getattr(shallow, key), getattr(fed.layers[i], key)), (i, key)
     for i, n in enumerate(SIZES):

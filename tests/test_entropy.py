@@ -127,7 +127,7 @@ def test_per_layer_entropy():
 
 
 def test_esn_states_give_finite_entropy():
-    esn = EchoStateNetwork(50, 1, spectral_radius=0.9, dtype=torch.float64, seed=0)
+    esn = EchoStateNetwork(input_size=1, units=50, spectral_radius=0.9, dtype=torch.float64, seed=0)
     u = torch.rand(1, 200, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     states, _ = esn(2 * u - 1, washout=20)
     h = state_entropy(states)

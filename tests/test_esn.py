@@ -59,7 +59,7 @@ def _inputs(batch, steps, d, seed=0, dtype=F64):
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_states_match_reference_equation(sparse, dtype):
-    esn = EchoStateNetwork(40, 3, spectral_radius=0.95, density=0.2, leak=0.4,
+    esn = EchoStateNetwork(input_size=3, units=40, spectral_radius=0.95, density=0.2, leak=0.4,
                            input_scaling=0.7, bias_scaling=0.3, sparse=sparse, seed=1,
                            dtype=dtype)
     u = _inputs(2, 25, 3, dtype=dtype)
@@ -75,7 +75,7 @@ def test_states_match_reference_equation(sparse, dtype):
 
 def test_per_unit_leak_and_intrinsic_plasticity_hooks():
     leak = torch.linspace(0.1, 1.0, 30)
-    esn = EchoStateNetwork(30, 2, leak=leak, bias_scaling=0.2, seed=2, dtype=F64)
+    esn = EchoStateNetwork(input_size=2, units=30, leak=leak, bias_scaling=0.2, seed=2, dtype=F64)
     with torch.no_grad():
         esn.a.copy_(torch.linspace(0.5, 2.0, 30))
         esn.b.copy_(torch.linspace(-0.3, 0.3, 30))
@@ -86,8 +86,8 @@ def test_per_unit_leak_and_intrinsic_plasticity_hooks():
 
 
 def test_teacher_forcing_and_chunking():
-    esn = EchoStateNetwork(30, 1, output_size=2, feedback_scaling=0.5, bias_scaling=0.1,
-                           leak=0.5, seed=3, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=30, output_size=2, feedback_scaling=0.5,
+                           bias_scaling=0.1, leak=0.5, seed=3, dtype=F64)
     u = _inputs(2, 20, 1, seed=2)
     y = _inputs(2, 20, 2, seed=3)
     states, _ = esn(u, teacher=y)
@@ -102,13 +102,13 @@ def test_teacher_forcing_and_chunking():
     torch.testing.assert_close(torch.cat([a, b], 1), states, rtol=0, atol=tol)
     with pytest.raises(ValueError, match="teacher"):
         esn(u)
-    plain = EchoStateNetwork(10, 1, seed=0)
+    plain = EchoStateNetwork(input_size=1, units=10, seed=0)
     with pytest.raises(ValueError, match="no output feedback"):
         plain(torch.zeros(1, 5, 1), teacher=torch.zeros(1, 5, 1))
 
 
 def test_washout_state0_and_step():
-    esn = EchoStateNetwork(20, 2, leak=0.7, seed=4, dtype=F64)
+    esn = EchoStateNetwork(input_size=2, units=20, leak=0.7, seed=4, dtype=F64)
     u = _inputs(2, 12, 2, seed=4)
     x0 = 0.1 * _inputs(1, 2, 20, seed=5)[0]
     full, final = esn(u, state0=x0)
@@ -126,7 +126,8 @@ def test_washout_state0_and_step():
 
 
 def test_states_into_a_given_buffer():
-    esn = EchoStateNetwork(30, 1, 1, feedback_scaling=0.2, leak=0.4, seed=2, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=30, output_size=1, feedback_scaling=0.2, leak=0.4,
+                           seed=2, dtype=F64)
     u = _inputs(2, 9, 1, seed=6)
     y = _inputs(2, 9, 1, seed=7)
     want = esn.states(u, teacher=y)
@@ -153,7 +154,7 @@ def test_states_into_a_given_buffer():
 
 
 def test_bad_input_is_rejected():
-    esn = EchoStateNetwork(10, 2, seed=0, dtype=F64)
+    esn = EchoStateNetwork(input_size=2, units=10, seed=0, dtype=F64)
     u = _inputs(1, 6, 2)
     with pytest.raises(ValueError, match="washout"):
         esn(u, washout=6)
@@ -172,64 +173,69 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="batch size"):
         esn(u, state0=torch.zeros(2, 10, dtype=F64))
     with pytest.raises(ValueError, match="density"):
-        EchoStateNetwork(10, 1, density=0.0)
+        EchoStateNetwork(input_size=1, units=10, density=0.0)
     with pytest.raises(ValueError, match="leak"):
-        EchoStateNetwork(10, 1, leak=1.5)
+        EchoStateNetwork(input_size=1, units=10, leak=1.5)
     with pytest.raises(ValueError, match="leak"):
-        EchoStateNetwork(10, 1, leak=0.0)
+        EchoStateNetwork(input_size=1, units=10, leak=0.0)
     with pytest.raises(ValueError, match="spectral_radius"):
-        EchoStateNetwork(10, 1, spectral_radius=0.0)
+        EchoStateNetwork(input_size=1, units=10, spectral_radius=0.0)
     with pytest.raises(ValueError, match="topology"):
-        EchoStateNetwork(10, 1, topology="ring")
+        EchoStateNetwork(input_size=1, units=10, topology="ring")
     with pytest.raises(ValueError, match="shape"):
-        EchoStateNetwork(10, 1, topology=torch.zeros(9, 9))
+        EchoStateNetwork(input_size=1, units=10, topology=torch.zeros(9, 9))
     with pytest.raises(ValueError, match="output_size"):
-        EchoStateNetwork(10, 1, feedback_scaling=0.5)
+        EchoStateNetwork(input_size=1, units=10, feedback_scaling=0.5)
 
 
 # ------------------------------------------------------------------------------------------------
 def test_random_reservoir_spectral_radius_and_seeds():
-    esn = EchoStateNetwork(150, 1, spectral_radius=0.8, density=0.05, seed=5, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=150, spectral_radius=0.8, density=0.05, seed=5,
+                           dtype=F64)
     rho = float(np.abs(np.linalg.eigvals(esn.W.numpy())).max())
     # numpy's eigensolver against the scaling's: an eigenvalue of condition kappa moves by
     # ~ kappa n eps ||W|| (n = 150: 3e-14 kappa); 1e-10 allows kappa up to ~3000
     assert rho == pytest.approx(0.8, rel=1e-10)
     assert int((esn.W != 0).sum()) == round(0.05 * 150 * 150)
-    same = EchoStateNetwork(150, 1, spectral_radius=0.8, density=0.05, seed=5, dtype=F64)
-    other = EchoStateNetwork(150, 1, spectral_radius=0.8, density=0.05, seed=6, dtype=F64)
+    same = EchoStateNetwork(input_size=1, units=150, spectral_radius=0.8, density=0.05, seed=5,
+                            dtype=F64)
+    other = EchoStateNetwork(input_size=1, units=150, spectral_radius=0.8, density=0.05, seed=6,
+                             dtype=F64)
     for name in ("W", "W_in", "bias"):
         assert torch.equal(getattr(esn, name), getattr(same, name))
     assert not torch.equal(esn.W, other.W)
-    f32 = EchoStateNetwork(150, 1, spectral_radius=0.8, density=0.05, seed=5)
+    f32 = EchoStateNetwork(input_size=1, units=150, spectral_radius=0.8, density=0.05, seed=5)
     assert torch.equal(f32.W, esn.W.float())  # built in float64 and cast: the same numbers
-    default = EchoStateNetwork(50, 1, seed=0, dtype=F64)
+    default = EchoStateNetwork(input_size=1, units=50, seed=0, dtype=F64)
     assert spectral_radius(default.W) == pytest.approx(0.9, rel=1e-10)
 
 
 def test_deterministic_topologies_and_input_patterns():
-    dlr = EchoStateNetwork(12, 1, topology="dlr", r=0.7, dtype=F64)
+    dlr = EchoStateNetwork(input_size=1, units=12, topology="dlr", r=0.7, dtype=F64)
     assert torch.equal(dlr.W, delay_line(12, 0.7, dtype=F64))
     with pytest.raises(ValueError, match="all eigenvalues are zero"):
-        EchoStateNetwork(12, 1, topology="dlr", spectral_radius=0.9)
-    dlrb = EchoStateNetwork(12, 1, topology="dlrb", r=0.7, backward_weight=0.1, dtype=F64)
+        EchoStateNetwork(input_size=1, units=12, topology="dlr", spectral_radius=0.9)
+    dlrb = EchoStateNetwork(input_size=1, units=12, topology="dlrb", r=0.7, backward_weight=0.1,
+                            dtype=F64)
     assert torch.equal(dlrb.W, delay_line_feedback(12, 0.7, 0.1, dtype=F64))
-    scr = EchoStateNetwork(12, 1, topology="scr", spectral_radius=0.85, dtype=F64)
+    scr = EchoStateNetwork(input_size=1, units=12, topology="scr", spectral_radius=0.85, dtype=F64)
     assert torch.equal(scr.W, simple_cycle(12, 0.85, dtype=F64))
-    pi_in = EchoStateNetwork(12, 2, topology="scr", input_weights="sign_pi", input_scaling=0.3,
-                             dtype=F64)
+    pi_in = EchoStateNetwork(input_size=2, units=12, topology="scr", input_weights="sign_pi",
+                             input_scaling=0.3, dtype=F64)
     assert torch.equal(pi_in.W_in, sign_pattern_input(12, 2, 0.3, "pi", dtype=F64))
     user_w = torch.randn(8, 8, dtype=F64)
-    user = EchoStateNetwork(8, 1, topology=user_w, dtype=F64)
+    user = EchoStateNetwork(input_size=1, units=8, topology=user_w, dtype=F64)
     assert torch.equal(user.W, user_w)
-    scaled = EchoStateNetwork(8, 1, topology=user_w.numpy(), spectral_radius=0.5, dtype=F64)
+    scaled = EchoStateNetwork(input_size=1, units=8, topology=user_w.numpy(), spectral_radius=0.5,
+                              dtype=F64)
     assert spectral_radius(scaled.W) == pytest.approx(0.5, rel=1e-10)
 
 
 def test_state_dict_round_trip_and_dtype_moves():
-    a = EchoStateNetwork(60, 2, output_size=1, feedback_scaling=0.2, bias_scaling=0.5,
-                         leak=0.3, seed=7, dtype=F64)
-    b = EchoStateNetwork(60, 2, output_size=1, feedback_scaling=0.2, bias_scaling=0.5,
-                         leak=0.3, seed=8, dtype=F64)
+    a = EchoStateNetwork(input_size=2, units=60, output_size=1, feedback_scaling=0.2,
+                         bias_scaling=0.5, leak=0.3, seed=7, dtype=F64)
+    b = EchoStateNetwork(input_size=2, units=60, output_size=1, feedback_scaling=0.2,
+                         bias_scaling=0.5, leak=0.3, seed=8, dtype=F64)
     b.load_state_dict(a.state_dict())
     u, y = _inputs(1, 10, 2), _inputs(1, 10, 1, seed=1)
     # the same weights, inputs and calls in one process: bit for bit
@@ -242,14 +248,18 @@ def test_state_dict_round_trip_and_dtype_moves():
 
 def test_sparse_and_dense_paths_agree_and_auto_rule():
     u = _inputs(3, 30, 1)
-    dense = EchoStateNetwork(500, 1, density=0.02, leak=0.5, sparse=False, seed=9, dtype=F64)
-    sparse = EchoStateNetwork(500, 1, density=0.02, leak=0.5, sparse=True, seed=9, dtype=F64)
+    dense = EchoStateNetwork(input_size=1, units=500, density=0.02, leak=0.5, sparse=False, seed=9,
+                             dtype=F64)
+    sparse = EchoStateNetwork(input_size=1, units=500, density=0.02, leak=0.5, sparse=True, seed=9,
+                              dtype=F64)
     # CSR and dense products sum each row in other orders: the update's round-off bound
     tol = esn_state_gap(dense, 30, float(u.abs().max()))  # 3.6e-13
     torch.testing.assert_close(sparse(u)[0], dense(u)[0], rtol=0, atol=tol)
-    auto = EchoStateNetwork(500, 1, density=0.02, seed=9, dtype=F64)
-    assert auto.uses_sparse(1) and not EchoStateNetwork(50, 1, seed=0).uses_sparse(1)
-    assert not EchoStateNetwork(500, 1, density=0.3, seed=0, dtype=F64).uses_sparse(1)
+    auto = EchoStateNetwork(input_size=1, units=500, density=0.02, seed=9, dtype=F64)
+    assert auto.uses_sparse(1)
+    assert not EchoStateNetwork(input_size=1, units=50, seed=0).uses_sparse(1)
+    assert not EchoStateNetwork(input_size=1, units=500, density=0.3, seed=0,
+                                dtype=F64).uses_sparse(1)
     assert sparse_density_threshold(1000, F64, 32) > sparse_density_threshold(1000, F64, 1)
     # the CSR cache follows in-place changes of W
     with torch.no_grad():
@@ -260,7 +270,8 @@ def test_sparse_and_dense_paths_agree_and_auto_rule():
 
 
 def test_gradient_through_states_matches_finite_differences():
-    esn = EchoStateNetwork(6, 2, density=0.5, leak=0.6, bias_scaling=0.2, seed=10, dtype=F64)
+    esn = EchoStateNetwork(input_size=2, units=6, density=0.5, leak=0.6, bias_scaling=0.2, seed=10,
+                           dtype=F64)
     u = _inputs(2, 5, 2).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: esn(v)[0], (u,))
     with torch.no_grad():
@@ -270,7 +281,7 @@ def test_gradient_through_states_matches_finite_differences():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
-    esn = EchoStateNetwork(300, 1, density=0.05, leak=0.3, seed=11, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=300, density=0.05, leak=0.3, seed=11, dtype=F64)
     u = _inputs(4, 50, 1)
     tol = esn_state_gap(esn, 50, float(u.abs().max()))  # other kernels on the GPU
     cpu = esn(u)[0]
@@ -280,7 +291,7 @@ def test_cuda_matches_cpu():
 
 # ------------------------------------------------------------------------------------------------
 def test_generate_autoregressive_and_with_feedback():
-    esn = EchoStateNetwork(25, 1, leak=0.5, seed=12, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=25, leak=0.5, seed=12, dtype=F64)
     ro = RidgeReadout(25, 1, 1e-3, dtype=F64)
     u = _inputs(2, 40, 1)
     states, final = esn(u)
@@ -295,7 +306,8 @@ def test_generate_autoregressive_and_with_feedback():
         torch.testing.assert_close(outs[:, t], y, rtol=0, atol=0)
         torch.testing.assert_close(gen_states[:, t], x, rtol=0, atol=0)
 
-    fb = EchoStateNetwork(25, 1, output_size=1, feedback_scaling=0.4, seed=13, dtype=F64)
+    fb = EchoStateNetwork(input_size=1, units=25, output_size=1, feedback_scaling=0.4, seed=13,
+                          dtype=F64)
     ext = _inputs(2, 10, 1, seed=3)
     y_last = torch.zeros(2, 1, dtype=F64)
     outs, _ = fb.generate(10, ro, state=final, last_output=y_last, inputs=ext)
@@ -318,7 +330,7 @@ def _mackey_glass_split():
 def test_mackey_glass_one_step_nrmse():
     u, y = _mackey_glass_split()
     n_train, washout = 1500, 100
-    esn = EchoStateNetwork(200, 1, spectral_radius=0.9, density=0.1, leak=1.0,
+    esn = EchoStateNetwork(input_size=1, units=200, spectral_radius=0.9, density=0.1, leak=1.0,
                            bias_scaling=0.2, seed=0, dtype=F64)
     states, _ = esn(u)
     ro = RidgeReadout(200, 1, 1e-8, dtype=F64).fit(states[:, washout:n_train],
@@ -336,7 +348,7 @@ def test_same_states_as_reservoirpy_on_the_same_weights():
     u, _ = _mackey_glass_split()
     u = u[:, :600]
     for sparse in (False, True):
-        esn = EchoStateNetwork(300, 1, spectral_radius=0.9, density=0.05, leak=0.3,
+        esn = EchoStateNetwork(input_size=1, units=300, spectral_radius=0.9, density=0.05, leak=0.3,
                                input_scaling=0.8, bias_scaling=0.4, sparse=sparse, seed=14,
                                dtype=F64)
         ours, _ = esn(u)
@@ -356,7 +368,7 @@ def test_regressor_equals_manual_pipeline_and_round_trips():
     assert reg.fit(x_np, y_np) is reg
     pred = reg.predict(x_np)
     assert isinstance(pred, np.ndarray) and pred.shape == (800,)
-    esn = EchoStateNetwork(100, 1, leak=0.5, bias_scaling=0.2, seed=3, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=100, leak=0.5, bias_scaling=0.2, seed=3, dtype=F64)
     states, _ = esn(u[:, :800], washout=50)
     ro = RidgeReadout(100, 1, 1e-6, dtype=F64).fit(states, y[:, 50:800])
     manual = ro(esn(u[:, :800])[0])[0, :, 0]
@@ -403,12 +415,12 @@ def test_regressor_params_and_errors():
 
 
 def test_numpy_scalars_are_numbers():
-    a = EchoStateNetwork(20, 1, spectral_radius=np.float32(0.8), leak=np.float64(0.5),
-                         input_scaling=np.int64(1), seed=3, dtype=F64)
-    b = EchoStateNetwork(20, 1, spectral_radius=0.8, leak=0.5, input_scaling=1, seed=3,
-                         dtype=F64)
+    a = EchoStateNetwork(input_size=1, units=20, spectral_radius=np.float32(0.8),
+                         leak=np.float64(0.5), input_scaling=np.int64(1), seed=3, dtype=F64)
+    b = EchoStateNetwork(input_size=1, units=20, spectral_radius=0.8, leak=0.5, input_scaling=1,
+                         seed=3, dtype=F64)
     # 0.8 as float32 is 0.8 (1 + r), |r| <= 2^-24, and W is scaled by the radius: the same
     # relative change in every weight, plus one rounding of the product (u).
     torch.testing.assert_close(a.W, b.W, rtol=2.0**-24 + 2.0**-53, atol=0)
     with pytest.raises(TypeError, match="number"):
-        EchoStateNetwork(20, 1, spectral_radius=np.bool_(True))
+        EchoStateNetwork(input_size=1, units=20, spectral_radius=np.bool_(True))

@@ -46,8 +46,8 @@ def _pair(units, dtype, *, gain_shift=True, **kw):
     """The same ESN twice: numba kernel and torch loop, with random gains and shifts."""
     opts = {"input_size": 2, "seed": 5, "dtype": dtype, "bias_scaling": 0.3,
             "input_scaling": 0.7} | kw
-    fast = EchoStateNetwork(units, kernel="numba", **opts)
-    slow = EchoStateNetwork(units, kernel="torch", **opts)
+    fast = EchoStateNetwork(units=units, kernel="numba", **opts)
+    slow = EchoStateNetwork(units=units, kernel="torch", **opts)
     if gain_shift:
         g = torch.Generator().manual_seed(11)
         fast.a.copy_(0.5 + torch.rand(units, generator=g, dtype=F64))
@@ -80,7 +80,7 @@ def test_vectorised_tanh_against_math_tanh():
 
 def test_csr_arrays_match_scipy():
     sp = pytest.importorskip("scipy.sparse")
-    esn = EchoStateNetwork(60, 1, density=0.1, seed=2, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=60, density=0.1, seed=2, dtype=F64)
     csr = kernels.csr_arrays(esn.W)
     ref = sp.csr_matrix(esn.W.numpy())
     ref.sort_indices()
@@ -303,33 +303,33 @@ def test_forced_numba_where_it_cannot_run_is_an_error():
     u = _inputs(1, 5).requires_grad_(True)
     with pytest.raises(ValueError, match="autograd"):
         fast(u)
-    half = EchoStateNetwork(30, 1, kernel="numba", dtype=torch.bfloat16)
+    half = EchoStateNetwork(input_size=1, units=30, kernel="numba", dtype=torch.bfloat16)
     assert not half.uses_numba()
     with pytest.raises(ValueError, match="float32/float64 tensors on the CPU"):
         half(torch.zeros(1, 3, 1, dtype=torch.bfloat16))
-    auto = EchoStateNetwork(30, 1, dtype=torch.bfloat16)
+    auto = EchoStateNetwork(input_size=1, units=30, dtype=torch.bfloat16)
     assert not auto.uses_numba()
     with pytest.raises(ValueError, match="kernel must be one of"):
-        EchoStateNetwork(30, 1, kernel="fast")
+        EchoStateNetwork(input_size=1, units=30, kernel="fast")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_runs_the_torch_loop():
-    esn = EchoStateNetwork(50, 1, dtype=F64).cuda()
+    esn = EchoStateNetwork(input_size=1, units=50, dtype=F64).cuda()
     assert not esn.uses_numba()
-    cpu = EchoStateNetwork(50, 1, dtype=F64)
+    cpu = EchoStateNetwork(input_size=1, units=50, dtype=F64)
     u = _inputs(2, 20, d=1)
     torch.testing.assert_close(esn(u.cuda())[0].cpu(), cpu(u)[0], rtol=0, atol=1e-12)
 
 
 @needs_numba
 def test_auto_rule_and_weight_changes():
-    sparse = EchoStateNetwork(500, 1, density=0.1, dtype=F64)
+    sparse = EchoStateNetwork(input_size=1, units=500, density=0.1, dtype=F64)
     assert sparse.uses_numba(1) and sparse.uses_numba(32)
     assert not sparse.float().uses_numba(32)  # MKL's CSR addmm wins for float32 batches
-    assert not EchoStateNetwork(500, 1, density=0.8, dtype=F64).uses_numba()
-    assert EchoStateNetwork(100, 1, density=1.0, dtype=F64).uses_numba()
-    assert not EchoStateNetwork(100, 1, kernel="torch").uses_numba()
+    assert not EchoStateNetwork(input_size=1, units=500, density=0.8, dtype=F64).uses_numba()
+    assert EchoStateNetwork(input_size=1, units=100, density=1.0, dtype=F64).uses_numba()
+    assert not EchoStateNetwork(input_size=1, units=100, kernel="torch").uses_numba()
     # the kernel's CSR copy of W follows in-place changes and load_state_dict
     fast, slow = _pair(100, F64, density=0.1, leak=0.5)
     u = _inputs(1, 20, seed=9)
@@ -338,7 +338,8 @@ def test_auto_rule_and_weight_changes():
         fast.W.mul_(0.5)
         slow.W.mul_(0.5)
     torch.testing.assert_close(fast(u)[0], slow(u)[0], rtol=0, atol=1e-12)
-    other = EchoStateNetwork(100, 2, kernel="numba", seed=99, density=0.1, dtype=F64)
+    other = EchoStateNetwork(input_size=2, units=100, kernel="numba", seed=99, density=0.1,
+                             dtype=F64)
     fast.load_state_dict(other.state_dict())
     slow.load_state_dict(other.state_dict())
     torch.testing.assert_close(fast(u)[0], slow(u)[0], rtol=0, atol=1e-12)
@@ -351,13 +352,13 @@ def test_fallback_without_numba(monkeypatch):
         importlib.reload(_numba)
         importlib.reload(kernels)
         assert not kernels.numba_available()
-        esn = EchoStateNetwork(120, 2, density=0.1, leak=0.4, bias_scaling=0.2, seed=3,
-                               dtype=F64)
+        esn = EchoStateNetwork(input_size=2, units=120, density=0.1, leak=0.4, bias_scaling=0.2,
+                               seed=3, dtype=F64)
         assert esn.kernel == "auto" and not esn.uses_numba()
         u = _inputs(2, 30, seed=10)
         np.testing.assert_allclose(esn(u)[0].numpy(), numpy_states(esn, u), rtol=0, atol=1e-12)
         with pytest.raises(ImportError, match="numba"):
-            EchoStateNetwork(20, 1, kernel="numba")
+            EchoStateNetwork(input_size=1, units=20, kernel="numba")
         with pytest.raises(ImportError, match="numba"):
             kernels.recur_numba(None, esn.input_drive(u), esn.initial_state(2))
         # the streaming helpers do not need numba
@@ -381,7 +382,8 @@ def _task(batch, steps, seed=0, dtype=F64):
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("batch,chunk", [(1, 37), (3, 16), (2, None)])
 def test_fit_streaming_equals_one_shot_fit(dtype, batch, chunk):
-    esn = EchoStateNetwork(150, 1, density=0.1, leak=0.3, bias_scaling=0.2, seed=4, dtype=dtype)
+    esn = EchoStateNetwork(input_size=1, units=150, density=0.1, leak=0.3, bias_scaling=0.2,
+                           seed=4, dtype=dtype)
     u, y = _task(batch, 300, dtype=dtype)
     washout = 50  # ends inside a chunk
     states, last = esn(u, washout=washout)
@@ -416,8 +418,8 @@ def _summation_bound(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("batch", [1, 3, kernels.OVERLAP_MIN_BATCH])
 @pytest.mark.parametrize("overlap", [True, False, None])
 def test_fit_streaming_on_two_threads_gives_the_serial_fit(batch, overlap):
-    esn = EchoStateNetwork(120, 1, density=0.1, leak=0.3, bias_scaling=0.2, seed=5, dtype=F64,
-                           kernel="numba")
+    esn = EchoStateNetwork(input_size=1, units=120, density=0.1, leak=0.3, bias_scaling=0.2,
+                           seed=5, dtype=F64, kernel="numba")
     assert esn.uses_numba(batch)
     u, y = _task(batch, 260, seed=4)
     serial = RidgeReadout(120, 1, 1e-4, dtype=F64)
@@ -474,8 +476,8 @@ def test_fit_pool_threads_run_one_thread_pools():
 
 
 def test_fit_streaming_with_feedback_and_carried_state():
-    esn = EchoStateNetwork(100, 1, 1, feedback_scaling=0.3, density=0.1, leak=0.5, seed=6,
-                           dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=100, output_size=1, feedback_scaling=0.3,
+                           density=0.1, leak=0.5, seed=6, dtype=F64)
     u, y = _task(2, 200, seed=1)
     x0 = 0.1 * torch.ones(2, 100, dtype=F64)
     y0 = 0.2 * torch.ones(2, 1, dtype=F64)
@@ -495,7 +497,7 @@ def test_fit_streaming_with_feedback_and_carried_state():
 
 
 def test_predict_streaming_continues_from_a_state():
-    esn = EchoStateNetwork(80, 1, density=0.2, leak=0.6, seed=7, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=80, density=0.2, leak=0.6, seed=7, dtype=F64)
     u, y = _task(2, 120, seed=2)
     ro = RidgeReadout(80, 1, 1e-4, dtype=F64).fit(esn(u)[0], y)
     x0 = esn(u[:, :60])[1]
@@ -533,7 +535,7 @@ def test_partial_fit_normal_equations_against_numpy(dtype):
 
 
 def test_streaming_bad_input():
-    esn = EchoStateNetwork(50, 1, density=0.2, seed=1, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=50, density=0.2, seed=1, dtype=F64)
     u, y = _task(1, 40)
     ro = RidgeReadout(50, 1, dtype=F64)
     with pytest.raises(ValueError, match="chunk"):
@@ -560,7 +562,8 @@ def test_streaming_bad_input():
         kernels.fit_streaming(esn, ro, u, y, feedback0=torch.zeros(1, 1, dtype=F64))
     with pytest.raises(ValueError, match="no output feedback"):
         kernels.predict_streaming(esn, ro, u, teacher=y)
-    fb = EchoStateNetwork(50, 1, 1, feedback_scaling=0.2, seed=1, dtype=F64)
+    fb = EchoStateNetwork(input_size=1, units=50, output_size=1, feedback_scaling=0.2, seed=1,
+                          dtype=F64)
     with pytest.raises(ValueError, match="teacher"):
         kernels.predict_streaming(fb, ro, u)
     with pytest.raises(ValueError, match="same leading"):
@@ -590,7 +593,8 @@ def test_single_threaded_pools_limit_and_restore():
 
 def test_fit_streaming_on_two_threads_with_the_torch_loop():
     # no split rows for the torch loop: the Gram matrix is overlapped, the sums are the serial ones
-    esn = EchoStateNetwork(60, 1, density=0.2, leak=0.5, seed=8, dtype=F64, kernel="torch")
+    esn = EchoStateNetwork(input_size=1, units=60, density=0.2, leak=0.5, seed=8, dtype=F64,
+                           kernel="torch")
     u, y = _task(2, 120, seed=5)
     serial = RidgeReadout(60, 1, 1e-4, dtype=F64)
     last = kernels.fit_streaming(esn, serial, u, y, chunk=25, washout=10)

@@ -130,7 +130,8 @@ def test_gain_and_per_unit_leak_against_definitions():
 
 
 def test_reservoir_module_is_read():
-    esn = EchoStateNetwork(40, 1, spectral_radius=0.9, leak=0.3, dtype=torch.float64, seed=0)
+    esn = EchoStateNetwork(input_size=1, units=40, spectral_radius=0.9, leak=0.3,
+                           dtype=torch.float64, seed=0)
     rep = esp_check(esn)
     ref = esp_check(esn.W, leak=0.3)
     assert rep == ref
@@ -148,8 +149,8 @@ def test_reservoir_module_is_read():
 
 # ------------------------------------------------------------------------------------------------
 def _esn_with(w: torch.Tensor, leak: float = 1.0, bias: float = 0.0, **kw) -> EchoStateNetwork:
-    return EchoStateNetwork(w.shape[0], 1, topology=w, leak=leak, bias_scaling=bias,
-                            dtype=torch.float64, **kw)
+    return EchoStateNetwork(input_size=1, units=w.shape[0], topology=w, leak=leak,
+                            bias_scaling=bias, dtype=torch.float64, **kw)
 
 
 def test_contraction_rate_of_a_scaled_orthogonal_reservoir():
@@ -206,7 +207,7 @@ def test_no_echo_states_when_the_origin_is_unstable():
 
 
 def test_contraction_is_seeded_and_runs_in_float32():
-    esn = EchoStateNetwork(25, 1, spectral_radius=0.9, seed=0)   # float32 default
+    esn = EchoStateNetwork(input_size=1, units=25, spectral_radius=0.9, seed=0)   # float32 default
     u = torch.rand(1, 80, 1)
     a = state_contraction(esn, u, seed=5)
     b = state_contraction(esn, u, seed=5)
@@ -216,7 +217,7 @@ def test_contraction_is_seeded_and_runs_in_float32():
 
 
 def test_bad_input():
-    esn = EchoStateNetwork(10, 1, dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=10, dtype=torch.float64)
     u = torch.zeros(1, 20, 1, dtype=torch.float64)
     with pytest.raises(TypeError, match="n_initial"):
         state_contraction(esn, u, n_initial=2.5)

@@ -84,8 +84,8 @@ def test_grid_batch_equals_separately_built_networks():
 
 def test_free_run_matches_a_plain_loop():
     series = task_series("mackey-glass", 1, 50, 300, 0, 200, torch.float64)
-    esn = EchoStateNetwork(15, 1, spectral_radius=0.9, density=0.3, input_scaling=0.5, seed=2,
-                           dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=15, spectral_radius=0.9, density=0.3,
+                           input_scaling=0.5, seed=2, dtype=torch.float64)
     states = esn.states(series.inputs)[0]
     readouts = ridge_fits(states[series.train], series.targets[0, series.train], (1e-6, 1e-3))
     starts = trial_starts(series.test, 25, 60)
@@ -156,7 +156,7 @@ def test_esn_forecast_end_to_end(tmp_path):
     # one run re-computed from scratch with numpy: states, ridge (lstsq), one-step, free run
     m = next(r for r in runs if (r["task"], r["model"], r["N"], r["seed"])
              == ("mackey-glass", "esn", "16", "1"))
-    esn = EchoStateNetwork(16, 1, spectral_radius=float(m["radius"]), density=0.1,
+    esn = EchoStateNetwork(input_size=1, units=16, spectral_radius=float(m["radius"]), density=0.1,
                            input_scaling=float(m["input_scaling"]), seed=1, dtype=torch.float64)
     s = (mackey_glass(1 + sum(SPLIT.values()), seed=1, dtype=torch.float64) - 1).numpy()
     u, y = s[:-1], s[1:]
@@ -227,7 +227,8 @@ def test_reservoir_topologies_end_to_end(tmp_path):
         assert radius in (0.8, 0.95) and v in (0.3, 1.0) and alpha == 1e-8
         w = graph_reservoir(topology, 24, 6, **extra, spectral_radius=radius, seed=2,
                             dtype=torch.float64)
-        esn = EchoStateNetwork(24, 1, topology=w, input_scaling=v, seed=2, dtype=torch.float64)
+        esn = EchoStateNetwork(input_size=1, units=24, topology=w, input_scaling=v, seed=2,
+                               dtype=torch.float64)
         series = task_series("narma10", 2, 50, 400, 150, 200, torch.float64)
         u, y = series.inputs[0, :, 0].numpy(), series.targets[0, :, 0].numpy()
         x = _np_states(w.numpy(), esn.W_in.numpy(), u)

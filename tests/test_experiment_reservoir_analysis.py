@@ -200,7 +200,7 @@ def test_intrinsic_plasticity_end_to_end(tmp_path):
 def test_mean_state_jacobian_against_finite_differences(cls):
     """J equals the central-difference Jacobian of ``esn.step`` at the mean input and mean
     previous state (leak < 1, non-trivial gains, shifts and bias)."""
-    esn = cls(12, 2, spectral_radius=0.9, density=0.5, leak=0.6, input_scaling=0.7,
+    esn = cls(input_size=2, units=12, spectral_radius=0.9, density=0.5, leak=0.6, input_scaling=0.7,
               bias_scaling=0.3, seed=3, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     esn.a.copy_(0.5 + torch.rand(12, generator=gen, dtype=torch.float64))
@@ -224,13 +224,14 @@ def test_mean_state_jacobian_against_finite_differences(cls):
 
 def test_mean_state_jacobian_at_the_origin_is_w():
     """Zero input, no bias, a = 1, b = 0: the state stays 0, tanh'(0) = 1, so J = W."""
-    esn = EchoStateNetwork(15, 1, spectral_radius=0.8, density=0.4, seed=1, dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=15, spectral_radius=0.8, density=0.4, seed=1,
+                           dtype=torch.float64)
     jac = mean_state_jacobian(esn, torch.zeros(1, 20, 1, dtype=torch.float64), 5)
     torch.testing.assert_close(jac, esn.W, atol=0, rtol=0)
 
 
 def test_mean_state_jacobian_bad_input():
-    esn = EchoStateNetwork(5, 1, density=0.8, dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=5, density=0.8, dtype=torch.float64)
     with pytest.raises(ValueError, match="washout"):
         mean_state_jacobian(esn, torch.zeros(1, 4, 1, dtype=torch.float64), 4)
     with pytest.raises(ValueError, match=r"NaN|inf|finite"):

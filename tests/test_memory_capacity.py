@@ -159,7 +159,8 @@ def test_measured_batch_and_normal_input_match_theory():
 def test_esn_in_its_linear_regime_matches_theory(leak):
     # With a tiny input scaling tanh(z) = z (1 + O(z^2)): the ESN is the linear reservoir
     # A = (1 - a) I + a W, b = a W_in.
-    esn = EchoStateNetwork(12, 1, topology="scr", spectral_radius=0.9, input_weights="sign_pi",
+    esn = EchoStateNetwork(input_size=1, units=12, topology="scr", spectral_radius=0.9,
+                           input_weights="sign_pi",
                            input_scaling=1e-5, leak=leak, dtype=torch.float64)
     theory = linear_memory_capacity(esn.W, esn.W_in, 24, leak=leak)
     res = memory_capacity(esn, n_delays=24, train_length=3000, test_length=10000, seed=1)
@@ -177,7 +178,7 @@ def _documented_input(seed: int, length: int) -> torch.Tensor:
 
 
 def test_relative_ridge_matches_numpy_reimplementation():
-    esn = EchoStateNetwork(20, 1, spectral_radius=0.9, leak=0.7, bias_scaling=0.2,
+    esn = EchoStateNetwork(input_size=1, units=20, spectral_radius=0.9, leak=0.7, bias_scaling=0.2,
                            dtype=torch.float64, seed=4)
     washout, train, test, kmax, alpha = 50, 800, 400, 30, 1e-6
     res = memory_capacity(esn, n_delays=kmax, washout=washout, train_length=train,
@@ -255,8 +256,8 @@ def test_default_is_invariant_to_the_scale_of_the_states():
     """MC is a property of the information in the states, not of their units: states times
     1e-6 must give the same MC (an absolute ridge penalty, the old default alpha = 1e-8 in
     units of X^T X, drove it to ~0 here)."""
-    esn = EchoStateNetwork(20, 1, spectral_radius=0.9, input_scaling=0.5, bias_scaling=0.2,
-                           density=0.5, seed=1, dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=20, spectral_radius=0.9, input_scaling=0.5,
+                           bias_scaling=0.2, density=0.5, seed=1, dtype=torch.float64)
     washout, train, test, kmax = 50, 1000, 500, 40
     kw = {"n_delays": kmax, "train_length": train, "test_length": test, "washout": washout,
           "seed": 2}
@@ -315,7 +316,7 @@ class _FirstLayer(torch.nn.Module):
 
 def test_fewer_training_samples_than_features():
     # The minimum-norm readout interpolates the training data; MC_k stays a valid r^2.
-    esn = EchoStateNetwork(30, 1, spectral_radius=0.9, dtype=torch.float64, seed=0)
+    esn = EchoStateNetwork(input_size=1, units=30, spectral_radius=0.9, dtype=torch.float64, seed=0)
     res = memory_capacity(esn, n_delays=10, train_length=20, test_length=200, washout=10)
     assert bool((res.mc_k >= 0).all()) and bool((res.mc_k <= 1 + 1e-12).all())
 
@@ -333,7 +334,7 @@ def test_constant_states_have_no_memory():
 
 def test_tanh_esn_obeys_jaeger_bound_and_defaults():
     n = 30
-    esn = EchoStateNetwork(n, 1, spectral_radius=0.95, dtype=torch.float64, seed=2)
+    esn = EchoStateNetwork(input_size=1, units=n, spectral_radius=0.95, dtype=torch.float64, seed=2)
     res = memory_capacity(esn, train_length=2000, test_length=1000)
     assert res.delays.tolist() == list(range(1, 2 * n + 1))  # default K = 2N
     assert 1.0 < res.mc < n
@@ -344,7 +345,7 @@ def test_tanh_esn_obeys_jaeger_bound_and_defaults():
 
 
 def test_seeded_and_reproducible_float32():
-    esn = EchoStateNetwork(15, 1, spectral_radius=0.9, seed=0, dtype=torch.float32)
+    esn = EchoStateNetwork(input_size=1, units=15, spectral_radius=0.9, seed=0, dtype=torch.float32)
     kw = {"n_delays": 20, "train_length": 600, "test_length": 300}
     a = memory_capacity(esn, seed=3, **kw)
     b = memory_capacity(esn, seed=3, **kw)
@@ -353,7 +354,8 @@ def test_seeded_and_reproducible_float32():
     assert not torch.equal(a.mc_k, c.mc_k)
     assert a.mc_k.dtype == torch.float64
     # float32 and float64 reservoirs (same weights) agree to float32 round-off.
-    esn64 = EchoStateNetwork(15, 1, spectral_radius=0.9, seed=0, dtype=torch.float64)
+    esn64 = EchoStateNetwork(input_size=1, units=15, spectral_radius=0.9, seed=0,
+                             dtype=torch.float64)
     d = memory_capacity(esn64, seed=3, **kw)
     np.testing.assert_allclose(a.mc_k.numpy(), d.mc_k.numpy(), atol=2e-3)
     gen = torch.Generator().manual_seed(3)
@@ -363,7 +365,7 @@ def test_seeded_and_reproducible_float32():
 
 # ------------------------------------------------------------------------------------------------
 def test_bad_input():
-    esn = EchoStateNetwork(10, 1, dtype=torch.float64)
+    esn = EchoStateNetwork(input_size=1, units=10, dtype=torch.float64)
     with pytest.raises(ValueError, match="washout"):
         memory_capacity(esn, n_delays=50, washout=20)
     with pytest.raises(ValueError, match="n_delays"):
@@ -379,9 +381,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="min_delay"):
         memory_capacity(esn, n_delays=5, min_delay=6)
     with pytest.raises(ValueError, match="one input feature"):
-        memory_capacity(EchoStateNetwork(10, 2))
+        memory_capacity(EchoStateNetwork(input_size=2, units=10))
     with pytest.raises(ValueError, match="feeds its output back"):
-        memory_capacity(EchoStateNetwork(10, 1, 1, feedback_scaling=0.5))
+        memory_capacity(EchoStateNetwork(input_size=1, units=10, output_size=1,
+                                         feedback_scaling=0.5))
     with pytest.raises(TypeError, match="states"):
         memory_capacity(torch.nn.Linear(1, 3))
     w, b = _random_linear(4, 0.5, seed=0)

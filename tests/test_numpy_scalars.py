@@ -56,8 +56,8 @@ def test_seed_as_numpy_integer_gives_the_same_draws():
 
 def test_echo_state_network_from_numpy_integers_equals_the_int_one():
     u = torch.randn(2, 40, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
-    ref = EchoStateNetwork(50, 1, seed=3, dtype=F64)
-    esn = EchoStateNetwork(np.int64(50), np.int32(1), seed=np.int64(3), dtype=F64)
+    ref = EchoStateNetwork(input_size=1, units=50, seed=3, dtype=F64)
+    esn = EchoStateNetwork(input_size=np.int32(1), units=np.int64(50), seed=np.int64(3), dtype=F64)
     # the same seed and sizes build the same weights by the same code: exact
     assert torch.equal(esn.W, ref.W) and torch.equal(esn.W_in, ref.W_in)
     states, _ = esn(u, washout=np.int64(10))
@@ -97,8 +97,8 @@ def test_regressor_over_a_numpy_grid_of_sizes():
 
 def test_bad_sizes_still_refused():
     with pytest.raises(TypeError, match="units must be an int"):
-        EchoStateNetwork(np.float64(50), 1)
+        EchoStateNetwork(input_size=1, units=np.float64(50))
     with pytest.raises(TypeError, match="units must be an int"):
-        EchoStateNetwork(True, 1)
+        EchoStateNetwork(input_size=1, units=True)
     with pytest.raises(TypeError, match="washout must be an int"):
-        EchoStateNetwork(10, 1)(torch.zeros(1, 5, 1), washout=2.0)
+        EchoStateNetwork(input_size=1, units=10)(torch.zeros(1, 5, 1), washout=2.0)

@@ -31,7 +31,7 @@ def t64(value: float) -> torch.Tensor:
 
 def one_unit(cls=EchoStateNetwork, w_in=0.5, a=1.0, b=0.0) -> EchoStateNetwork:
     """A single unit without recurrence: net(t) = w_in u(t)."""
-    esn = cls(1, 1, topology=torch.zeros(1, 1, dtype=F64),
+    esn = cls(input_size=1, units=1, topology=torch.zeros(1, 1, dtype=F64),
               input_weights=torch.full((1, 1), w_in, dtype=F64), dtype=F64)
     esn.a.fill_(a)
     esn.b.fill_(b)
@@ -42,7 +42,7 @@ def random_esn(cls=EchoStateNetwork, units=40, seed=0, **kw) -> EchoStateNetwork
     opts = {"spectral_radius": 0.9, "density": 0.2, "input_scaling": 0.5, "bias_scaling": 0.1,
             "dtype": F64, "seed": seed}
     opts.update(kw)
-    return cls(units, 1, **opts)
+    return cls(input_size=1, units=units, **opts)
 
 
 def uniform_inputs(steps, batch=1, seed=0):
@@ -143,8 +143,8 @@ def test_matches_reservoirpy_ipreservoir(rule):
     and ours coincide), one epoch, no warm-up: the same gains and shifts after 300 steps."""
     rpy = pytest.importorskip("reservoirpy.nodes")
     cls = LogisticEchoStateNetwork if rule == "triesch" else EchoStateNetwork
-    esn = cls(30, 2, spectral_radius=0.9, bias_scaling=0.3, input_scaling=0.5, density=0.3,
-              dtype=F64, seed=3)
+    esn = cls(input_size=2, units=30, spectral_radius=0.9, bias_scaling=0.3, input_scaling=0.5,
+              density=0.3, dtype=F64, seed=3)
     u = uniform_inputs(300).expand(1, 300, 2).contiguous() * torch.tensor([1.0, -0.5],
                                                                           dtype=F64)
     mu = 0.2 if rule == "triesch" else 0.1
@@ -318,7 +318,8 @@ def test_logistic_esn_against_a_plain_loop(sparse):
 
 
 def test_output_feedback_uses_the_teacher():
-    esn = EchoStateNetwork(10, 1, output_size=1, feedback_scaling=0.5, density=0.5, dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=10, output_size=1, feedback_scaling=0.5,
+                           density=0.5, dtype=F64)
     u = uniform_inputs(40)
     ip = IntrinsicPlasticity("schrauwen", lr=1e-3)
     with pytest.raises(ValueError, match="teacher"):

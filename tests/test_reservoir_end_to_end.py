@@ -18,7 +18,7 @@ def test_esn_classifies_japanese_vowels():
 
     train = japanese_vowels("train", pad_to=29, dtype=torch.float64)
     test = japanese_vowels("test", pad_to=29, dtype=torch.float64)
-    esn = EchoStateNetwork(200, 12, spectral_radius=0.9, density=0.1, leak=0.3,
+    esn = EchoStateNetwork(input_size=12, units=200, spectral_radius=0.9, density=0.1, leak=0.3,
                            input_scaling=0.2, seed=0, dtype=torch.float64)
     with torch.no_grad():
         s_train, _ = esn(train.inputs)

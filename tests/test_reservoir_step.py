@@ -53,15 +53,15 @@ def test_step_matches_the_equation(activation, sparse, with_out, plain, full_lea
 
 def test_bad_activation_is_refused():
     with pytest.raises(ValueError, match="activation must be one of"):
-        EchoStateNetwork(10, 1, activation="relu")
+        EchoStateNetwork(input_size=1, units=10, activation="relu")
     with pytest.raises(ValueError, match="tanh units only"):
-        EchoStateNetwork(10, 1, activation="logistic", kernel="numba")
+        EchoStateNetwork(input_size=1, units=10, activation="logistic", kernel="numba")
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_logistic_network_runs_the_equation(sparse):
-    esn = EchoStateNetwork(40, 2, activation="logistic", leak=0.6, bias_scaling=0.2,
-                           sparse=sparse, dtype=F64, seed=3)
+    esn = EchoStateNetwork(input_size=2, units=40, activation="logistic", leak=0.6,
+                           bias_scaling=0.2, sparse=sparse, dtype=F64, seed=3)
     assert esn.activation == "logistic" and not esn.uses_numba(1)
     u = torch.randn(2, 25, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     states, _ = esn(u)
@@ -77,11 +77,12 @@ def test_logistic_network_runs_the_equation(sparse):
 
 def test_deprecated_logistic_class_warns_and_builds_the_same_network():
     with pytest.warns(DeprecationWarning, match="activation='logistic'"):
-        old = LogisticEchoStateNetwork(30, 2, leak=0.5, density=0.2, dtype=F64, seed=5)
+        old = LogisticEchoStateNetwork(input_size=2, units=30, leak=0.5, density=0.2, dtype=F64,
+                                       seed=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        new = EchoStateNetwork(30, 2, leak=0.5, density=0.2, activation="logistic", dtype=F64,
-                               seed=5)
+        new = EchoStateNetwork(input_size=2, units=30, leak=0.5, density=0.2,
+                               activation="logistic", dtype=F64, seed=5)
     assert isinstance(old, EchoStateNetwork) and old.activation == "logistic"
     for name, buf in new.named_buffers():
         other = dict(old.named_buffers())[name]
@@ -90,7 +91,7 @@ def test_deprecated_logistic_class_warns_and_builds_the_same_network():
     # the same module code on the same tensors: bit for bit
     assert torch.equal(old(u)[0], new(u)[0])
     with pytest.raises(ValueError, match="logistic units"), pytest.warns(DeprecationWarning):
-        LogisticEchoStateNetwork(30, 2, activation="tanh")
+        LogisticEchoStateNetwork(input_size=2, units=30, activation="tanh")
 
 
 def test_plasticity_reexports_the_deprecated_class():
@@ -138,7 +139,7 @@ def test_gain_and_shift_get_their_gradient_at_one_and_zero(activation, sparse):
     # wanted (before the fix the states recorded no graph at all: backward raised). Reference:
     # autograd through the loop written out with g and s explicit; the two differ by the
     # order of the N + D + 1 sums per step (round-off ~1e-15 over 6 steps), far below 1e-10.
-    esn = EchoStateNetwork(15, 1, activation=activation, leak=0.5, kernel="torch",
+    esn = EchoStateNetwork(input_size=1, units=15, activation=activation, leak=0.5, kernel="torch",
                            sparse=sparse, dtype=F64, seed=1)
     u = torch.randn(2, 6, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     g = esn.a.clone().requires_grad_(True)

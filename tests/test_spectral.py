@@ -206,7 +206,7 @@ def test_esn_construction_scales_to_the_target_as_before(reservoir_1025):
     # The old default scaled W by 0.9 / rho with rho from all eigenvalues; the new one must
     # give the same W to the Arnoldi tolerance (and so rho(W) = 0.9 within 1e-6 and better).
     w, rho, kappa = reservoir_1025
-    esn = EchoStateNetwork(1025, 1, spectral_radius=0.9, density=0.1, seed=0,
+    esn = EchoStateNetwork(input_size=1, units=1025, spectral_radius=0.9, density=0.1, seed=0,
                            dtype=torch.float64)
     mask = w != 0
     assert torch.equal(esn.W != 0, mask)  # same draw, same pattern

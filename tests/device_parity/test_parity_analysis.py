@@ -158,7 +158,7 @@ def test_gradient_norm_tracker(dtype):
 def _small_esn(**kw: Any) -> Any:
     opts = {"spectral_radius": 0.9, "density": 0.5, "bias_scaling": 0.1, "seed": 95,
             "dtype": F64} | kw
-    return EchoStateNetwork(6, 1, **opts)
+    return EchoStateNetwork(input_size=1, units=6, **opts)
 
 
 @DTYPES

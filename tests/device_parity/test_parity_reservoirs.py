@@ -78,7 +78,8 @@ ESN_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _esn(config: str) -> Any:
-    return EchoStateNetwork(N, D, seed=100, dtype=F64, **({"density": 0.5} | ESN_CONFIGS[config]))
+    return EchoStateNetwork(input_size=D, units=N, seed=100, dtype=F64,
+                            **({"density": 0.5} | ESN_CONFIGS[config]))
 
 
 @pytest.mark.parametrize("config", list(ESN_CONFIGS))
@@ -113,9 +114,10 @@ def test_numba_kernel_is_cpu_only_by_design(dtype):
     # it must give the torch loop's states.
     if not numba_available():
         pytest.skip("numba is not installed: there is no kernel to test")
-    esn = EchoStateNetwork(N, D, density=0.5, leak=0.7, kernel="numba", seed=114, dtype=F64)
-    torch_loop = EchoStateNetwork(N, D, density=0.5, leak=0.7, kernel="torch", seed=114,
-                                  dtype=F64)
+    esn = EchoStateNetwork(input_size=D, units=N, density=0.5, leak=0.7, kernel="numba", seed=114,
+                           dtype=F64)
+    torch_loop = EchoStateNetwork(input_size=D, units=N, density=0.5, leak=0.7, kernel="torch",
+                                  seed=114, dtype=F64)
     u = randn(B, T, D, seed=115)
     on_dev = moved(esn, dtype)
     if DEV.type != "cpu":
@@ -149,8 +151,8 @@ def test_echo_state_network_generate(config, dtype):
 @DTYPES
 def test_echo_state_network_autoregressive_generation(dtype):
     # one input, one output: generation feeds the prediction back as the next input
-    esn = EchoStateNetwork(N, 1, spectral_radius=0.8, density=0.5, leak=0.6, seed=107,
-                           dtype=F64)
+    esn = EchoStateNetwork(input_size=1, units=N, spectral_radius=0.8, density=0.5, leak=0.6,
+                           seed=107, dtype=F64)
     series = torch.sin(torch.arange(40, dtype=F64) / 3).reshape(1, 40, 1) * 0.8
 
     def run(m: EchoStateNetwork, s: torch.Tensor) -> dict:
@@ -389,10 +391,13 @@ def test_topology_and_graph_constructors(dtype):
             assert csr.layout == torch.sparse_csr, name
             assert_tensor(csr.to_dense(), ref, dtype, name=f"{name} csr")
     # A reservoir built directly on the device from a seed is the CPU one, cast.
-    esn = EchoStateNetwork(N, D, seed=6, density=0.5, bias_scaling=0.2, device=DEV, dtype=dtype)
-    ref_esn = EchoStateNetwork(N, D, seed=6, density=0.5, bias_scaling=0.2, dtype=F64)
+    esn = EchoStateNetwork(input_size=D, units=N, seed=6, density=0.5, bias_scaling=0.2,
+                           device=DEV, dtype=dtype)
+    ref_esn = EchoStateNetwork(input_size=D, units=N, seed=6, density=0.5, bias_scaling=0.2,
+                               dtype=F64)
     for (name, got), want in zip(esn.named_buffers(), ref_esn.buffers(), strict=True):
         assert_tensor(got, want, dtype, name=name)
     # and a user W already on the device is accepted as the topology
-    user = EchoStateNetwork(N, D, topology=to_dev(ref_esn.W, dtype), seed=6, dtype=F64)
+    user = EchoStateNetwork(input_size=D, units=N, topology=to_dev(ref_esn.W, dtype), seed=6,
+                            dtype=F64)
     assert_tensor(user.W, ref_esn.W, dtype, device=CPU, out_dtype=F64, name="user W")

@@ -50,8 +50,8 @@ def _round_trip(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @DTYPES
 def test_state_dict_round_trip_echo_state_network(dtype):
     def build(seed: int) -> EchoStateNetwork:
-        return EchoStateNetwork(N, D, OUT, feedback_scaling=0.2, density=0.5, leak=0.7,
-                                bias_scaling=0.1, seed=seed, dtype=F64)
+        return EchoStateNetwork(input_size=D, units=N, output_size=OUT, feedback_scaling=0.2,
+                                density=0.5, leak=0.7, bias_scaling=0.1, seed=seed, dtype=F64)
 
     original = build(150)
     on_dev = moved(original, dtype)

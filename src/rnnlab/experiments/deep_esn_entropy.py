@@ -127,7 +127,7 @@ def build(cfg: DeepESNEntropyConfig, model: str, seed: int) -> torch.nn.Module:
               "dtype": torch.float64, "input_scaling": cfg.input_scaling,
               "bias_scaling": cfg.bias_scaling}
     if model == "ESN":
-        return EchoStateNetwork(cfg.units, 1, density=cfg.density, **common)
+        return EchoStateNetwork(input_size=1, units=cfg.units, density=cfg.density, **common)
     return DeepEchoStateNetwork(1, cfg.units // cfg.layers, cfg.layers, variant=model,
                                 inter_scaling=cfg.inter_scaling, density=cfg.layer_density,
                                 **common)

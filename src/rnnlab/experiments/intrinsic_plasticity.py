@@ -181,7 +181,7 @@ def task_data(cfg: IntrinsicPlasticityConfig, seed: int) -> tuple[torch.Tensor, 
 
 
 def _build(cfg: IntrinsicPlasticityConfig, rule: str, seed: int) -> EchoStateNetwork:
-    return EchoStateNetwork(cfg.units, 1, spectral_radius=cfg.spectral_radius,
+    return EchoStateNetwork(input_size=1, units=cfg.units, spectral_radius=cfg.spectral_radius,
                             density=cfg.density, leak=cfg.leak, input_scaling=cfg.input_scaling,
                             bias_scaling=cfg.bias_scaling, seed=seed, dtype=torch.float64,
                             activation="logistic" if rule == "triesch" else "tanh")

@@ -219,15 +219,16 @@ def build_reservoir(cfg: MemoryCapacityConfig, base: str, x: float, leak: float,
             input_scaling=cfg.input_scaling, inter_scaling=cfg.inter_scaling,
             bias_scaling=cfg.bias_scaling, density=cfg.layer_density, **common)
     if base == "ESN":
-        return EchoStateNetwork(cfg.units, 1, spectral_radius=x, density=cfg.density,
-                                input_scaling=cfg.input_scaling, bias_scaling=cfg.bias_scaling,
-                                **common)
+        return EchoStateNetwork(input_size=1, units=cfg.units, spectral_radius=x,
+                                density=cfg.density, input_scaling=cfg.input_scaling,
+                                bias_scaling=cfg.bias_scaling, **common)
     det = {"input_scaling": cfg.input_scaling, "input_weights": cfg.det_input}
     if base == "SCR":
-        return EchoStateNetwork(cfg.units, 1, topology="scr", spectral_radius=x, **det, **common)
+        return EchoStateNetwork(input_size=1, units=cfg.units, topology="scr", spectral_radius=x,
+                                **det, **common)
     if base == "DLR":
-        return EchoStateNetwork(cfg.units, 1, topology="dlr", r=x, **det, **common)
-    return EchoStateNetwork(cfg.units, 1, topology="dlrb", r=x,
+        return EchoStateNetwork(input_size=1, units=cfg.units, topology="dlr", r=x, **det, **common)
+    return EchoStateNetwork(input_size=1, units=cfg.units, topology="dlrb", r=x,
                             backward_weight=cfg.dlrb_backward, **det, **common)
 
 

@@ -45,6 +45,7 @@ CSR: measured"). ``sparse=True/False`` forces the choice.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -89,14 +90,51 @@ def sparse_density_threshold(units: int, dtype: torch.dtype, batch: int = 1) -> 
 INPUT_WEIGHTS = topo.INPUT_WEIGHTS
 
 
+def _outside_this_file() -> int:
+    """The ``stacklevel`` of the first frame outside this module, counted from the caller: the
+    warning then names the user's line also when ``LogisticEchoStateNetwork`` passes the sizes
+    on (Python 3.12's ``skip_file_prefixes`` does this; 3.11 is supported)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _sizes(sizes: tuple[Any, ...], units: Any, input_size: Any, output_size: Any
+           ) -> tuple[Any, Any, Any]:
+    """``(units, input_size, output_size)`` from the deprecated positional spelling
+    ``EchoStateNetwork(units, input_size, output_size)`` (warns) or the keywords."""
+    if sizes:
+        if len(sizes) > 3:
+            raise TypeError(f"EchoStateNetwork takes at most 3 positional sizes (units, "
+                            f"input_size, output_size, deprecated), got {len(sizes)}")
+        warnings.warn("EchoStateNetwork(units, input_size, ...) with positional sizes is "
+                      "deprecated: the order will become (input_size, units), as for torch's "
+                      "RNNs and DeepEchoStateNetwork; write EchoStateNetwork(input_size=..., "
+                      "units=...) now", DeprecationWarning, stacklevel=_outside_this_file())
+        given = {"units": units, "input_size": input_size, "output_size": output_size}
+        for name, value in zip(("units", "input_size", "output_size"), sizes, strict=False):
+            if given[name] is not None:
+                raise TypeError(f"EchoStateNetwork got multiple values for {name!r}")
+            given[name] = value
+        units, input_size, output_size = given["units"], given["input_size"], given["output_size"]
+    for name, value in (("input_size", input_size), ("units", units)):
+        if value is None:
+            raise TypeError(f"EchoStateNetwork needs {name}=: write "
+                            f"EchoStateNetwork(input_size=..., units=...)")
+    # None (the default) is "not given", so that a positional output size and an explicit
+    # output_size=0 are told apart
+    return units, input_size, 0 if output_size is None else output_size
+
+
 class EchoStateNetwork(ReservoirModule):
     """Leaky-integrator echo state network; ``esn(u) -> (states, final_state)``.
 
     Args:
-        units: N, number of reservoir units.
-        input_size: D, features of u(t).
-        output_size: O, features of the output y(t) that is fed back (0: none). Feedback is on
-            when ``output_size > 0`` and ``feedback_scaling > 0``.
+        input_size: D, features of u(t) (a keyword: see below).
+        units: N, number of reservoir units (a keyword).
+        output_size: O, features of the output y(t) that is fed back (0 or None: none).
+            Feedback is on when ``output_size > 0`` and ``feedback_scaling > 0``.
         topology: ``"random"`` (sparse random, :func:`~rnnlab.reservoir.topology.sparse_random`),
             ``"dlr"``, ``"dlrb"``, ``"scr"`` (Rodan & Tino 2011), or a user matrix (N x N,
             torch/numpy/scipy) or builder (:func:`~rnnlab.reservoir.topology.weight_from`:
@@ -145,6 +183,11 @@ class EchoStateNetwork(ReservoirModule):
             dtype.
         device, dtype: as for any ``torch.nn`` module.
 
+    Sizes are keywords: ``EchoStateNetwork(input_size=D, units=N)``. The old positional
+    ``EchoStateNetwork(N, D[, O])`` still builds the same network for one release, with a
+    ``DeprecationWarning``: the order will become ``(input_size, units)``, as for torch's RNNs
+    and :class:`~rnnlab.reservoir.deep.DeepEchoStateNetwork`.
+
     Fixed weights are buffers (``W``, ``W_in``, ``bias``, ``W_fb``, ``leak``, ``a``, ``b``): they
     move with ``.to()`` and are saved by ``state_dict``. Tensors are batch first: inputs
     ``(batch, time, D)``, states ``(batch, time, N)``, a state ``(batch, N)``.
@@ -155,10 +198,10 @@ class EchoStateNetwork(ReservoirModule):
 
     def __init__(
         self,
-        units: int,
-        input_size: int,
-        output_size: int = 0,
-        *,
+        *sizes: int,
+        input_size: int | None = None,
+        units: int | None = None,
+        output_size: int | None = None,
         topology: str | Any = "random",
         spectral_radius: float | None = None,
         density: float = 0.1,
@@ -182,6 +225,7 @@ class EchoStateNetwork(ReservoirModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        units, input_size, output_size = _sizes(sizes, units, input_size, output_size)
         n = check_positive_int("units", units)
         d = check_positive_int("input_size", input_size)
         output_size = check_int("output_size", output_size, low=0)
