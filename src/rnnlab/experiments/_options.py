@@ -201,3 +201,16 @@ def _parse_value(name: str, text: str, tp: Any) -> Any:
         except ValueError:
             raise ValueError(f"option --{name} expects {tp.__name__}, got {text!r}") from None
     raise TypeError(f"option --{name} has an unsupported type {tp}")
+
+
+@dataclasses.dataclass
+class SeededOptions:
+    """The options of an experiment repeated over seeds, which the registry reads
+    (``RunContext.seeds``, the thread count): inherit them, ``@dataclass class
+    MyConfig(SeededOptions)``, rather than declaring them again."""
+
+    seeds: int = option(3, "seeds per point: seed, seed + 1, ..., seed + seeds - 1 (weights "
+                           "and data)", low=1)
+    seed: int = option(0, "first seed")
+    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
+                                   "sets it; 1 is fastest for small per-step work)", low=1)

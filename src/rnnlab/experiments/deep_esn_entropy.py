@@ -52,6 +52,7 @@ from rnnlab.analysis.entropy import layer_state_entropy, state_entropy
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
+    SeededOptions,
     aggregate,
     format_mean_std,
     mean_of,
@@ -69,7 +70,7 @@ MODELS = ("ESN", *VARIANTS)
 
 
 @dataclass
-class DeepESNEntropyConfig:
+class DeepESNEntropyConfig(SeededOptions):
     variants: tuple[str, ...] = option(VARIANTS, f"deep variants: {', '.join(VARIANTS)}",
                                        choices=VARIANTS, item="variant")
     units: int = option(500, "N: total units (the shallow ESN's size)", low=1)
@@ -97,10 +98,6 @@ class DeepESNEntropyConfig:
     ip_lr: float = option(5e-4, "IP learning rate")
     ip_sigma: float = option(0.2, "IP Gaussian target std (mean 0)")
     ip_epochs: int = option(1, "IP passes over the input", low=1)
-    seeds: int = option(3, "seeds", low=1)
-    seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it)", low=1)
 
     def validate(self) -> None:
         if self.units % self.layers:

@@ -39,12 +39,7 @@ from rnnlab._validation import check_tensor
 from rnnlab.cells import GRUCell, LSTMCell, RecurrentCell, flatten_state, map_state
 from rnnlab.cells.elman import ElmanCell
 from rnnlab.cells.gru import FORMS
-from rnnlab.experiments.registry import (
-    ExperimentResult,
-    RunContext,
-    option,
-    register,
-)
+from rnnlab.experiments.registry import ExperimentResult, RunContext, option, register
 from rnnlab.learning.clipping import clip_grad_norm_
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.long_term import (

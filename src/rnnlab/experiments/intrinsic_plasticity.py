@@ -53,6 +53,7 @@ from rnnlab._validation import check_tensor
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
+    SeededOptions,
     aggregate,
     format_mean_std,
     mean_of,
@@ -133,7 +134,7 @@ def target_density(rule: IntrinsicPlasticity, bins: int = 400
 
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class IntrinsicPlasticityConfig:
+class IntrinsicPlasticityConfig(SeededOptions):
     rules: tuple[str, ...] = option(RULES, "IP rules: schrauwen (tanh, Gaussian), triesch "
                                            "(logistic, exponential)",
                                     choices=RULES, item="IP rule")
@@ -155,10 +156,6 @@ class IntrinsicPlasticityConfig:
     mu_triesch: float = option(0.2, "triesch: target mean (exponential)")
     bins: int = option(50, "histogram bins for the KL estimate and the plot", low=2)
     ridge: float = option(1e-6, "ridge penalty of the readout", low=0)
-    seeds: int = option(3, "seeds (reservoir and task data)", low=1)
-    seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it)", low=1)
 
     def validate(self) -> None:
         # The IntrinsicPlasticity constructor checks lr, sigma and mu against each rule's range.

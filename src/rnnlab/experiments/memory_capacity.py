@@ -88,6 +88,7 @@ from rnnlab.analysis.spectral import spectral_radius
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
+    SeededOptions,
     format_mean_std,
     mean_std,
     option,
@@ -139,7 +140,7 @@ def parse_model(name: str) -> tuple[str, bool]:
 
 
 @dataclass
-class MemoryCapacityConfig:
+class MemoryCapacityConfig(SeededOptions):
     models: tuple[str, ...] = option(
         ("ESN", "ESN+IP", "deepESN", "deepESN+IP", "deepESN-IA", "groupedESN", "DLR", "DLRB",
          "SCR"),
@@ -183,10 +184,6 @@ class MemoryCapacityConfig:
     ip_epochs: int = option(1, "IP passes over its data", low=1)
     ip_steps: int = option(600, "IP training steps (i.i.d. U[-1, 1], 1 sequence)", low=1)
     ip_washout: int = option(100, "IP washout steps (no update), below ip_steps", low=0)
-    seeds: int = option(3, "seeds per point (networks and inputs)", low=1)
-    seed: int = option(0, "first seed")
-    torch_threads: int = option(1, "torch.set_num_threads during the run (the CLI's --threads "
-                                   "sets it; 1 is fastest for these small per-step ops)", low=1)
 
     def validate(self) -> None:
         if not self.models:

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 import torch
 
 from rnnlab.experiments._options import (
+    SeededOptions,
     _parse_value,
     _type_name,
     check_choices,
@@ -88,11 +89,11 @@ from rnnlab.experiments._tables import (
 
 __all__ = [
     "CLI_OPTIONS", "ENTRY_POINT_GROUP", "REGISTRY", "RUN_FILES", "THREAD_OPTIONS", "Column",
-    "Experiment", "ExperimentResult", "ProgressFactory", "RunContext", "RunFolderError",
-    "RunPlan", "aggregate", "builtin_modules", "check_choices", "check_config", "check_option",
-    "check_options", "check_run_dir", "default_run_dir", "describe_bounds", "format_mean_std",
-    "get_experiment", "list_experiments", "mean_of", "mean_std", "no_progress", "option",
-    "plan_run", "register", "resolve_config", "run_experiment", "std_of", "thread_count",
+    "Experiment", "ExperimentResult", "ProgressFactory", "RunContext", "RunFolderError", "RunPlan",
+    "SeededOptions", "aggregate", "builtin_modules", "check_choices", "check_config",
+    "check_option", "check_options", "check_run_dir", "default_run_dir", "describe_bounds",
+    "format_mean_std", "get_experiment", "list_experiments", "mean_of", "mean_std", "no_progress",
+    "option", "plan_run", "register", "resolve_config", "run_experiment", "std_of", "thread_count",
     "thread_option",
 ]
 

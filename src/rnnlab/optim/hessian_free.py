@@ -33,17 +33,8 @@ import torch
 from torch import nn
 
 from rnnlab._validation import check_number, check_positive_int
-from rnnlab.optim._common import (
-    Forward,
-    Loss,
-    Tensor,
-    _check_output,
-    _check_params,
-    _check_scalar,
-    _flatten,
-    _param_names,
-    _unflatten,
-)
+from rnnlab.optim import _common
+from rnnlab.optim._common import Forward, Loss, Tensor
 from rnnlab.optim.cg import CGResult, _cg_backtrack, conjugate_gradient
 from rnnlab.optim.gauss_newton import GaussNewton
 
@@ -163,11 +154,11 @@ class HessianFree(torch.optim.Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("HessianFree doesn't support per-parameter options (parameter "
                              "groups): pass one iterable of parameters")
-        self._params = _check_params(self.param_groups[0]["params"])
+        self._params = _common._check_params(self.param_groups[0]["params"])
         if model is not None:
             if not isinstance(model, nn.Module):
                 raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-            _param_names(model, self._params)
+            _common._param_names(model, self._params)
         self.model = model
         self.state["step"] = 0
         self.state["skipped_steps"] = 0
@@ -228,13 +219,13 @@ class HessianFree(torch.optim.Optimizer):
 
     def _set(self, flat: Tensor) -> None:
         with torch.no_grad():
-            for p, part in zip(self._params, _unflatten(flat, self._params), strict=True):
+            for p, part in zip(self._params, _common._unflatten(flat, self._params), strict=True):
                 p.copy_(part)
 
     @staticmethod
     def _evaluate(forward: Forward, loss: Loss) -> float:
         with torch.no_grad():
-            value = float(_check_scalar(loss(_check_output("forward", forward()))))
+            value = float(_common._check_scalar(loss(_common._check_output("forward", forward()))))
         return value if math.isfinite(value) else math.inf
 
     def _skip(self, reason: str, value: Tensor) -> Tensor:
@@ -307,7 +298,7 @@ class HessianFree(torch.optim.Optimizer):
             return self._skip("a curvature-vector product is non-finite", gn.value)
         self.state["cg_init"] = cg.x.detach().clone()
 
-        theta0 = _flatten([p.detach() for p in self._params]).clone()
+        theta0 = _common._flatten([p.detach() for p in self._params]).clone()
         alpha, new_loss = 0.0, f0
         try:
             def objective(p: Tensor) -> float:
