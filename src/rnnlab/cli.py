@@ -202,6 +202,129 @@ def run_command(
         console.print(f"plot: {plot}")
 
 
+def _split_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise typer.BadParameter(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
+@app.command("fit")
+def fit_command(
+    data: Path = typer.Argument(..., help="CSV/TSV, Parquet, .npy or .npz file, rows in time "
+                                "order", show_default=False),
+    target: str = typer.Option(..., "--target", help="column(s) to forecast, comma-separated",
+                               show_default=False),
+    features: str | None = typer.Option(None, "--features", help="input columns, "
+                                        "comma-separated (default: all but the time column)"),
+    time_column: str | None = typer.Option(None, "--time-column", help="a date column: "
+                                           "parsed, must increase; kept in the outputs"),
+    fill: str | None = typer.Option(None, "--fill", help="missing values: refused (default), "
+                                    "ffill or interpolate"),
+    horizon: int = typer.Option(1, "--horizon", help="forecast this many rows ahead"),
+    units: int = typer.Option(300, "--units", help="reservoir units"),
+    spectral_radius: float = typer.Option(0.9, "--spectral-radius"),
+    leak: float = typer.Option(1.0, "--leak", help="leak rate a in (0, 1]"),
+    input_scaling: float = typer.Option(0.5, "--input-scaling"),
+    alphas: str = typer.Option("1e-8,1e-6,1e-4,1e-2,1", "--alphas", help="ridge penalties "
+                               "tried; the best on the validation part is kept"),
+    washout: int = typer.Option(100, "--washout", help="first rows left out of the fit"),
+    validation: float = typer.Option(0.15, "--validation", help="fraction of rows (before "
+                                     "the test part) for choosing the penalty"),
+    test: float = typer.Option(0.15, "--test", help="fraction of rows at the end for scoring"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path | None = typer.Option(None, "--out", help="run folder (default runs/fit-TIME)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="reuse a run folder"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Fit an echo state network forecaster to your own series: split by time, standardised
+    on the training part, penalty chosen on validation, scored on test beside persistence;
+    writes model.pt, predictions.csv and forecast.png to the run folder."""
+    from rnnlab.experiments._run_folder import _make_run_dir, check_run_dir, default_run_dir
+    from rnnlab.forecasting import ForecastConfig, fit_forecaster, save_fit
+    from rnnlab.tasks.tabular import read_series
+
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    try:
+        targets = _split_names(target) or []
+        config = ForecastConfig(
+            horizon=horizon, units=units, spectral_radius=spectral_radius, leak=leak,
+            input_scaling=input_scaling, washout=washout, validation=validation, test=test,
+            seed=seed, alphas=tuple(float(a) for a in alphas.split(",") if a.strip())).check()
+        run_dir = check_run_dir(out if out is not None else default_run_dir("fit"), overwrite)
+        table = read_series(data, time_column=time_column, fill=fill)
+    except (ValueError, TypeError, ImportError, OSError, typer.BadParameter) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(2) from None
+    try:
+        model, report = fit_forecaster(table, targets, _split_names(features), config)
+        _make_run_dir(run_dir, overwrite)
+        written = save_fit(run_dir, table, model, report,
+                           {"data": str(data), "time_column": time_column, "fill": fill})
+    except (ValueError, TypeError) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(1) from None
+    result = Table(title=f"fit: ESN ({units} units) forecasting {', '.join(targets)} "
+                         f"{horizon} row(s) ahead; ridge alpha {report.alpha:g} (validation)")
+    for column in ("part", "rows", "esn_nrmse", "persistence_nrmse"):
+        result.add_column(column, justify="right")
+    for row in report.rows:
+        result.add_row(*(_fmt(v) for v in row.values()))
+    console.print(result)
+    console.print(f"run folder: {run_dir}")
+    for path in written:
+        console.print(f"  {path.name}")
+
+
+@app.command("forecast")
+def forecast_command(
+    data: Path = typer.Argument(..., help="a file with the model's feature columns",
+                                show_default=False),
+    model_dir: Path = typer.Option(..., "--model", help="run folder of `rnnlab fit`",
+                                   show_default=False),
+    time_column: str | None = typer.Option(None, "--time-column", help="default: the fit's"),
+    fill: str | None = typer.Option(None, "--fill", help="default: the fit's"),
+    out: Path | None = typer.Option(None, "--out", help="CSV of forecasts (default "
+                                    "MODEL/forecast-DATA.csv)"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Forecast with a model saved by `rnnlab fit`: row t of the CSV (column TARGET+H_forecast)
+    holds the forecast made at row t of the target H rows later, so the last H rows forecast
+    past the end of the file."""
+    import json
+
+    from rnnlab.forecasting import ESNForecastModel, write_predictions
+    from rnnlab.tasks.tabular import read_series
+
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    try:
+        model = ESNForecastModel.load(model_dir)
+        fitted = {}
+        if (model_dir / "config.json").is_file():
+            fitted = json.loads((model_dir / "config.json").read_text())
+        time_column = time_column or fitted.get("time_column")
+        table = read_series(data, time_column=time_column, fill=fill or fitted.get("fill"))
+        prediction = model.predict(table)
+        path = out or model_dir / f"forecast-{data.stem}.csv"
+        h = model.config.horizon
+        # row t: the forecast made at t of the value h rows later (the last rows forecast
+        # past the end of the file)
+        write_predictions(path, table.time, [f"{t}+{h}" for t in model.targets], prediction)
+    except (ValueError, TypeError, ImportError, OSError) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(2) from None
+    console.print(f"{len(table)} forecasts ({model.config.horizon} row(s) ahead) of "
+                  f"{', '.join(model.targets)}: {path}")
+
+
 def _report_folder(run_dir: Path) -> None:
     if (run_dir / "error.txt").is_file():
         typer.echo(f"the finished part is kept in {run_dir}; {run_dir / 'error.txt'} has the "

@@ -11,7 +11,8 @@ import traceback
 from pathlib import Path
 
 # The files a run writes besides its ``NAME.png`` plots (what ``overwrite`` deletes).
-RUN_FILES = ("config.json", "metrics.csv", "table.csv", "result.json", "error.txt")
+RUN_FILES = ("config.json", "metrics.csv", "table.csv", "result.json", "error.txt", "model.pt",
+             "predictions.csv")
 
 
 class RunFolderError(ValueError):
