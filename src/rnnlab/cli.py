@@ -325,6 +325,64 @@ def forecast_command(
                   f"{', '.join(model.targets)}: {path}")
 
 
+@app.command("sweep")
+def sweep_command(
+    name: str = typer.Argument(..., help="experiment name (see `rnnlab list`)",
+                               show_default=False),
+    param: list[str] = typer.Option(..., "--param", help="NAME=LOW:HIGH, NAME=LOW:HIGH:log "
+                                    "or NAME=A,B,C (repeat for each swept option)",
+                                    show_default=False),
+    objective: str = typer.Option(..., "--objective", help="the number of the result to "
+                                  "optimise (a key of its figures, e.g. final_window_nrmse)",
+                                  show_default=False),
+    trials: int = typer.Option(20, "--trials", help="trials this process runs"),
+    direction: str = typer.Option("minimize", "--direction", help="minimize or maximize"),
+    set_: list[str] = typer.Option([], "--set", help="a fixed option NAME=VALUE (repeat)"),
+    storage: str | None = typer.Option(None, "--storage", help="journal file (shared by "
+                                       "processes; default OUT/study.log) or database URL"),
+    study: str | None = typer.Option(None, "--study", help="study name (default "
+                                     "NAME-OBJECTIVE); processes with the same storage and "
+                                     "name share it"),
+    out: Path | None = typer.Option(None, "--out", help="sweep folder (default "
+                                    "runs/sweep-NAME-TIME); trials go to OUT/trial-NNNN"),
+    seed: int | None = typer.Option(None, "--seed", help="sampler seed (default: random; "
+                                    "give each process its own)"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="median pruning on the "
+                               "values an experiment reports while it runs"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads per trial"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Sweep an experiment's options with Optuna; several processes with one --storage share
+    a study. Writes trials.csv and Optuna's plots to the sweep folder."""
+    from rnnlab.sweep import run_sweep
+
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    try:
+        fixed = _parse_extra(["--" + kv if "=" in kv else kv for kv in set_])
+        found, folder = run_sweep(name, list(param), objective=objective, trials=trials,
+                                  direction=direction, fixed=fixed, storage=storage,
+                                  study_name=study, out_dir=out, seed=seed, prune=prune,
+                                  threads=threads)
+    except (KeyError, ValueError, TypeError, ImportError, typer.BadParameter) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(2) from None
+    done = [t for t in found.trials if t.state.name == "COMPLETE"]
+    table = Table(title=f"sweep {name}: {objective} ({direction}), {len(found.trials)} trials "
+                        f"in the study, {len(done)} complete")
+    table.add_column("trial", justify="right")
+    table.add_column(objective, justify="right")
+    keys = sorted({k for t in done for k in t.params})
+    for key in keys:
+        table.add_column(key, justify="right")
+    best_first = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")
+    for t in best_first[:10]:
+        table.add_row(str(t.number), _fmt(t.value), *(_fmt(t.params.get(k)) for k in keys))
+    console.print(table)
+    console.print(f"sweep folder: {folder}")
+
+
 def _report_folder(run_dir: Path) -> None:
     if (run_dir / "error.txt").is_file():
         typer.echo(f"the finished part is kept in {run_dir}; {run_dir / 'error.txt'} has the "

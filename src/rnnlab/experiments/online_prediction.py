@@ -99,6 +99,8 @@ def run(cfg: OnlinePredictionConfig, ctx: RunContext) -> ExperimentResult:
                 })
                 window_err = window_naive = window_sq = window_sum = 0.0
                 window_n = 0
+                if math.isfinite(rows[-1]["window_nrmse"]):
+                    ctx.report(t, rows[-1]["window_nrmse"])  # what a sweep may prune on
             advance(1)
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5))

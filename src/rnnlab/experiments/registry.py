@@ -125,9 +125,11 @@ class ExperimentResult:
 class RunContext:
     """What an experiment gets besides its config: the run folder, a metrics log, progress."""
 
-    def __init__(self, run_dir: Path, progress: ProgressFactory = no_progress) -> None:
+    def __init__(self, run_dir: Path, progress: ProgressFactory = no_progress,
+                 reporter: Callable[[int, float], None] | None = None) -> None:
         self.run_dir = run_dir
         self.progress = progress
+        self._reporter = reporter
         self._metrics_file: Any = None
         self._metrics_writer: csv.DictWriter | None = None
 
@@ -139,6 +141,14 @@ class RunContext:
             self._metrics_writer.writeheader()
         self._metrics_writer.writerow(row)
         self._metrics_file.flush()
+
+    def report(self, step: int, value: float) -> None:
+        """An intermediate value of the run's objective at ``step`` (e.g. a validation error
+        during training): a sweep prunes unpromising trials on it (it may raise
+        ``optuna.TrialPruned``, which stops the run like an error, keeping what was logged).
+        Nothing happens outside a sweep."""
+        if self._reporter is not None:
+            self._reporter(int(step), float(value))
 
     @staticmethod
     def seeds(config: Any) -> list[int]:
@@ -459,18 +469,20 @@ def run_experiment(
     *,
     threads: int | None = None,
     overwrite: bool = False,
+    reporter: Callable[[int, float], None] | None = None,
 ) -> tuple[ExperimentResult, Path]:
     """Run experiment ``name``; return its result and the run folder.
 
     ``threads``: torch's thread count for the run (given to the experiment's ``threads`` /
     ``torch_threads`` option when it has one; see the module docstring), ``overwrite``: reuse
-    a folder that holds a previous run. Everything is checked (:func:`plan_run`) before any work
+    a folder that holds a previous run, ``reporter``: receives :meth:`RunContext.report`'s
+    intermediate values (a sweep's pruner). Everything is checked (:func:`plan_run`) before any work
     starts; a run that raises keeps its finished files and ``error.txt``, or leaves nothing.
     """
     plan = plan_run(name, overrides, out_dir, threads=threads, overwrite=overwrite)
     run_dir = plan.run_dir
     created = _make_run_dir(run_dir, overwrite)
-    ctx = RunContext(run_dir, progress)
+    ctx = RunContext(run_dir, progress, reporter)
     try:
         (run_dir / "config.json").write_text(
             json.dumps({"experiment": name, "config": _jsonable(plan.config),
