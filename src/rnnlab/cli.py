@@ -223,14 +223,22 @@ def fit_command(
                                            "parsed, must increase; kept in the outputs"),
     fill: str | None = typer.Option(None, "--fill", help="missing values: refused (default), "
                                     "ffill or interpolate"),
+    kind: str = typer.Option("esn", "--kind", help="esn (reservoir + ridge readout), lstm "
+                             "or gru (trained by BPTT with Adam, early stopping)"),
     horizon: int = typer.Option(1, "--horizon", help="forecast this many rows ahead"),
-    units: int = typer.Option(300, "--units", help="reservoir units"),
+    units: int = typer.Option(300, "--units", help="reservoir units (esn)"),
     spectral_radius: float = typer.Option(0.9, "--spectral-radius"),
     leak: float = typer.Option(1.0, "--leak", help="leak rate a in (0, 1]"),
     input_scaling: float = typer.Option(0.5, "--input-scaling"),
     alphas: str = typer.Option("1e-8,1e-6,1e-4,1e-2,1", "--alphas", help="ridge penalties "
                                "tried; the best on the validation part is kept"),
-    washout: int = typer.Option(100, "--washout", help="first rows left out of the fit"),
+    washout: int = typer.Option(100, "--washout", help="first rows left out of the fit (esn)"),
+    hidden_size: int = typer.Option(64, "--hidden-size", help="LSTM/GRU units"),
+    epochs: int = typer.Option(60, "--epochs", help="most epochs (lstm/gru)"),
+    lr: float = typer.Option(3e-3, "--lr", help="Adam learning rate (lstm/gru)"),
+    window: int = typer.Option(60, "--window", help="training window length (lstm/gru)"),
+    context: int = typer.Option(20, "--context", help="first steps of each window not "
+                                "scored (lstm/gru)"),
     validation: float = typer.Option(0.15, "--validation", help="fraction of rows (before "
                                      "the test part) for choosing the penalty"),
     test: float = typer.Option(0.15, "--test", help="fraction of rows at the end for scoring"),
@@ -239,7 +247,7 @@ def fit_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="reuse a run folder"),
     debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
 ) -> None:
-    """Fit an echo state network forecaster to your own series: split by time, standardised
+    """Fit a forecaster (ESN, LSTM or GRU) to your own series: split by time, standardised
     on the training part, penalty chosen on validation, scored on test beside persistence;
     writes model.pt, predictions.csv and forecast.png to the run folder."""
     from rnnlab.experiments._run_folder import _make_run_dir, check_run_dir, default_run_dir
@@ -250,6 +258,8 @@ def fit_command(
     try:
         targets = _split_names(target) or []
         config = ForecastConfig(
+            kind=kind, hidden_size=hidden_size, epochs=epochs, lr=lr, window=window,
+            context=context,
             horizon=horizon, units=units, spectral_radius=spectral_radius, leak=leak,
             input_scaling=input_scaling, washout=washout, validation=validation, test=test,
             seed=seed, alphas=tuple(float(a) for a in alphas.split(",") if a.strip())).check()
@@ -270,9 +280,11 @@ def fit_command(
             raise
         _error(_describe(exc).split(": ", 1)[-1])
         raise typer.Exit(1) from None
-    result = Table(title=f"fit: ESN ({units} units) forecasting {', '.join(targets)} "
-                         f"{horizon} row(s) ahead; ridge alpha {report.alpha:g} (validation)")
-    for column in ("part", "rows", "esn_nrmse", "persistence_nrmse"):
+    what = (f"ESN ({units} units), ridge alpha {report.alpha:g} (validation)"
+            if kind == "esn" else f"{kind.upper()} ({hidden_size} units)")
+    result = Table(title=f"fit: {what}, forecasting {', '.join(targets)} {horizon} row(s) "
+                         "ahead")
+    for column in ("part", "rows", "model_nrmse", "persistence_nrmse"):
         result.add_column(column, justify="right")
     for row in report.rows:
         result.add_row(*(_fmt(v) for v in row.values()))
@@ -299,12 +311,12 @@ def forecast_command(
     past the end of the file."""
     import json
 
-    from rnnlab.forecasting import ESNForecastModel, write_predictions
+    from rnnlab.forecasting import ForecastModel, write_predictions
     from rnnlab.tasks.tabular import read_series
 
     debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
     try:
-        model = ESNForecastModel.load(model_dir)
+        model = ForecastModel.load(model_dir)
         fitted = {}
         if (model_dir / "config.json").is_file():
             fitted = json.loads((model_dir / "config.json").read_text())
