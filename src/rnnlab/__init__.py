@@ -1,5 +1,6 @@
 """rnnlab: recurrent neural networks made real and measured, on PyTorch."""
 
+from rnnlab._validation import check_finite, get_check_finite, set_check_finite
 from rnnlab.cells import (
     DeepTransitionCell,
     ElmanCell,
@@ -23,4 +24,7 @@ __all__ = [
     "RecurrentNetwork",
     "StackedCell",
     "__version__",
+    "check_finite",
+    "get_check_finite",
+    "set_check_finite",
 ]

@@ -3,13 +3,34 @@
 Every public entry point that takes user data calls these, so that a wrong shape, dtype, device
 or a NaN/inf value fails at once with a message that names the problem instead of producing a
 silently wrong result further down.
+
+Shape, dtype and device checks read metadata only and always run. The NaN/inf scan of a tensor's
+values is different: ``bool(torch.isfinite(x).all())`` depends on the data, so it cannot be part
+of a traced, exported or compiled graph, and on an accelerator it waits for the device (a host
+sync) at every call. It is therefore governed by one switch (docs/validation.md):
+
+* :func:`set_check_finite` (process-wide; ``RNNLAB_CHECK_FINITE=0``/``1``/``auto`` sets it at
+  import) and the context manager :class:`check_finite` (this thread, nestable);
+* a ``check_finite=`` argument of the layers and of ``run_cell`` that overrides both for one
+  module or call;
+* the default ``"auto"``: scan tensors on the CPU, and on an accelerator in whole-sequence entry
+  points only (one sync per sequence), never in per-step code;
+* never while ``torch.jit`` traces or scripts, ``torch.compile``/``torch.export`` trace, or a
+  CUDA graph is being captured (:func:`is_tracing`): the data is not there to look at.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import numbers
-from collections.abc import Iterable
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Literal
 
 import numpy as np
 import torch
@@ -92,6 +113,146 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> object:
     return value
 
 
+# --------------------------------------------------------------------------------------------
+# The finiteness switch
+FiniteMode = Literal["auto"] | bool
+_MODES: tuple[object, ...] = (True, False, "auto")
+_ENV = "RNNLAB_CHECK_FINITE"
+_ENV_VALUES: dict[str, FiniteMode] = {
+    "1": True, "true": True, "on": True, "yes": True,
+    "0": False, "false": False, "off": False, "no": False,
+    "auto": "auto", "": "auto",
+}
+
+
+def _mode(name: str, value: object) -> FiniteMode:
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    if not any(value is m or (isinstance(m, str) and value == m) for m in _MODES):
+        raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_finite_option(value: object) -> FiniteMode | None:
+    """A module's or call's ``check_finite`` argument: ``None`` (follow the switch), ``True``,
+    ``False`` or ``"auto"``; anything else is a ``ValueError`` naming it."""
+    return None if value is None else _mode("check_finite", value)
+
+
+def _mode_from_env() -> FiniteMode:
+    raw = os.environ.get(_ENV, "")
+    try:
+        return _ENV_VALUES[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"{_ENV}={raw!r} is not understood; use 1/0, true/false, on/off or auto"
+        ) from None
+
+
+_global_mode: FiniteMode = _mode_from_env()
+_local = threading.local()  # .stack: the modes of the open check_finite() contexts
+
+
+def set_check_finite(mode: bool | str) -> FiniteMode:
+    """Set the process-wide finiteness switch and return the previous setting.
+
+    ``True``: scan every checked tensor for NaN/inf (one host sync per scan on an accelerator);
+    ``False``: never scan (shape, dtype and device checks still run); ``"auto"`` (the default,
+    also ``RNNLAB_CHECK_FINITE=auto``): scan CPU tensors always, accelerator tensors only in
+    whole-sequence entry points, never per step. A :class:`check_finite` context or a module's
+    or call's ``check_finite=`` argument takes precedence; tracing/compiling turns it off.
+    """
+    global _global_mode
+    previous = _global_mode
+    _global_mode = _mode("mode", mode)
+    return previous
+
+
+def get_check_finite() -> FiniteMode:
+    """The finiteness setting in force in this thread: the innermost :class:`check_finite`
+    context's, else the process-wide one (:func:`set_check_finite`)."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else _global_mode
+
+
+class check_finite:  # lower case: a context manager named like the setting (torch.no_grad)
+    """``with rnnlab.check_finite(False): ...``: the finiteness setting for this thread inside
+    the block (``True``, ``False`` or ``"auto"``), restored on exit; nestable. Usable as a
+    decorator too. See :func:`set_check_finite`."""
+
+    def __init__(self, mode: bool | str = True) -> None:
+        self.mode = _mode("mode", mode)
+
+    def __enter__(self) -> None:
+        if not hasattr(_local, "stack"):
+            _local.stack = []
+        _local.stack.append(self.mode)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _local.stack.pop()
+
+    def __call__(self, fn):  # type: ignore[no-untyped-def]
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            with check_finite(self.mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def is_tracing() -> bool:
+    """True while no concrete data is there to look at: ``torch.jit.trace``/``script``,
+    ``torch.compile`` (Dynamo), ``torch.export`` or the capture of a CUDA graph (where a host
+    sync is an error). Uses torch's public predicates only."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    if torch.compiler.is_compiling():  # Dynamo, and torch.export (which traces with it)
+        return True
+    if torch.compiler.is_exporting():  # torch.export's non-strict mode
+        return True
+    # is_initialized, not is_available (20x cheaper): no capture without an initialised CUDA
+    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+
+
+@contextlib.contextmanager
+def static_checks() -> Iterator[None]:
+    """Wrap checks of shapes (not values): while ``torch.jit.trace`` runs, sizes are 0-d tensors
+    and every comparison warns that it becomes a constant of the trace; for a shape check that
+    is the intent, so the ``TracerWarning`` is silenced. A no-op otherwise."""
+    if not torch.jit.is_tracing():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def finite_scan_wanted(
+    x: torch.Tensor, check: bool | str | None = None, *, per_step: bool = False
+) -> bool:
+    """Whether to scan ``x`` for NaN/inf now.
+
+    ``check``: the module's or call's ``check_finite`` (``None``: follow the switch,
+    :func:`get_check_finite`). ``per_step``: the caller runs once per time step (a scan there
+    on an accelerator would stall the launch queue at every step; ``"auto"`` skips it)."""
+    if is_tracing():
+        return False
+    mode = get_check_finite() if check is None else _mode("check_finite", check)
+    if mode == "auto":
+        return x.device.type == "cpu" or not per_step
+    return bool(mode)
+
+
+def raise_if_not_finite(name: str, x: torch.Tensor) -> None:
+    """The scan itself (one host sync on an accelerator): ``ValueError`` with the counts of NaN
+    and inf if ``x`` has any. Callers decide with :func:`finite_scan_wanted` whether to call."""
+    if not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)")
+
+
 def check_tensor(
     name: str,
     x: object,
@@ -100,15 +261,29 @@ def check_tensor(
     last_dim: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
-    finite: bool = True,
+    finite: bool | str | None = None,
     layout: str = "",
+    per_step: bool = False,
 ) -> torch.Tensor:
     """Validate a data tensor and return it.
 
     ``layout`` is a human description of the expected shape, e.g. ``"(batch, time, features)"``.
+    ``finite``: whether to scan the values for NaN/inf: ``None`` (default) follows the switch
+    (:func:`finite_scan_wanted`, with ``per_step``), ``True``/``False``/``"auto"`` overrides it;
+    never while tracing or compiling.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    with static_checks():
+        _check_metadata(name, x, ndim, last_dim, dtype, device, layout)
+    if finite_scan_wanted(x, finite, per_step=per_step):
+        raise_if_not_finite(name, x)
+    return x
+
+
+def _check_metadata(name: str, x: torch.Tensor, ndim: int, last_dim: int | None,
+                    dtype: torch.dtype | None, device: torch.device | None, layout: str) -> None:
+    """Shape, dtype and device of ``x``: metadata only, never the values."""
     if x.dim() != ndim:
         raise ValueError(
             f"{name} must have {ndim} dimensions {layout}".rstrip()
@@ -130,8 +305,3 @@ def check_tensor(
         raise ValueError(
             f"{name} is on device {x.device} but the model is on {device}; move one of them"
         )
-    if finite and not bool(torch.isfinite(x).all()):
-        n_nan = int(torch.isnan(x).sum())
-        n_inf = int(torch.isinf(x).sum())
-        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)")
-    return x

@@ -54,6 +54,8 @@ from rnnlab._validation import (  # noqa: F401 (check_finite_float: its old impo
     check_finite_float,
     check_positive_int,
     check_tensor,
+    is_tracing,
+    static_checks,
 )
 
 State = Union[torch.Tensor, tuple["State", ...]]  # noqa: UP007 (a recursive alias needs Union)
@@ -167,6 +169,18 @@ def _leaf_names(name: str, sizes: object, part_names: tuple[str, ...]) -> list[s
     return names
 
 
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` as a positive int. A symbolic size passes through unchecked, so that a
+    traced graph keeps its batch dimension dynamic: while ``torch.jit.trace`` runs,
+    ``x.shape[0]`` is a 0-d tensor the tracer follows, and under ``torch.export``/``compile``
+    with a dynamic batch it is a ``torch.SymInt``."""
+    if isinstance(batch_size, torch.SymInt) or (
+        isinstance(batch_size, torch.Tensor) and batch_size.dim() == 0 and torch.jit.is_tracing()
+    ):
+        return batch_size  # type: ignore[return-value]
+    return check_positive_int("batch_size", batch_size)
+
+
 # --------------------------------------------------------------------------------------------
 class RecurrentCell(nn.Module):
     """Base class of the cells: see the module docstring for the protocol.
@@ -222,12 +236,13 @@ class RecurrentCell(nn.Module):
         """
         if not isinstance(x_t, torch.Tensor):
             raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
-        if x_t.dim() == 0 or x_t.shape[-1] != self.input_size:
-            raise ValueError(
-                f"x_t must have {self.input_size} features in its last dimension "
-                f"(batch, input_size), got shape {tuple(x_t.shape)}"
-            )
-        self._check_state_sizes(state)
+        with static_checks():
+            if x_t.dim() == 0 or x_t.shape[-1] != self.input_size:
+                raise ValueError(
+                    f"x_t must have {self.input_size} features in its last dimension "
+                    f"(batch, input_size), got shape {tuple(x_t.shape)}"
+                )
+            self._check_state_sizes(state)
         return self.step(self.project_input(x_t), state)
 
     def state_sizes(self) -> object:
@@ -236,7 +251,7 @@ class RecurrentCell(nn.Module):
 
     def initial_state(self, batch_size: int) -> State:
         """The zero state for ``batch_size`` sequences, on the cell's device and dtype."""
-        check_positive_int("batch_size", batch_size)
+        batch_size = check_batch_size(batch_size)
         ref = self._reference_parameter()
 
         def zeros(sizes: object) -> State:
@@ -279,15 +294,23 @@ class RecurrentCell(nn.Module):
                     f"dimension, got shape {tuple(leaf.shape)}"
                 )
 
-    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Validate a ``(batch, time, input_size)`` sequence against this cell."""
+    def check_input(
+        self, x: torch.Tensor, name: str = "x", *, check_finite: bool | str | None = None
+    ) -> torch.Tensor:
+        """Validate a ``(batch, time, input_size)`` sequence against this cell: shape, dtype and
+        device, and NaN/inf as ``check_finite`` says (``None``: the global switch,
+        :func:`rnnlab.set_check_finite`; never while tracing or compiling)."""
         return check_tensor(
             name, x, ndim=3, last_dim=self.input_size, dtype=self.dtype, device=self.device,
-            layout="(batch, time, features)",
+            finite=check_finite, layout="(batch, time, features)",
         )
 
-    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
-        """Check a full state for ``batch_size`` sequences: nesting, shape, dtype, device, NaN."""
+    def check_state(
+        self, state: object, batch_size: int, name: str = "state0", *,
+        check_finite: bool | str | None = None,
+    ) -> State:
+        """Check a full state for ``batch_size`` sequences: nesting, shape, dtype, device, and
+        NaN/inf as ``check_finite`` says (see :meth:`check_input`)."""
         template = self.initial_state(batch_size)
         sizes = self.state_sizes()
         _check_structure(name, state, sizes)
@@ -296,7 +319,7 @@ class RecurrentCell(nn.Module):
             _leaf_names(name, sizes, self.state_names), strict=True,
         ):
             check_tensor(part, leaf, ndim=2, dtype=ref.dtype, device=ref.device,
-                         layout="(batch, features)")
+                         finite=check_finite, layout="(batch, features)")
             if leaf.shape != ref.shape:
                 raise ValueError(
                     f"{part} has shape {tuple(leaf.shape)}, expected {tuple(ref.shape)} "
@@ -329,12 +352,23 @@ class RecurrentCell(nn.Module):
         impl: str,
     ) -> tuple[torch.Tensor, State, State | None]:
         available = self.available_impls(return_states)
+        if impl == "auto" and is_tracing():
+            # the hand-written sequence writes into preallocated buffers in place inside an
+            # autograd.Function: jit.trace and export cannot replay it, and a compiler does better
+            # with the plain step (torch's fused kernel traces fine)
+            available = tuple(i for i in available if i != "handwritten") or ("loop",)
         chosen = available[0] if impl == "auto" else impl
         if chosen not in available and chosen != "loop":
             raise ValueError(
                 f"impl={impl!r} is not available for {self!r}"
                 + (" with return_states=True" if return_states else "")
                 + f"; available: {', '.join(dict.fromkeys((*available, 'loop')))}"
+            )
+        if chosen == "handwritten" and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+            raise RuntimeError(
+                f"impl='handwritten' of {type(self).__name__} cannot be traced by torch.jit.trace "
+                "or torch.export (it writes into buffers in place inside an autograd.Function); "
+                "use impl='auto' (which picks another impl while tracing) or impl='loop'"
             )
         if chosen != "loop":
             # lazily: the tensors are only looked at inside a forward-AD dual_level
@@ -420,6 +454,9 @@ def check_lengths(
         raise ValueError(
             f"lengths has {values.numel()} entries but the input has {batch_size} sequences"
         )
+    if is_tracing():
+        # the range is data: a traced graph cannot branch on it (the caller's promise)
+        return values
     low, high = int(values.min()), int(values.max())
     if low < 1 or high > steps:
         raise ValueError(
@@ -436,6 +473,8 @@ def run_cell(
     lengths: torch.Tensor | Sequence[int] | None = None,
     return_states: bool = False,
     impl: str = "auto",
+    *,
+    check_finite: bool | str | None = None,
 ) -> tuple[torch.Tensor | PackedSequence, State, State | None]:
     """Run ``cell`` over ``x`` ``(batch, time, input_size)``: ``(outputs, final_state, states)``.
 
@@ -453,6 +492,13 @@ def run_cell(
     forward-mode AD or :func:`twice_differentiable`), ``"fused"`` (torch's kernel, only when its
     math is the cell's), ``"handwritten"`` (a hand-written sequence gradient), ``"loop"`` (the pure
     step under autograd: every autograd mode, any order).
+
+    ``check_finite``: scan ``x`` and ``state0`` for NaN/inf (``True``/``False``/``"auto"``;
+    ``None``, the default, follows :func:`rnnlab.set_check_finite`, whose ``"auto"`` scans here,
+    a whole-sequence entry point, on every device). Shapes, dtypes and devices are always
+    checked; nothing data-dependent runs while tracing, exporting or compiling, so
+    ``torch.jit.trace``, ``torch.export`` and ``torch.compile(fullgraph=True)`` see a static
+    graph.
     """
     if not isinstance(cell, RecurrentCell):
         raise TypeError(f"cell must be a RecurrentCell, got {type(cell).__name__}")
@@ -463,13 +509,14 @@ def run_cell(
             raise ValueError("give lengths or a PackedSequence, not both")
         packed = x
         x, lengths = pad_packed_sequence(packed, batch_first=True)
-    x = cell.check_input(x)
+    x = cell.check_input(x, check_finite=check_finite)
     batch, steps, _ = x.shape
     if lengths is not None:
         lengths = check_lengths(lengths, batch, steps, x.device)
-        if bool((lengths == steps).all()):
+        if not is_tracing() and bool((lengths == steps).all()):
             lengths = None  # nothing is padded: the plain path is exact and faster
-    state0 = cell.initial_state(batch) if state0 is None else cell.check_state(state0, batch)
+    state0 = (cell.initial_state(batch) if state0 is None
+              else cell.check_state(state0, batch, check_finite=check_finite))
     outputs, final, states = cell._run(x, state0, lengths, return_states, impl)
     if packed is not None:
         outputs = _repack(outputs, packed)
@@ -537,7 +584,9 @@ def fused_rnn(
     has_biases = len(weights) == 4
     # train: cuDNN keeps what backward needs only in training mode (else backward raises);
     # dropout is 0, so this changes nothing else
-    train = torch.is_grad_enabled()
+    # (while jit-tracing always True, so that the trace does not depend on the grad mode: its
+    # check re-runs it under no_grad)
+    train = torch.is_grad_enabled() or torch.jit.is_tracing()
     hx: State = (
         (state0[0].unsqueeze(0), state0[1].unsqueeze(0)) if kind == "lstm"  # type: ignore[index]
         else state0.unsqueeze(0)  # type: ignore[union-attr]
@@ -708,6 +757,7 @@ __all__ = [
     "RecurrentCell",
     "State",
     "TorchLayoutCell",
+    "check_batch_size",
     "check_lengths",
     "concat_state",
     "flatten_state",

@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rnnlab._validation import check_positive_int
-from rnnlab.cells.base import init_sizes, torch_shaped, uniform_reset_
+from rnnlab.cells.base import check_batch_size, init_sizes, torch_shaped, uniform_reset_
 
 
 class ELSTMCell(nn.Module):
@@ -74,8 +73,7 @@ class ELSTMCell(nn.Module):
             self.bias_f.add_(self.forget_bias)
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        zeros = self.weight_z.new_zeros(check_positive_int("batch_size", batch_size),
-                                        self.hidden_size)
+        zeros = self.weight_z.new_zeros(check_batch_size(batch_size), self.hidden_size)
         return zeros, zeros.clone()
 
     def hidden(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -57,6 +57,7 @@ class ElmanRNN(RecurrentNetwork):
         readout: readout activation f: ``"tanh"`` (the course), ``"identity"`` or ``"sigmoid"``
             (kept as ``readout_name``; ``model.readout`` is the ``nn.Linear`` V, c).
         impl: how the cell runs over a sequence (see :class:`~rnnlab.models.RecurrentLayer`).
+        check_finite: NaN/inf scan of the inputs (see :class:`~rnnlab.models.RecurrentLayer`).
         device, dtype: as for any ``torch.nn`` module.
 
     Tensors are batch first: ``x`` is ``(batch, time, D)``, outputs ``(batch, time, O)``, the
@@ -73,6 +74,7 @@ class ElmanRNN(RecurrentNetwork):
         readout: str = "tanh",
         *,
         impl: str = "auto",
+        check_finite: bool | str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -87,7 +89,8 @@ class ElmanRNN(RecurrentNetwork):
         with torch.random.fork_rng(devices=_cuda_indices(device)):
             cell = ElmanCell(input_size, hidden_size, recurrent_bias=False, device=device,
                              dtype=dtype)
-            super().__init__(cell, output_size, readout, impl=impl, device=device, dtype=dtype)
+            super().__init__(cell, output_size, readout, impl=impl, check_finite=check_finite,
+                             device=device, dtype=dtype)
         self._tie()
         self.register_state_dict_post_hook(_drop_duplicate_keys)
         self.register_load_state_dict_pre_hook(_add_duplicate_keys)
@@ -129,15 +132,21 @@ class ElmanRNN(RecurrentNetwork):
         """f'(a_o) as a function of o = f(a_o)."""
         return READOUTS[self.readout_name][1]
 
-    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    def check_input(
+        self, x: torch.Tensor, name: str = "x", *, check_finite: bool | str | None = None
+    ) -> torch.Tensor:
         return check_tensor(
             name, x, ndim=3, last_dim=self.input_size, dtype=self.W.dtype, device=self.W.device,
-            layout="(batch, time, features)",
+            finite=self._finite(check_finite), layout="(batch, time, features)",
         )
 
-    def check_state(self, h: torch.Tensor, batch_size: int, name: str = "h0") -> torch.Tensor:
+    def check_state(
+        self, h: torch.Tensor, batch_size: int, name: str = "h0", *,
+        check_finite: bool | str | None = None,
+    ) -> torch.Tensor:
         check_tensor(name, h, ndim=2, last_dim=self.hidden_size, dtype=self.W.dtype,
-                     device=self.W.device, layout="(batch, hidden)")
+                     device=self.W.device, finite=self._finite(check_finite),
+                     layout="(batch, hidden)")
         if h.shape[0] != batch_size:
             raise ValueError(f"{name} has batch size {h.shape[0]}, the input has {batch_size}")
         return h
@@ -149,10 +158,11 @@ class ElmanRNN(RecurrentNetwork):
     def hidden_states(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """All states h(1..T), shape ``(batch, time, N)``."""
         self._check_h0(x, h0)
-        return run_cell(self.cell, x, h0, impl=self.impl)[0]
+        return run_cell(self.cell, x, h0, impl=self.impl, check_finite=self.check_finite)[0]
 
     def _check_h0(self, x: object, h0: torch.Tensor | None) -> None:
-        # the course model's own message for h0 ("h0 has batch size ..."); run_cell checks x
+        # the course model's own messages for h0 ("h0 has batch size ...", "h0 contains
+        # non-finite values"); run_cell checks x
         if h0 is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
             self.check_state(h0, x.shape[0])
 

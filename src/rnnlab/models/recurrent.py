@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnlab._validation import check_choice, check_positive_int
+from rnnlab._validation import check_choice, check_finite_option, check_positive_int
 from rnnlab.cells.base import IMPLS, RecurrentCell, State, check_lengths, run_cell, uniform_init_
 from rnnlab.cells.deep import ACTIVATIONS, StackedCell
 
@@ -83,13 +83,26 @@ class _OverCell(nn.Module):
     def device(self) -> torch.device:
         return self.cell.device
 
-    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Validate a ``(batch, time, input_size)`` sequence against the cell."""
-        return self.cell.check_input(x, name)
+    #: NaN/inf scan of the inputs: None follows rnnlab.set_check_finite, else True/False/"auto"
+    check_finite: bool | str | None = None
 
-    def check_state(self, state: object, batch_size: int, name: str = "state0") -> State:
+    def check_input(
+        self, x: torch.Tensor, name: str = "x", *, check_finite: bool | str | None = None
+    ) -> torch.Tensor:
+        """Validate a ``(batch, time, input_size)`` sequence against the cell (NaN/inf as
+        ``check_finite``, else the module's ``check_finite``, else the global switch, say)."""
+        return self.cell.check_input(x, name, check_finite=self._finite(check_finite))
+
+    def check_state(
+        self, state: object, batch_size: int, name: str = "state0", *,
+        check_finite: bool | str | None = None,
+    ) -> State:
         """Check a full state of the cell for ``batch_size`` sequences."""
-        return self.cell.check_state(state, batch_size, name)
+        return self.cell.check_state(state, batch_size, name,
+                                     check_finite=self._finite(check_finite))
+
+    def _finite(self, check_finite: bool | str | None) -> bool | str | None:
+        return self.check_finite if check_finite is None else check_finite
 
 
 class RecurrentLayer(_OverCell):
@@ -101,14 +114,20 @@ class RecurrentLayer(_OverCell):
             under ``torch.func`` transforms, forward-mode AD and
             :func:`rnnlab.cells.twice_differentiable`), ``"fused"``, ``"handwritten"`` or
             ``"loop"`` (see :func:`rnnlab.cells.run_cell`).
+        check_finite: scan the input and initial state for NaN/inf at every call: ``None``
+            (default: the global switch, :func:`rnnlab.set_check_finite`, which scans here
+            unless turned off), ``True``, ``False`` or ``"auto"``. Never while tracing,
+            exporting or compiling. Shapes, dtypes and devices are always checked.
     """
 
     def __init__(
-        self, cell_or_cells: RecurrentCell | Sequence[RecurrentCell], impl: str = "auto"
+        self, cell_or_cells: RecurrentCell | Sequence[RecurrentCell], impl: str = "auto", *,
+        check_finite: bool | str | None = None,
     ) -> None:
         super().__init__()
         self.cell = _as_cell(cell_or_cells)
         self.impl = _check_impl(impl)
+        self.check_finite = check_finite_option(check_finite)
 
     def forward(
         self,
@@ -120,11 +139,12 @@ class RecurrentLayer(_OverCell):
         """``x`` ``(batch, time, input_size)`` or packed; returns ``(outputs, final_state)`` with
         outputs ``(batch, time, hidden_size)`` (packed if ``x`` is), and with ``return_states``
         also every step's state (each part ``(batch, time, width)``, nested like the state)."""
-        outputs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl)
+        outputs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl,
+                                          check_finite=self.check_finite)
         return (outputs, final, states) if return_states else (outputs, final)
 
     def extra_repr(self) -> str:
-        return f"impl={self.impl!r}"
+        return f"impl={self.impl!r}" + _finite_repr(self.check_finite)
 
 
 class RecurrentNetwork(_OverCell):
@@ -139,6 +159,7 @@ class RecurrentNetwork(_OverCell):
         readout_hidden_size: width of those hidden layers (default: the cell's hidden size).
         readout_activation: their activation phi (``"tanh"``, ``"relu"``, ``"sigmoid"``).
         impl: how the cell runs over a sequence (see :class:`RecurrentLayer`).
+        check_finite: NaN/inf scan of the inputs (see :class:`RecurrentLayer`).
         generator: seeds the readout's initialization (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))).
         device, dtype: of the readout (default: the cell's).
 
@@ -156,12 +177,14 @@ class RecurrentNetwork(_OverCell):
         readout_hidden_size: int | None = None,
         readout_activation: str = "tanh",
         impl: str = "auto",
+        check_finite: bool | str | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.cell = _as_cell(cell_or_cells)
+        self.check_finite = check_finite_option(check_finite)
         self.output_size = check_positive_int("output_size", output_size)
         self.readout_name = check_choice("readout", readout, READOUTS)
         check_positive_int("readout_layers", readout_layers)
@@ -215,7 +238,8 @@ class RecurrentNetwork(_OverCell):
         """
         if lengths is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
             lengths = check_lengths(lengths, x.shape[0], x.shape[1], x.device)
-        hs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl)
+        hs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl,
+                                     check_finite=self.check_finite)
         if isinstance(hs, PackedSequence):
             # packed rows are exactly the real steps: the readout touches no padding
             out: torch.Tensor | PackedSequence = PackedSequence(
@@ -234,7 +258,12 @@ class RecurrentNetwork(_OverCell):
         return (
             f"output_size={self.output_size}, readout={self.readout_name!r}, "
             f"readout_layers={len(self.output_hidden) + 1}, impl={self.impl!r}"
+            + _finite_repr(self.check_finite)
         )
+
+
+def _finite_repr(check_finite: bool | str | None) -> str:
+    return "" if check_finite is None else f", check_finite={check_finite!r}"
 
 
 __all__ = ["READOUTS", "RecurrentLayer", "RecurrentNetwork"]
