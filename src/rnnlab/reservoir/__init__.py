@@ -9,7 +9,6 @@ networks, readouts and plasticity, and streaming fits on top; ``lint-imports`` c
 from rnnlab.reservoir._numba import kernel_threads, numba_available, set_kernel_threads
 from rnnlab.reservoir.deep import DeepEchoStateNetwork
 from rnnlab.reservoir.esn import EchoStateNetwork, sparse_density_threshold
-from rnnlab.reservoir.estimator import ESNRegressor
 from rnnlab.reservoir.graphs import (
     GRAPH_KINDS,
     barabasi_albert_reservoir,
@@ -50,6 +49,8 @@ from rnnlab.reservoir.topology import (
 __all__ = [
     "GRAPH_KINDS",
     "DeepEchoStateNetwork",
+    "ESNClassifier",
+    "ESNForecaster",
     "ESNRegressor",
     "EchoStateNetwork",
     "IntrinsicPlasticity",
@@ -85,3 +86,15 @@ __all__ = [
     "watts_strogatz_reservoir",
     "waxman_reservoir",
 ]
+
+# The scikit-learn estimators import scikit-learn (an optional extra, and slow to import):
+# loaded on first use, ``from rnnlab.reservoir import ESNRegressor`` works as before.
+_ESTIMATORS = ("ESNRegressor", "ESNClassifier", "ESNForecaster")
+
+
+def __getattr__(name: str) -> object:
+    if name in _ESTIMATORS:
+        from rnnlab.reservoir import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'rnnlab.reservoir' has no attribute {name!r}")
