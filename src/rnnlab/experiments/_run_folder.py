@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import traceback
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def _make_run_dir(path: Path, overwrite: bool) -> list[Path]:
     if overwrite:
         for old in _run_outputs(path):
             old.unlink()
+        shutil.rmtree(path / "jobs", ignore_errors=True)  # the previous run's finished jobs
     return created
 
 
@@ -97,6 +99,9 @@ def _finish_failed_run(run_dir: Path, created: list[Path], exc: BaseException) -
     """Keep what a failed run finished and mark it failed, or remove it if it finished nothing."""
     try:
         finished = [p for p in _run_outputs(run_dir) if p.name != "config.json"]
+        jobs = run_dir / "jobs"
+        if jobs.is_dir() and any(jobs.iterdir()):
+            finished.append(jobs)  # finished jobs' rows: what --resume continues from
         if not finished:
             (run_dir / "config.json").unlink(missing_ok=True)
             for folder in created:  # deepest first; a folder someone else filled meanwhile stays

@@ -70,6 +70,8 @@ from rnnlab.experiments._options import (
     describe_bounds,
     option,
 )
+from rnnlab.experiments._pool import _run_pool, thread_count
+from rnnlab.experiments._resume import JOBS, JobStore, saved_config
 from rnnlab.experiments._run_folder import (
     RUN_FILES,
     RunFolderError,
@@ -126,10 +128,14 @@ class RunContext:
     """What an experiment gets besides its config: the run folder, a metrics log, progress."""
 
     def __init__(self, run_dir: Path, progress: ProgressFactory = no_progress,
-                 reporter: Callable[[int, float], None] | None = None) -> None:
+                 reporter: Callable[[int, float], None] | None = None,
+                 resume: bool = False) -> None:
         self.run_dir = run_dir
         self.progress = progress
         self._reporter = reporter
+        self.jobs = JobStore(run_dir, resume)
+        #: the run folder when this run resumes a stopped one (``--resume``), else None
+        self.resume_dir: Path | None = run_dir if resume else None
         self._metrics_file: Any = None
         self._metrics_writer: csv.DictWriter | None = None
 
@@ -141,6 +147,13 @@ class RunContext:
             self._metrics_writer.writeheader()
         self._metrics_writer.writerow(row)
         self._metrics_file.flush()
+
+    def job_dir(self, name: str) -> Path:
+        """A folder of the run for one job's own files (e.g. a :class:`rnnlab.train.Trainer`
+        ``run_dir`` with its checkpoints, from which a resumed run continues the job)."""
+        path = self.run_dir / JOBS / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def report(self, step: int, value: float) -> None:
         """An intermediate value of the run's objective at ``step`` (e.g. a validation error
@@ -172,27 +185,40 @@ class RunContext:
         restored after. ``workers > 1``: the jobs run in a pool of that many processes (spawned,
         not forked: forking a process that has started torch's thread pools can deadlock; so
         ``fn`` and the jobs must be picklable, e.g. a module-level function of plain values).
-        An error (or Ctrl-C) cancels the queued jobs; the rows logged so far stay.
+        An error (or Ctrl-C) cancels the queued jobs; the rows logged so far stay, and each
+        finished job's row is kept in the run folder, so a resumed run (``--resume``) takes
+        them and runs only the rest.
         """
         jobs = list(jobs)
         done: dict[int, dict[str, Any]] = {}
+        call = self.jobs.next_call()
         with contextlib.ExitStack() as stack:
             if threads is not None:
                 stack.enter_context(thread_count(threads))
             advance = stack.enter_context(self.progress(description, len(jobs)))
 
-            def finish(k: int, row: dict[str, Any]) -> None:
+            def finish(k: int, row: dict[str, Any], new: bool = True) -> None:
                 done[k] = row
+                if new:
+                    self.jobs.save(call, k, jobs[k], row)
                 if log:
                     self.log_metrics(row)
                 advance(1)
 
-            if workers <= 1 or len(jobs) <= 1:
-                for k, job in enumerate(jobs):
-                    finish(k, fn(*job))
+            todo = []
+            for k, job in enumerate(jobs):
+                row = self.jobs.load(call, k, job)
+                if row is None:
+                    todo.append(k)
+                else:
+                    finish(k, row, new=False)
+            if workers <= 1 or len(todo) <= 1:
+                for k in todo:
+                    finish(k, fn(*jobs[k]))
             else:
-                _run_pool(fn, jobs, min(workers, len(jobs)),
-                          torch.get_num_threads() if threads is None else threads, finish)
+                _run_pool(fn, [jobs[k] for k in todo], min(workers, len(todo)),
+                          torch.get_num_threads() if threads is None else threads,
+                          lambda i, row: finish(todo[i], row))
         return [done[k] for k in range(len(jobs))]
 
     def save_figure(self, fig: Any, name: str) -> Path:
@@ -209,33 +235,6 @@ class RunContext:
             self._metrics_file.close()
             self._metrics_file = None
             self._metrics_writer = None
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _run_pool(fn: Callable[..., dict[str, Any]], jobs: list[tuple[Any, ...]], workers: int,
-              threads: int, finish: Callable[[int, dict[str, Any]], None]) -> None:
-    """Run ``fn(*job)`` in a spawned process pool, calling ``finish(k, row)`` as job k ends."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pool = ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(threads,))
-    try:
-        pending = {pool.submit(fn, *job): k for k, job in enumerate(jobs)}
-        waiting = set(pending)
-        while waiting:
-            finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-            for future in finished:
-                finish(pending[future], future.result())
-    except BaseException:
-        # Do not wait for the queued runs: what finished is already logged.
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
 
 
 @dataclass(frozen=True)
@@ -271,7 +270,7 @@ ENTRY_POINT_GROUP = "rnnlab.experiments"
 
 # Options the CLI itself takes: an experiment option of the same name would never reach the
 # experiment (the CLI consumes it first), so registering one is an error.
-CLI_OPTIONS = ("out", "overwrite", "debug")
+CLI_OPTIONS = ("out", "overwrite", "debug", "resume")
 # The names under which an experiment declares its torch thread count (see the module docstring).
 THREAD_OPTIONS = ("threads", "torch_threads")
 
@@ -296,21 +295,6 @@ def register(name: str, description: str, config_type: type):
         return fn
 
     return wrap
-
-
-class thread_count:
-    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.before = torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
 
 
 def thread_option(experiment: Experiment) -> str | None:
@@ -445,18 +429,27 @@ def plan_run(
     *,
     threads: int | None = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> RunPlan:
     """Everything :func:`run_experiment` checks before it starts, without doing any of it:
     the experiment, its options (``threads`` merged into its thread option), the run folder.
     Raises ``KeyError`` (no such experiment), ``ValueError`` (a bad option) or
     :class:`RunFolderError` (a bad ``out_dir``)."""
     experiment = get_experiment(name)
-    config = resolve_config(experiment, _merge_threads(experiment, overrides or {}, threads))
+    merged = _merge_threads(experiment, overrides or {}, threads)
+    if resume:
+        if out_dir is None or not Path(out_dir).is_dir():
+            raise RunFolderError(f"--resume needs the folder of the stopped run, got {out_dir}")
+        config = saved_config(experiment, Path(out_dir), merged)
+    else:
+        config = resolve_config(experiment, merged)
     option_name = thread_option(experiment)
     if option_name is not None:
         run_threads = int(getattr(config, option_name))
     else:
         run_threads = threads if threads is not None else torch.get_num_threads()
+    if resume:
+        return RunPlan(experiment, config, Path(out_dir), run_threads)  # type: ignore[arg-type]
     run_dir = check_run_dir(default_run_dir(name) if out_dir is None else out_dir, overwrite)
     return RunPlan(experiment, config, run_dir, run_threads)
 
@@ -470,19 +463,27 @@ def run_experiment(
     threads: int | None = None,
     overwrite: bool = False,
     reporter: Callable[[int, float], None] | None = None,
+    resume: bool = False,
 ) -> tuple[ExperimentResult, Path]:
     """Run experiment ``name``; return its result and the run folder.
 
     ``threads``: torch's thread count for the run (given to the experiment's ``threads`` /
     ``torch_threads`` option when it has one; see the module docstring), ``overwrite``: reuse
     a folder that holds a previous run, ``reporter``: receives :meth:`RunContext.report`'s
-    intermediate values (a sweep's pruner). Everything is checked (:func:`plan_run`) before any work
-    starts; a run that raises keeps its finished files and ``error.txt``, or leaves nothing.
+    intermediate values (a sweep's pruner), ``resume``: continue the stopped run in ``out_dir``
+    with its saved options (see :mod:`rnnlab.experiments._resume`). Everything is checked
+    (:func:`plan_run`) before any work starts; a run that raises keeps its finished files and
+    ``error.txt``, or leaves nothing.
     """
-    plan = plan_run(name, overrides, out_dir, threads=threads, overwrite=overwrite)
+    plan = plan_run(name, overrides, out_dir, threads=threads, overwrite=overwrite,
+                    resume=resume)
     run_dir = plan.run_dir
-    created = _make_run_dir(run_dir, overwrite)
-    ctx = RunContext(run_dir, progress, reporter)
+    if resume:
+        created: list[Path] = []
+        (run_dir / "error.txt").unlink(missing_ok=True)
+    else:
+        created = _make_run_dir(run_dir, overwrite)
+    ctx = RunContext(run_dir, progress, reporter, resume=resume)
     try:
         (run_dir / "config.json").write_text(
             json.dumps({"experiment": name, "config": _jsonable(plan.config),
