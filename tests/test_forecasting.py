@@ -103,10 +103,10 @@ def test_save_load_and_bad_model_files(tmp_path: Path) -> None:
     blob = torch.load(tmp_path / "model.pt", weights_only=True)
     blob["format_version"] = FORMAT_VERSION + 1
     torch.save(blob, tmp_path / "future.pt")
-    with pytest.raises(ValueError, match="reads format"):
+    with pytest.raises(ValueError, match="reads version"):
         ESNForecastModel.load(tmp_path / "future.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not an rnnlab forecaster"):
+    with pytest.raises(ValueError, match="not a readable rnnlab forecaster"):
         ESNForecastModel.load(tmp_path / "junk.pt")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from rnnlab import __version__
+from rnnlab._files import atomic_save, load_versioned
 from rnnlab._validation import check_choice, check_int, check_number, check_positive_int
 from rnnlab.cells import GRUCell, LSTMCell
 from rnnlab.models.recurrent import RecurrentNetwork
@@ -137,33 +138,18 @@ class ForecastModel:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "rnnlab_version": __version__, "config": dataclasses.asdict(self.config),
-                    "features": self.features, "targets": self.targets,
-                    "x_scale": self.x_scale.state_dict(), "y_scale": self.y_scale.state_dict(),
-                    **self._weights()}, path)
-        return path
+        return atomic_save(
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnlab_version": __version__,
+             "config": dataclasses.asdict(self.config), "features": self.features,
+             "targets": self.targets, "x_scale": self.x_scale.state_dict(),
+             "y_scale": self.y_scale.state_dict(), **self._weights()}, path)
 
     @staticmethod
     def load(path: str | Path) -> ForecastModel:
         """Read a model saved by :meth:`save` (a run folder or its ``model.pt``)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no forecaster model at {path}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path} is not an rnnlab forecaster model ({exc})") from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an rnnlab forecaster model")
-        if blob.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by rnnlab {blob.get('rnnlab_version')} in model format "
-                f"{blob.get('format_version')}; this rnnlab ({__version__}) reads format "
-                f"{FORMAT_VERSION}: refit it with `rnnlab fit`")
+        blob = load_versioned(path, name=MODEL_FILE, format_name=FORMAT,
+                              version=FORMAT_VERSION, what="rnnlab forecaster model",
+                              hint=": refit it with `rnnlab fit`")
         config = ForecastConfig(**{**blob["config"], "alphas": tuple(blob["config"]["alphas"])})
         args = (config, blob["features"], blob["targets"], Standardizer(**blob["x_scale"]),
                 Standardizer(**blob["y_scale"]))
