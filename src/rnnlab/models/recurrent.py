@@ -104,6 +104,30 @@ class _OverCell(nn.Module):
     def _finite(self, check_finite: bool | str | None) -> bool | str | None:
         return self.check_finite if check_finite is None else check_finite
 
+    def read(self, hs: torch.Tensor | PackedSequence,
+             lengths: torch.Tensor | None) -> torch.Tensor | PackedSequence:
+        """The module's outputs from every step's hidden part (here: the hidden part itself)."""
+        return hs
+
+    def forward(
+        self,
+        x: torch.Tensor | PackedSequence,
+        state0: State | None = None,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        return_states: bool = False,
+    ):
+        """``x`` ``(batch, time, input_size)`` or packed; returns ``(outputs, final_state)``, and
+        with ``return_states`` also every step's state (each part ``(batch, time, width)``,
+        nested like the state). The outputs are :meth:`read` of the cell's hidden parts: the
+        hidden parts themselves ``(batch, time, hidden_size)`` for a layer, the readout's
+        ``(batch, time, O)`` for a network; packed if ``x`` is."""
+        if lengths is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
+            lengths = check_lengths(lengths, x.shape[0], x.shape[1], x.device)
+        hs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl,
+                                     check_finite=self.check_finite)
+        out = self.read(hs, lengths)
+        return (out, final, states) if return_states else (out, final)
+
 
 class RecurrentLayer(_OverCell):
     """Run a cell over a sequence: ``layer(x) -> (outputs, final_state[, states])``.
@@ -128,20 +152,6 @@ class RecurrentLayer(_OverCell):
         self.cell = _as_cell(cell_or_cells)
         self.impl = _check_impl(impl)
         self.check_finite = check_finite_option(check_finite)
-
-    def forward(
-        self,
-        x: torch.Tensor | PackedSequence,
-        state0: State | None = None,
-        lengths: torch.Tensor | Sequence[int] | None = None,
-        return_states: bool = False,
-    ):
-        """``x`` ``(batch, time, input_size)`` or packed; returns ``(outputs, final_state)`` with
-        outputs ``(batch, time, hidden_size)`` (packed if ``x`` is), and with ``return_states``
-        also every step's state (each part ``(batch, time, width)``, nested like the state)."""
-        outputs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl,
-                                          check_finite=self.check_finite)
-        return (outputs, final, states) if return_states else (outputs, final)
 
     def extra_repr(self) -> str:
         return f"impl={self.impl!r}" + _finite_repr(self.check_finite)
@@ -225,34 +235,19 @@ class RecurrentNetwork(_OverCell):
         """``o = f(readout(g(cell.hidden(state))))`` for one step's state."""
         return self.output_from_hidden(self.cell.hidden(state))
 
-    def forward(
-        self,
-        x: torch.Tensor | PackedSequence,
-        state0: State | None = None,
-        lengths: torch.Tensor | Sequence[int] | None = None,
-        return_states: bool = False,
-    ):
-        """``(outputs (batch, time, O), final_state)``, plus every step's state when asked.
-
-        Outputs at padded steps are zero; with a ``PackedSequence`` input they are packed alike.
-        """
-        if lengths is not None and isinstance(x, torch.Tensor) and x.dim() == 3:
-            lengths = check_lengths(lengths, x.shape[0], x.shape[1], x.device)
-        hs, final, states = run_cell(self.cell, x, state0, lengths, return_states, self.impl,
-                                     check_finite=self.check_finite)
+    def read(self, hs: torch.Tensor | PackedSequence,
+             lengths: torch.Tensor | None) -> torch.Tensor | PackedSequence:
+        """The outputs ``(batch, time, O)`` from every step's hidden part: zero at padded steps;
+        packed alike for a ``PackedSequence``."""
         if isinstance(hs, PackedSequence):
             # packed rows are exactly the real steps: the readout touches no padding
-            out: torch.Tensor | PackedSequence = PackedSequence(
-                self.output_from_hidden(hs.data), hs.batch_sizes, hs.sorted_indices,
-                hs.unsorted_indices,
-            )
-        else:
-            out = self.output_from_hidden(hs)
-            if lengths is not None:
-                steps = hs.shape[1]
-                keep = torch.arange(steps, device=hs.device)[None, :] < lengths[:, None]
-                out = torch.where(keep.unsqueeze(-1), out, 0.0)
-        return (out, final, states) if return_states else (out, final)
+            return PackedSequence(self.output_from_hidden(hs.data), hs.batch_sizes,
+                                  hs.sorted_indices, hs.unsorted_indices)
+        out = self.output_from_hidden(hs)
+        if lengths is None:
+            return out
+        keep = torch.arange(hs.shape[1], device=hs.device)[None, :] < lengths[:, None]
+        return torch.where(keep.unsqueeze(-1), out, 0.0)
 
     def extra_repr(self) -> str:
         return (
