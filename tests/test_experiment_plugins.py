@@ -45,10 +45,12 @@ def test_every_public_module_of_the_package_is_discovered():
     assert set(registry.builtin_modules()) == on_disk
     assert "_music_training" not in registry.builtin_modules()   # private helpers are skipped
     assert not hasattr(registry, "BUILTIN_MODULES")              # no list to edit any more
-    names = {e.name for e in registry.list_experiments()}
-    modules = {sys.modules[e.run.__module__].__name__.rsplit(".", 1)[1]
-               for e in registry.list_experiments()}
-    assert modules == on_disk and len(names) == len(on_disk) == 12
+    # (other test modules register probes of their own: only the package's count here)
+    ours = [e for e in registry.list_experiments()
+            if e.run.__module__.startswith("rnnlab.experiments.")]
+    names = {e.name for e in ours}
+    modules = {sys.modules[e.run.__module__].__name__.rsplit(".", 1)[1] for e in ours}
+    assert modules == on_disk and len(names) == len(on_disk) >= 14
 
 
 PLUGIN = '''
