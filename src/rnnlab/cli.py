@@ -141,6 +141,9 @@ def run_command(
                                        "experiment's own threads option when it has one)"),
     debug: bool = typer.Option(False, "--debug", help="show the traceback of an error "
                                "(also RNNLAB_DEBUG=1)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue the stopped run in "
+                                       "this folder with its saved options (finished jobs "
+                                       "are kept)"),
 ) -> None:
     """Run experiment NAME; extra `--option value` pairs set its options
     (`rnnlab run NAME --help` lists them)."""
@@ -167,7 +170,11 @@ def run_command(
     try:
         overrides = _parse_extra(list(ctx.args))
         # Every check (experiment, options, thread count, run folder) before any work starts.
-        plan = plan_run(name, overrides, out, threads=threads, overwrite=overwrite)
+        if resume is not None and out is not None and out != resume:
+            raise ValueError("give the run folder once: --resume RUN_DIR (without --out)")
+        out = resume if resume is not None else out
+        plan = plan_run(name, overrides, out, threads=threads, overwrite=overwrite,
+                        resume=resume is not None)
     except (KeyError, ValueError, TypeError, typer.BadParameter) as exc:
         if debug:
             raise
@@ -176,7 +183,8 @@ def run_command(
     console.print(f"[bold]{name}[/bold] (torch {torch.__version__}, {plan.threads} threads)")
     try:
         result, run_dir = run_experiment(name, overrides, plan.run_dir, progress=_rich_progress,
-                                         threads=threads, overwrite=overwrite)
+                                         threads=threads, overwrite=overwrite,
+                                         resume=resume is not None)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -393,6 +401,119 @@ def sweep_command(
         table.add_row(str(t.number), _fmt(t.value), *(_fmt(t.params.get(k)) for k in keys))
     console.print(table)
     console.print(f"sweep folder: {folder}")
+
+
+@app.command("stream")
+def stream_command(
+    model: str | None = typer.Option(None, "--model", help="rls (echo state network + "
+                                     "recursive least squares; default) or rtrl"),
+    columns: str | None = typer.Option(None, "--columns", help="CSV rows: input columns, "
+                                       "comma-separated 0-based indices or header names"),
+    target: str | None = typer.Option(None, "--target", help="CSV rows: the column to "
+                                      "forecast (index or header name)"),
+    standardize: str | None = typer.Option(None, "--standardize", help="running (Welford "
+                                           "mean/std over the lines so far; default) or none"),
+    seed: int | None = typer.Option(None, "--seed"),
+    units: int | None = typer.Option(None, "--units", help="rls: reservoir units (100)"),
+    spectral_radius: float | None = typer.Option(None, "--spectral-radius", help="rls (0.9)"),
+    leak: float | None = typer.Option(None, "--leak", help="rls: leak rate (1)"),
+    input_scaling: float | None = typer.Option(None, "--input-scaling", help="rls (0.5)"),
+    forgetting: float | None = typer.Option(None, "--forgetting", help="rls: RLS forgetting "
+                                            "factor in (0, 1] (1)"),
+    delta: float | None = typer.Option(None, "--delta", help="rls: ridge penalty, P(0) = I "
+                                       "/ delta (1)"),
+    rule: str | None = typer.Option(None, "--rule", help="rtrl: rtrl (exact) or uoro"),
+    cell: str | None = typer.Option(None, "--cell", help="rtrl: elman or gru"),
+    hidden: int | None = typer.Option(None, "--hidden", help="rtrl: hidden units (16)"),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="rtrl: adam or sgd"),
+    lr: float | None = typer.Option(None, "--lr", help="rtrl: learning rate (0.01)"),
+    clip: float | None = typer.Option(None, "--clip", help="rtrl: gradient norm clip (1)"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="folder for the "
+                                           "checkpoint (written on SIGINT/SIGTERM and at EOF)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue the run saved in "
+                                       "this folder; feed only the new lines"),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every",
+                                                help="also checkpoint every this many lines"),
+    threads: int = typer.Option(1, "--threads", help="torch threads (one line is tiny work: "
+                                "more threads only add synchronisation)"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Learn online from numbers on standard input (one value, or one CSV row, per line) and
+    print after each line the forecast of the target at the next line. Malformed lines are
+    reported on stderr and skipped."""
+    import torch
+
+    from rnnlab.online_stream import StreamConfig, StreamError, run_stream
+
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    given = {"model": model, "standardize": standardize, "seed": seed, "units": units,
+             "spectral_radius": spectral_radius, "leak": leak, "input_scaling": input_scaling,
+             "forgetting": forgetting, "delta": delta, "rule": rule, "cell": cell,
+             "hidden": hidden, "optimizer": optimizer, "lr": lr, "clip": clip,
+             "columns": _split_names(columns), "target": target}
+    try:
+        if threads < 1:
+            raise typer.BadParameter(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+        config = None
+        if resume is None:
+            config = StreamConfig(**{k: v for k, v in given.items() if v is not None}).check()
+        result = run_stream(None, config, checkpoint=checkpoint, resume=resume,
+                            checkpoint_every=checkpoint_every, given=given)
+    except (StreamError, ValueError, TypeError, OSError, typer.BadParameter) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(2) from None
+    if result.signal is not None:
+        import signal
+
+        where = f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""
+        typer.echo(f"stopped by {signal.Signals(result.signal).name} after {result.lines} "
+                   f"line(s){where}", err=True)
+        raise typer.Exit(128 + result.signal)
+
+
+@app.command("translate")
+def translate_command(
+    texts: list[str] | None = typer.Argument(None, help="texts to translate (none or '-': one "
+                                             "per line from standard input)",
+                                             show_default=False),
+    model_dir: Path = typer.Option(..., "--model", help="run folder of `rnnlab run seq2seq` "
+                                   "(or one of its models/NAME folders)", show_default=False),
+    name: str | None = typer.Option(None, "--name", help="which of the run's models, e.g. "
+                                    "dates-bahdanau-seed0 (needed when it saved several)"),
+    beam: int = typer.Option(5, "--beam", help="beam width (1: greedy)"),
+    n_best: int = typer.Option(1, "--n-best", help="outputs per text, best first"),
+    penalty: str = typer.Option("average", "--length-penalty",
+                                help="none | average | gnmt"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Translate with a model saved by `rnnlab run seq2seq`: one line per output (with
+    --n-best > 1, the outputs of a text are numbered and separated by a blank line)."""
+    import sys
+
+    from rnnlab.experiments._seq2seq_common import find_translator, translate
+
+    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    try:
+        if not texts or texts == ["-"]:
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        outs = translate(find_translator(model_dir, name), texts, beam_size=beam,
+                         n_best=n_best, length_penalty=penalty)
+    except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
+        if debug:
+            raise
+        _error(_describe(exc).split(": ", 1)[-1])
+        raise typer.Exit(2) from None
+    for k, hyps in enumerate(outs):
+        if n_best == 1:
+            typer.echo(hyps[0])
+            continue
+        for i, h in enumerate(hyps, start=1):
+            typer.echo(f"{i}\t{h}")
+        if k < len(outs) - 1:
+            typer.echo("")
 
 
 def _report_folder(run_dir: Path) -> None:

@@ -38,6 +38,8 @@ class UORO(CellRule):
     the random signs and ``eps`` (the paper's epsilon guarding the rho's).
     """
 
+    _influence_keys = ("state_tilde", "theta_tilde", "generator")
+
     def __init__(self, model, input_size=None, loss=None, reduction="sum", seed: int = 0,
                  eps: float = 1e-7) -> None:
         super().__init__(model, input_size, loss, reduction)
@@ -45,19 +47,29 @@ class UORO(CellRule):
             raise ValueError(f"eps must be positive, got {eps}")
         self.eps = eps
         self.seed = seed
-        self._generator: torch.Generator | None = None
+        #: the generator of the random signs nu, re-seeded with ``seed`` at every ``reset``
+        self.generator: torch.Generator | None = None
         self.state_tilde: torch.Tensor | None = None
         self.theta_tilde: torch.Tensor | None = None
 
+    @property
+    def _generator(self) -> torch.Generator | None:
+        """The old (private) name of :attr:`generator`, kept working."""
+        return self.generator
+
+    @_generator.setter
+    def _generator(self, value: torch.Generator | None) -> None:
+        self.generator = value
+
     def _reset_influence(self, flat: torch.Tensor) -> None:
-        self._generator = torch.Generator(device=flat.device).manual_seed(self.seed)
+        self.generator = torch.Generator(device=flat.device).manual_seed(self.seed)
         self.state_tilde = torch.zeros_like(flat)
         self.theta_tilde = flat.new_zeros(flat.shape[0], self.n_parameters)
 
     def _advance(self, x_t: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         single = self._single_step()
         params = self._params()
-        nu = torch.randint(0, 2, flat.shape, generator=self._generator, device=flat.device)
+        nu = torch.randint(0, 2, flat.shape, generator=self.generator, device=flat.device)
         nu = nu.to(flat.dtype) * 2 - 1
 
         def one(x: torch.Tensor, s: torch.Tensor, s_tilde: torch.Tensor, nu_b: torch.Tensor):
@@ -88,6 +100,7 @@ class SnAp1(CellRule):
 
     pattern: torch.Tensor
     values: torch.Tensor
+    _influence_keys = ("values",)
 
     def _find_pattern(self, flat: torch.Tensor) -> torch.Tensor:
         single = self._single_step()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from rnnlab._tree import tree_leaves, tree_map
 from rnnlab._validation import check_choice, check_tensor
 
 REDUCTIONS = ("sum", "mean")
@@ -34,6 +36,53 @@ def add_to_grad(param: nn.Parameter, grad: torch.Tensor) -> None:
         param.grad = grad.detach().clone()
     else:
         param.grad.add_(grad)
+
+
+def clone_state(state: Any) -> Any:
+    """A detached copy of a state tree (None stays None), for a rule's ``state_dict``."""
+    return None if state is None else tree_map(lambda t: t.detach().clone(), state)
+
+
+def check_saved_tensor(name: str, saved: Any, like: torch.Tensor) -> torch.Tensor:
+    """A saved tensor of a rule's state, moved to ``like``'s device after checking that it has
+    ``like``'s shape and dtype (a state of another model or batch size is refused, not cast)."""
+    if not isinstance(saved, torch.Tensor):
+        raise ValueError(f"the saved {name} must be a tensor, got {type(saved).__name__}")
+    if saved.shape != like.shape or saved.dtype != like.dtype:
+        raise ValueError(f"the saved {name} is {tuple(saved.shape)} {saved.dtype}, this rule "
+                         f"expects {tuple(like.shape)} {like.dtype} (another model, batch size "
+                         "or dtype)")
+    return saved.to(like.device)
+
+
+def saved_state_to(saved: Any, like: Any, name: str = "state") -> Any:
+    """A saved state tree checked leaf by leaf against ``like`` (the model's initial state for
+    the same batch size) and moved to its device."""
+    got, want = tree_leaves(saved), tree_leaves(like)
+    if len(got) != len(want):
+        raise ValueError(f"the saved {name} has {len(got)} tensors, the model's state has "
+                         f"{len(want)}")
+    return tree_map(lambda s, w: check_saved_tensor(name, s, w), saved, like)
+
+
+def load_checked(rule: LearningRule, saved: Any, keys: Sequence[str],
+                 load: Callable[[dict[str, Any]], None]) -> None:
+    """What every rule's ``load_state_dict`` does: check that ``saved`` is this rule's kind with
+    ``keys``, run ``load(saved)``, and if that fails put the previous state back (nothing is
+    half-loaded), then re-raise."""
+    kind = type(rule).__name__
+    if not isinstance(saved, dict) or saved.get("kind") != kind:
+        found = saved.get("kind") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"this is the state of a {found}, not of a {kind}")
+    missing = [k for k in keys if k not in saved]
+    if missing:
+        raise ValueError(f"the saved {kind} state lacks {missing}")
+    backup = rule.state_dict()  # type: ignore[attr-defined]
+    try:
+        load(saved)
+    except Exception:
+        load(backup)
+        raise
 
 
 class LearningRule(abc.ABC):

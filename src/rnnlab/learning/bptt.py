@@ -12,6 +12,7 @@ are written after every chunk. It equals full BPTT when ``k >= T``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,7 +20,14 @@ from rnnlab._tree import tree_leaves as flatten_state
 from rnnlab._tree import tree_map as map_state
 from rnnlab._validation import check_positive_int, check_tensor
 from rnnlab.cells.base import State
-from rnnlab.learning.base import LearningRule, check_reduction, squared_error
+from rnnlab.learning.base import (
+    LearningRule,
+    check_reduction,
+    clone_state,
+    load_checked,
+    saved_state_to,
+    squared_error,
+)
 
 
 @dataclass
@@ -168,3 +176,29 @@ class BPTT(LearningRule):
     @property
     def state(self) -> State | None:
         return None if self._h is None else _detach(self._h)
+
+    # ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The online state: ``{"kind": "BPTT", "state": the carried (detached) network state
+        or None, "grad_ready": bool}``. Only between truncation chunks: a chunk in progress
+        holds an autograd graph, which cannot be saved (``RuntimeError``)."""
+        if self._chunk_steps:
+            raise RuntimeError(f"BPTT is {self._chunk_steps} step(s) into a truncation chunk "
+                               "(an autograd graph is pending): its state can be saved only "
+                               "between chunks (after flush())")
+        return {"kind": "BPTT", "state": clone_state(self._h), "grad_ready": self._grad_ready}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (for the same model); a state of another
+        rule, shape or dtype raises ``ValueError`` and changes nothing."""
+        load_checked(self, saved, ("state", "grad_ready"), self._load_state)
+
+    def _load_state(self, saved: dict[str, Any]) -> None:
+        state = saved["state"]
+        if state is None:
+            self._h = None
+        else:
+            batch = flatten_state(state)[0].shape[0]
+            self.reset(batch, h0=saved_state_to(state, self.model.initial_state(batch)))
+        self._pending, self._chunk_steps = None, 0
+        self._grad_ready = bool(saved["grad_ready"])

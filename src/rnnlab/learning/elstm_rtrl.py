@@ -17,12 +17,23 @@ directly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from rnnlab._validation import check_tensor
 from rnnlab.cells.elstm import ELSTMCell
-from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction, squared_error
+from rnnlab.learning.base import (
+    LearningRule,
+    add_to_grad,
+    check_reduction,
+    check_saved_tensor,
+    clone_state,
+    load_checked,
+    saved_state_to,
+    squared_error,
+)
 
 
 class ELSTMRTRL(LearningRule):
@@ -96,6 +107,26 @@ class ELSTMRTRL(LearningRule):
                     add_to_grad(cell.bias_f, per_unit[:, 2 * d + 3])
         self._state = (c, h.detach())
         return o.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The online state: ``{"kind": "ELSTMRTRL", "state": (c, h) or None (not started),
+        "influence": (batch, N, 2D + 4) or None}`` (copies)."""
+        influence = None if self._state is None else self.influence.detach().clone()
+        return {"kind": "ELSTMRTRL", "state": clone_state(self._state), "influence": influence}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; a state of another rule, size or dtype
+        raises ``ValueError`` and changes nothing."""
+        load_checked(self, saved, ("state", "influence"), self._load_state)
+
+    def _load_state(self, saved: dict[str, Any]) -> None:
+        state = saved["state"]
+        if state is None:
+            self._state, self.influence, self.last_loss = None, None, None
+            return
+        batch = state[0].shape[0]
+        self.reset(batch, h0=saved_state_to(state, self.cell.initial_state(batch)))
+        self.influence = check_saved_tensor("influence", saved["influence"], self.influence)
 
 
 _RECURRENT = {"weight_z", "weight_f", "recurrent_z", "recurrent_f", "bias_z", "bias_f"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,16 @@ from torch.func import functional_call, jacrev, vmap
 
 from rnnlab._tree import tree_concat, tree_leaves, tree_split
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction, squared_error
+from rnnlab.learning.base import (
+    LearningRule,
+    add_to_grad,
+    check_reduction,
+    check_saved_tensor,
+    clone_state,
+    load_checked,
+    saved_state_to,
+    squared_error,
+)
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -156,6 +166,45 @@ class CellRule(LearningRule):
         return torch.cat([per_param[f"model.{n}"].reshape(*lead, -1)
                           for n in self.parameter_names], dim=-1)
 
+    #: the attributes that hold the influence estimate (saved by ``state_dict``)
+    _influence_keys: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The online state: ``{"kind": class name, "state": the network state (a tensor or
+        tuple of tensors, batch first) or None (not started), then one entry per influence
+        attribute}`` (``ForwardModeRTRL``: ``influence``; ``UORO``: ``state_tilde``,
+        ``theta_tilde``, ``generator`` (the sign generator's state); ``SnAp1``: ``values``);
+        copies, in the model's dtype."""
+        out: dict[str, Any] = {"kind": type(self).__name__, "state": clone_state(self._state)}
+        for key in self._influence_keys:
+            value = None if self._state is None else getattr(self, key)
+            if isinstance(value, torch.Generator):
+                value = value.get_state()
+            elif value is not None:
+                value = value.detach().clone()
+            out[key] = value
+        return out
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (for the same model), onto the model's
+        device; a state of another rule, model size or dtype raises ``ValueError`` and
+        changes nothing."""
+        load_checked(self, saved, ("state", *self._influence_keys), self._load_state)
+
+    def _load_state(self, saved: dict[str, Any]) -> None:
+        state = saved["state"]
+        if state is None:
+            self._state, self.last_loss = None, None
+            return
+        batch = tree_leaves(state)[0].shape[0]
+        self.reset(batch, h0=saved_state_to(state, self.model.initial_state(batch)))
+        for key in self._influence_keys:
+            current = getattr(self, key)
+            if isinstance(current, torch.Generator):
+                current.set_state(saved[key].cpu())
+            else:
+                setattr(self, key, check_saved_tensor(key, saved[key], current))
+
     def _reset_influence(self, flat: torch.Tensor) -> None:
         raise NotImplementedError
 
@@ -217,6 +266,7 @@ class ForwardModeRTRL(CellRule):
     """
 
     influence: torch.Tensor
+    _influence_keys = ("influence",)
 
     def _reset_influence(self, flat: torch.Tensor) -> None:
         self.influence = flat.new_zeros(flat.shape[0], flat.shape[1], self.n_parameters)

@@ -23,11 +23,18 @@ Cost per step: O(N^2 (N^2 + N D)) time, i.e. O(N^4), and O(N^3) memory (Williams
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from rnnlab._validation import check_positive_int, check_tensor
-from rnnlab.learning.base import LearningRule, add_to_grad, check_reduction
+from rnnlab.learning.base import (
+    LearningRule,
+    add_to_grad,
+    check_reduction,
+    check_saved_tensor,
+    load_checked,
+)
 from rnnlab.models.elman import ElmanRNN
 
 
@@ -211,6 +218,40 @@ class RTRL(LearningRule):
         self._h = h
         self.steps += 1
         return o
+
+    def state_dict(self) -> dict[str, Any]:
+        """The online state: ``{"kind": "RTRL", "state": h(t) (batch, N) or None (not started),
+        "influence": {"W": (batch, N, N, N), "U": (batch, N, N, D), "b": (batch, N, N)} or
+        None, "steps": int}`` (copies, in the model's dtype)."""
+        if self._batch is None:
+            return {"kind": "RTRL", "state": None, "influence": None, "steps": self.steps}
+        return {"kind": "RTRL", "state": self._h.detach().clone(),
+                "influence": {k: v.clone() for k, v in self.influence.items()},
+                "steps": self.steps}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, onto the model's device; a state of
+        another rule, model size or dtype raises ``ValueError`` and changes nothing."""
+        load_checked(self, saved, ("state", "influence", "steps"), self._load_state)
+
+    def _load_state(self, saved: dict[str, Any]) -> None:
+        h = saved["state"]
+        if h is None:
+            self._batch, self._h, self.last_loss = None, None, None
+            self.steps = int(saved["steps"])
+            return
+        m = self.model
+        h = check_saved_tensor("state", h, m.W.new_empty(h.shape[0], m.hidden_size))
+        influence = saved["influence"]
+        if not isinstance(influence, dict) or set(influence) != {"W", "U", "b"}:
+            raise ValueError("the saved RTRL influence must be a dict with keys W, U, b")
+        self.reset(h.shape[0], h0=h)
+        views = self.influence
+        checked = {k: check_saved_tensor(f"influence[{k!r}]", influence[k], views[k])
+                   for k in views}
+        for key, view in views.items():  # views into the rule's buffer
+            view.copy_(checked[key])
+        self.steps = int(saved["steps"])
 
     def memory_bytes(self) -> int:
         """Bytes held by the rule's influence buffers and state (the O(N^3) of RTRL)."""

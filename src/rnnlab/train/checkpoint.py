@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnlab._tree import tree_leaves, tree_map
-from rnnlab.learning import BPTT, ELSTMRTRL, RTRL, UORO, ForwardModeRTRL, LearningRule, SnAp1
+from rnnlab._files import load_versioned
+from rnnlab.learning import BPTT, LearningRule
 
 #: Bumped when the layout of a checkpoint changes; a checkpoint of another version is refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: learning rules saved through their state_dict()
 FORMAT_NAME = "rnnlab.train.checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -53,24 +53,9 @@ def atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint (a file, or a run folder holding ``checkpoint.pt``) onto the CPU and
     check its format and version; the caller moves tensors where they belong."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file
-        raise CheckpointError(f"{path} is not a readable rnnlab checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not an rnnlab.train checkpoint")
-    version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this rnnlab "
-            f"({_rnnlab_version()}) reads version {FORMAT_VERSION} only"
-        )
-    return ckpt
+    return load_versioned(path, name=CHECKPOINT_NAME, format_name=FORMAT_NAME,
+                          version=FORMAT_VERSION, what="rnnlab.train checkpoint",
+                          error=CheckpointError)
 
 
 def _rnnlab_version() -> str:
@@ -86,6 +71,9 @@ def environment() -> dict[str, Any]:
         "torch": str(torch.__version__),
         "numpy": np.__version__,
         "threads": torch.get_num_threads(),
+        "world_size": (torch.distributed.get_world_size()
+                       if torch.distributed.is_available() and torch.distributed.is_initialized()
+                       else 1),
     }
 
 
@@ -143,84 +131,37 @@ def rule_is_at_rest(rule: LearningRule | None) -> bool:
     return True
 
 
-def _clone(state: Any) -> Any:
-    return None if state is None else tree_map(lambda t: t.detach().clone(), state)
-
-
 def rule_state(rule: LearningRule | None) -> dict[str, Any] | None:
-    """The online state of a learning rule: the carried network state and, for the RTRL family,
-    the influence tensors (UORO: its rank-one factors and the generator of its random signs).
-
-    Uses the rule's own ``state_dict()`` when it has one; otherwise reads the public attributes
-    of the rules of :mod:`rnnlab.learning` (UORO's generator is the one private attribute read).
-    """
+    """The online state of a learning rule, its ``state_dict()``: the carried network state
+    and, for the RTRL family, the influence tensors (UORO: its rank-one factors and the state
+    of its sign generator). The formats are in each rule's ``state_dict`` docstring."""
     if rule is None:
         return None
-    if callable(getattr(rule, "state_dict", None)):
-        return {"kind": "state_dict", "value": rule.state_dict()}
     if not rule_is_at_rest(rule):
         raise RuntimeError("BPTT is inside a truncation chunk (an autograd graph is pending): "
                            "a checkpoint can only be taken between chunks")
-    kind = type(rule).__name__
-    state = rule.state
-    out: dict[str, Any] = {"kind": kind, "state": _clone(state)}
-    if state is None or isinstance(rule, BPTT):
-        return out
-    if isinstance(rule, RTRL):
-        out["influence"] = {k: v.clone() for k, v in rule.influence.items()}
-        out["steps"] = rule.steps
-    elif isinstance(rule, UORO):
-        out["state_tilde"] = rule.state_tilde.clone()
-        out["theta_tilde"] = rule.theta_tilde.clone()
-        out["generator"] = rule._generator.get_state()
-    elif isinstance(rule, SnAp1):
-        out["values"] = rule.values.clone()
-    elif isinstance(rule, ForwardModeRTRL | ELSTMRTRL):
-        out["influence"] = rule.influence.clone()
-    else:
-        raise TypeError(f"cannot checkpoint the state of a {kind}: give the rule state_dict() "
-                        "and load_state_dict() methods")
-    return out
+    return rule.state_dict()  # type: ignore[attr-defined]
 
 
 def check_rule_supported(rule: LearningRule | None) -> None:
     """Refuse, before training, a rule whose online state a checkpoint could not hold."""
-    known = (BPTT, RTRL, UORO, SnAp1, ForwardModeRTRL, ELSTMRTRL)
-    if rule is None or isinstance(rule, known) or callable(getattr(rule, "state_dict", None)):
+    if rule is None or all(callable(getattr(rule, name, None))
+                           for name in ("state_dict", "load_state_dict")):
         return
     raise TypeError(f"cannot checkpoint the state of a {type(rule).__name__}: give the rule "
                     "state_dict() and load_state_dict() methods")
 
 
-def load_rule_state(rule: LearningRule | None, saved: dict[str, Any] | None,
-                    device: torch.device) -> None:
-    """Restore what :func:`rule_state` captured into ``rule`` (built like the saved one)."""
+def load_rule_state(rule: LearningRule | None, saved: dict[str, Any] | None) -> None:
+    """Restore what :func:`rule_state` captured into ``rule`` (built like the saved one); the
+    rule moves the tensors to its model's device. A state of another rule or shape raises
+    :class:`CheckpointError`."""
     if rule is None or saved is None:
         return
-    if saved["kind"] == "state_dict":
-        rule.load_state_dict(saved["value"])
-        return
-    if saved["kind"] != type(rule).__name__:
-        raise CheckpointError(f"the checkpoint holds the state of a {saved['kind']}, the "
-                              f"trainer's rule is a {type(rule).__name__}")
-    state = saved["state"]
-    if state is None:
-        return  # the rule had not started: a fresh rule starts the same way
-    state = tree_map(lambda t: t.to(device), state)
-    batch = tree_leaves(state)[0].shape[0]
-    rule.reset(batch, h0=state)
-    if isinstance(rule, RTRL):
-        for key, view in rule.influence.items():  # views into the rule's buffer
-            view.copy_(saved["influence"][key])
-        rule.steps = saved["steps"]
-    elif isinstance(rule, UORO):
-        rule.state_tilde = saved["state_tilde"].to(device)
-        rule.theta_tilde = saved["theta_tilde"].to(device)
-        rule._generator.set_state(saved["generator"])
-    elif isinstance(rule, SnAp1):
-        rule.values = saved["values"].to(device)
-    elif isinstance(rule, ForwardModeRTRL | ELSTMRTRL):
-        rule.influence = saved["influence"].to(device)
+    try:
+        rule.load_state_dict(saved)  # type: ignore[attr-defined]
+    except ValueError as err:
+        raise CheckpointError(f"the checkpoint's learning-rule state does not fit: {err}") from err
 
 
 # -- fingerprint ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ resume state machine, whose pieces must change together; that is why they stay i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rnnlab._tree import tree_map
@@ -170,6 +172,13 @@ class Trainer:
             (``"epoch"``); the state (``trainer.position``, ``history``) is complete then.
         hidden: for HessianFree with structural damping, ``hidden(model, inputs)`` returning the
             hidden states.
+        distributed: data-parallel training over the ranks of the initialised default process
+            group (``torchrun``; gloo on CPU, NCCL on GPU): the model is wrapped in
+            ``DistributedDataParallel``, every minibatch (the global batch) is split into
+            ``world_size`` shards ``batch[rank::world_size]``, losses are scaled so that
+            DDP's gradient average equals the gradient of the whole batch, and only rank 0
+            writes checkpoints and metrics (every rank resumes from them). BPTT only (full or
+            truncated); see ``docs/distributed.md``.
 
     Use ``trainer.fit(train, epochs, val)`` or ``trainer.fit_stream(stream, steps)``; to
     continue a killed run build the same objects and call ``trainer.resume(run_dir)`` first.
@@ -198,6 +207,7 @@ class Trainer:
         progress: bool = True,
         callbacks: Sequence[Callable[[Trainer, str], None]] = (),
         hidden: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        distributed: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -267,7 +277,13 @@ class Trainer:
         self._safe = True                          # state consistent: a checkpoint may be taken
         self._checkpoint_due = False
         self._signal: int | None = None
-        self._metrics = None if self.run_dir is None else MetricsLog(self.run_dir)
+        self.distributed = check_bool("distributed", distributed)
+        self.rank, self.world_size = 0, 1
+        self._ddp: nn.Module | None = None
+        if self.distributed:
+            self.rank, self.world_size = _check_distributed(self.rule, self.hessian_free)
+        self._metrics = (None if self.run_dir is None or self.rank != 0
+                         else MetricsLog(self.run_dir))
 
     # -- settings that a checkpoint must match --------------------------------------------
     def _settings(self) -> dict[str, Any]:
@@ -293,12 +309,16 @@ class Trainer:
         epochs = check_int("epochs", epochs, low=1)
         data = _Data(train, self.batch_size, "train")
         val_data = None if val is None else _Data(val, self.batch_size, "val")
+        if self.distributed:
+            self._start_distributed(data)
         self._start("epochs", data.size)
         with self._guard(), self._bar(epochs * data.n_batches) as bar:
             while (not self.position.done and not self.stopped_early
                    and self.position.epoch < epochs):
                 self._run_epoch(data, val_data, bar)
             self._finish()
+        if self.distributed:
+            dist.barrier()  # rank 0's last checkpoint is on disk when fit returns anywhere
         return [row for row in self.history if row["kind"] == "epoch"]
 
     def fit_stream(self, stream: Iterable[Any], steps: int | None = None
@@ -310,6 +330,9 @@ class Trainer:
         the items before the checkpoint are skipped. Returns the rows written."""
         if self.hessian_free:
             raise ValueError("HessianFree needs whole sequences: use fit(), not fit_stream()")
+        if self.distributed:
+            raise ValueError("fit_stream is not distributed (one stream is one sequence of "
+                             "steps): use distributed=False, or fit() over sequences")
         if isinstance(self.rule, BPTT) and self.rule.truncation is None:
             raise ValueError("online BPTT over a stream needs a truncation (BPTT(model, k))")
         steps = None if steps is None else check_int("steps", steps, low=1)
@@ -358,8 +381,9 @@ class Trainer:
             self.model.load_state_dict(backup[0])
             self.optimizer.load_state_dict(backup[1])
             raise
-        metrics.truncate(ckpt["metrics_bytes"])
-        self.run_dir, self._metrics = run_dir, metrics
+        if self.rank == 0:
+            metrics.truncate(ckpt["metrics_bytes"])
+        self.run_dir, self._metrics = run_dir, (metrics if self.rank == 0 else None)
         self._resumed_from = ckpt["position"]
         return self
 
@@ -388,8 +412,10 @@ class Trainer:
         if not (self._safe and rule_is_at_rest(self.rule)):
             raise RuntimeError("a checkpoint can only be written between steps (and, for "
                                "online BPTT, between truncation chunks)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self._checkpoint_due = False
+        if self.rank != 0:  # every rank holds the same state: rank 0 writes it
+            return self.run_dir / CHECKPOINT_NAME
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         return atomic_save(self._state(), self.run_dir / CHECKPOINT_NAME)
 
     # -- the loops --------------------------------------------------------------------------
@@ -404,9 +430,10 @@ class Trainer:
             if (self.run_dir / CHECKPOINT_NAME).exists():
                 raise FileExistsError(f"{self.run_dir} already holds a checkpoint: call "
                                       "trainer.resume() to continue it, or use another run_dir")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for path in (self._metrics.csv, self._metrics.jsonl):
-                path.unlink(missing_ok=True)
+            if self.rank == 0:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                for path in (self._metrics.csv, self._metrics.jsonl):
+                    path.unlink(missing_ok=True)
         self.mode, self._data_size = mode, data_size
         self.model.train()
 
@@ -418,11 +445,17 @@ class Trainer:
         while pos.batch < data.n_batches:
             self._safe = False
             batch = data.batch(self._order, pos.batch)
-            loss_sum = self._train_batch(batch)
+            count = batch[0].shape[0]
+            if self.distributed:
+                # this rank's shard of the global minibatch (DistributedSampler's rank::world)
+                loss_sum = self._sync_step(self._train_batch(
+                    tuple(t[self.rank::self.world_size] for t in batch), count))
+            else:
+                loss_sum = self._train_batch(batch)
             self._epoch_sum += loss_sum
-            self._epoch_count += batch[0].shape[0]
+            self._epoch_count += count
             self._window_sum += loss_sum
-            self._window_count += batch[0].shape[0]
+            self._window_count += count
             pos.batch += 1
             pos.step += 1
             self._safe = True
@@ -431,6 +464,12 @@ class Trainer:
         self._safe = False
         train_loss = self._epoch_sum / self._epoch_count
         val_loss = None if val is None else self.evaluate(val)
+        if self.distributed and val_loss is not None:
+            # every rank evaluated the whole validation set; rank 0's value decides for all,
+            # so that early stopping cannot differ between ranks
+            value = torch.tensor([val_loss], dtype=torch.float64, device=self._sync_device())
+            dist.broadcast(value, 0)
+            val_loss = float(value[0])
         monitored = train_loss if val_loss is None else val_loss
         improved = monitored < self.best - self.min_delta
         if improved:
@@ -458,8 +497,9 @@ class Trainer:
             self._checkpoint_due = True
         self._maybe_checkpoint()
 
-    def _train_batch(self, batch: Batch) -> float:
-        """One minibatch; returns its loss summed over its sequences."""
+    def _train_batch(self, batch: Batch, global_count: int | None = None) -> float:
+        """One minibatch (a rank's shard of the global one of ``global_count`` sequences when
+        distributed); returns its loss summed over its sequences."""
         x, y, *rest = batch
         mask = rest[0] if rest else None
         scale = x.shape[0] if self.reduction == "mean" else 1
@@ -472,21 +512,34 @@ class Trainer:
             return float(value) * scale
         self.optimizer.zero_grad(set_to_none=True)
         if isinstance(self.rule, BPTT):
-            return self._bptt_batch(x, y, mask) * scale
+            factor = 1.0
+            if self.distributed:
+                # DDP averages the ranks' gradients; the whole batch's gradient is their sum
+                # (reduction "sum") or their sum over the global batch size ("mean")
+                factor = float(self.world_size)
+                if self.reduction == "mean":
+                    factor *= x.shape[0] / global_count
+            return self._bptt_batch(x, y, mask, factor) * scale
         return self._online_batch(x, y, mask) * scale
 
-    def _bptt_batch(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
-                    ) -> float:
+    def _bptt_batch(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                    factor: float = 1.0) -> float:
         # BPTT(k, k) of Williams & Peng: chunks of k steps, the state carried but detached
         steps = x.shape[1]
         k = steps if self.rule.truncation is None else self.rule.truncation
         state, total = None, 0.0
-        for start in range(0, steps, k):
+        starts = range(0, steps, k)
+        for start in starts:
             part = slice(start, start + k)
             state0 = None if state is None else tree_map(torch.Tensor.detach, state)
-            out, state = self.model(x[:, part], state0)
-            loss = self.loss(out, y[:, part], None if mask is None else mask[:, part])
-            loss.backward()
+            # under DDP the gradients of all chunks are summed locally (no_sync) and
+            # all-reduced once, with the last chunk's backward
+            last = start == starts[-1]
+            with (self._ddp.no_sync() if self._ddp is not None and not last
+                  else contextlib.nullcontext()):
+                out, state = (self.model if self._ddp is None else self._ddp)(x[:, part], state0)
+                loss = self.loss(out, y[:, part], None if mask is None else mask[:, part])
+                (loss if factor == 1.0 else loss * factor).backward()
             total += float(loss.detach())
         self._update()
         return total
@@ -513,6 +566,36 @@ class Trainer:
             if rule.grad_ready:
                 self._update()
         return total
+
+    # -- distributed ------------------------------------------------------------------------
+    def _sync_device(self) -> torch.device:
+        # gloo reduces CPU tensors, NCCL CUDA ones
+        return (torch.device("cuda", torch.cuda.current_device())
+                if dist.get_backend() == "nccl" else torch.device("cpu"))
+
+    def _start_distributed(self, data: _Data) -> None:
+        smallest = (min(b[0].shape[0] for b in data.batches) if data.tensors is None
+                    else min(self.batch_size, data.size - (data.n_batches - 1) * self.batch_size))
+        if smallest < self.world_size:
+            raise ValueError(f"a minibatch of {smallest} sequence(s) cannot be split over "
+                             f"{self.world_size} ranks: every rank needs at least one "
+                             "(choose batch_size and the data size accordingly)")
+        if self._ddp is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(self.model.parameters()).device
+            ids = [device.index] if device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _sync_step(self, loss_sum: float) -> float:
+        """All ranks: the global batch's loss (the sum of the shards') and whether any rank
+        got a signal, in one all-reduce, so that every rank stops at the same step."""
+        flag = 0.0 if self._signal is None else 1.0
+        value = torch.tensor([loss_sum, flag], dtype=torch.float64, device=self._sync_device())
+        dist.all_reduce(value)
+        if float(value[1]) > 0 and self._signal is None:
+            self._signal = int(signal.SIGTERM)
+        return float(value[0])
 
     def _stream_step(self, item: Any) -> None:
         x_t, y_t = item
@@ -648,7 +731,7 @@ class Trainer:
             raise CheckpointError("the checkpoint and the trainer differ in having a scheduler")
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        load_rule_state(self.rule, ckpt["rule"], device)
+        load_rule_state(self.rule, ckpt["rule"])
         for key, value in ckpt["clipper"].items():
             setattr(self.clipper, key, value)
         early = ckpt["early_stopping"]
@@ -732,6 +815,20 @@ class _RichBar:
     def advance(self, steps: int, loss: float | None = None) -> None:
         fields = {} if loss is None else {"loss": loss}
         self.progress.update(self.task, advance=steps, **fields)
+
+
+def _check_distributed(rule: Any, hessian_free: bool) -> tuple[int, int]:
+    """(rank, world size) of the default process group, which must be initialised; only
+    BPTT (whose gradients come from ``backward``, where DDP all-reduces them) is supported."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("distributed=True needs torch.distributed.init_process_group() "
+                           "first (torchrun sets up the environment for it)")
+    if hessian_free or not isinstance(rule, BPTT):
+        name = "HessianFree" if hessian_free else type(rule).__name__
+        raise ValueError(f"distributed training supports BPTT (full or truncated), not {name}: "
+                         "online rules write .grad without backward(), which DDP does not "
+                         "see")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _optional_positive(name: str, value: int | None) -> int | None:
