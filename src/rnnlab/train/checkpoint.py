@@ -34,22 +34,6 @@ class CheckpointError(ValueError):
 
 
 # -- files ------------------------------------------------------------------------------------
-def atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint (a file, or a run folder holding ``checkpoint.pt``) onto the CPU and
     check its format and version; the caller moves tensors where they belong."""
