@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnlab._files import atomic_save as atomic_save  # re-exported: the one atomic writer
 from rnnlab._files import load_versioned
 from rnnlab.learning import BPTT, LearningRule
 
