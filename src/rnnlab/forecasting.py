@@ -207,6 +207,16 @@ class GatedForecastModel(ForecastModel):
         return {"network": self.network.state_dict()}
 
 
+def world_size() -> int:
+    """The number of processes of the default ``torch.distributed`` group (1 without one):
+    under ``torchrun`` the LSTM/GRU forecasters train data-parallel (``Trainer(distributed=
+    True)``: every rank gets a shard of each minibatch of windows, the gradients are averaged,
+    the same weights result as in one process up to summation order)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _gated(config: ForecastConfig, n_inputs: int, n_outputs: int) -> RecurrentNetwork:
     gen = torch.Generator().manual_seed(config.seed)
     if config.kind == "lstm":
@@ -350,7 +360,8 @@ def _fit_gated(table: SeriesTable, targets: list[str], features: list[str],
     net = model.network
     trainer = Trainer(net, torch.optim.Adam(net.parameters(), lr=config.lr),
                       BPTT(net, reduction="mean"), batch_size=config.batch_size,
-                      seed=config.seed, patience=config.patience, clip=1.0, progress=False)
+                      seed=config.seed, patience=config.patience, clip=1.0, progress=False,
+                      distributed=world_size() > 1)
     torch.manual_seed(config.seed)
     trainer.fit(data, epochs=config.epochs, val=_windows(u, y_std, val_rows, config))
     with torch.no_grad():
