@@ -30,6 +30,9 @@ gives the same matrix, up to rounding, whatever the tensor's dtype and device.
   "language model" variant), by BPTT, on the task's input sequences alone.
 
 :func:`initialize` applies one of these by name (:data:`INITIALIZERS`) to a whole model.
+
+(Over 500 lines: the initialisation schemes of the course share one way to find a model's
+matrices and one seeding rule, and each scheme is short; split per scheme they would repeat it.)
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ Methods (documented because they decide the accuracy and the cost):
   above it ARPACK Lanczos on ``W^T W`` (``scipy.sparse.linalg.svds``, ``k=1``).
 
 scipy is imported only where it is used (the structural test and the iterative methods).
+
+(Over 500 lines: the spectral radius's exact structured cases, its dense and Arnoldi paths, the
+cost model that picks between them and the cache are one computation; the scaling and norms beside
+it use all of them.)
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ config), :attr:`RunContext.progress`, :meth:`RunContext.log_metrics`,
 :meth:`RunContext.run_jobs` (one metrics row per job with progress, optionally in a process
 pool), :func:`aggregate` (the mean/std table over seeds), :func:`format_mean_std`; the thread
 count is set around the whole run (above).
+
+(A little over 500 lines: the registry, its run context and the run plan are one protocol
+between the CLI and the experiments; options, run folders, tables, pools and resume are in their
+own private modules.)
 """
 
 from __future__ import annotations

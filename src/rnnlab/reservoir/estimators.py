@@ -26,6 +26,10 @@ predictions come back as tensors. Because a sequence model's output at a row dep
 rows before it, two of scikit-learn's checks cannot apply (predicting a subset or a
 permutation of the rows changes the answers); :data:`SEQUENCE_CHECKS` lists them with the
 reason, for ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``.
+
+(Over 500 lines: the three estimators share one input validation, one set of tags and one
+reservoir-and-readout core, which scikit-learn's conventions make verbose; split, each would
+repeat them.)
 """
 
 from __future__ import annotations
