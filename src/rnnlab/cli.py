@@ -10,6 +10,10 @@ status 2 for a bad command (unknown experiment or option, a bad value, an unusab
 checked before any work starts; 1 for a run that failed (what it finished stays in the run folder
 with ``error.txt``; a run that finished nothing leaves no folder). The thread count, the run
 folder rules and ``--overwrite`` are those of :mod:`rnnlab.experiments.registry`.
+
+(Over 500 lines: every command is a thin shell over its library module, but typer declares
+each option in the command's signature, one line each; the commands share the error and output
+conventions of this module.)
 """
 
 from __future__ import annotations
@@ -219,6 +223,19 @@ def _split_names(text: str | None) -> list[str] | None:
     return names
 
 
+def _init_distributed() -> int:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the default process group (gloo on the
+    CPU, NCCL with CUDA) and return this process's rank; 0 for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
 @app.command("fit")
 def fit_command(
     data: Path = typer.Argument(..., help="CSV/TSV, Parquet, .npy or .npz file, rows in time "
@@ -278,8 +295,11 @@ def fit_command(
             raise
         _error(_describe(exc).split(": ", 1)[-1])
         raise typer.Exit(2) from None
+    rank = _init_distributed()
     try:
         model, report = fit_forecaster(table, targets, _split_names(features), config)
+        if rank != 0:
+            return  # under torchrun the first process writes the run folder and the table
         _make_run_dir(run_dir, overwrite)
         written = save_fit(run_dir, table, model, report,
                            {"data": str(data), "time_column": time_column, "fill": fill})
