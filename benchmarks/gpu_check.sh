@@ -35,7 +35,7 @@ status=${PIPESTATUS[0]}
 
 # 2. rnnlab's LSTM layer against nn.LSTM on the GPU (forward + backward, cuDNN), the per-step
 # table of the CUDA ESN loops (unless KERNEL_TABLE=0), the ReservoirPy comparison on the GPU
-timeout "${LSTM_TIMEOUT:-60}" python3 benchmarks/bench_lstm.py --device cuda 2>&1 \
+timeout "${LSTM_TIMEOUT:-240}" python3 benchmarks/bench_lstm.py --device cuda --clock wall --rounds 3 2>&1 \
   | tee "$OUT/lstm.log"
 if [ "${KERNEL_TABLE:-1}" = 1 ]; then
   timeout "${TABLE_TIMEOUT:-90}" python3 benchmarks/bench_reservoirpy.py --device cuda \

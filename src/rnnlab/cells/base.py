@@ -566,6 +566,94 @@ def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
         return
 
 
+def input_projection_grads(
+    d_pre: torch.Tensor, x: torch.Tensor, w_ih: torch.Tensor, needs_x: bool, needs_w: bool,
+    needs_b: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The gradients through ``A = X W_ih^T + b`` of a whole sequence, each one product over all
+    steps: ``dX = dA W_ih``, ``dW_ih = dA^T X``, ``db = sum dA`` (None where not needed), with
+    ``d_pre`` time-major ``(time, batch, rows)`` and ``x`` batch-first ``(batch, time, D)``."""
+    steps, batch, rows = d_pre.shape
+    flat = d_pre.reshape(steps * batch, rows)
+    dx = (d_pre @ w_ih).transpose(0, 1) if needs_x else None
+    dw = flat.t() @ x.transpose(0, 1).reshape(steps * batch, -1) if needs_w else None
+    db = flat.sum(0) if needs_b else None
+    return dx, dw, db
+
+
+def recomputed_vjp(
+    inputs: Sequence[torch.Tensor | None],
+    needs: Sequence[bool],
+    recompute: Callable[..., Sequence[torch.Tensor]],
+    grads: Sequence[torch.Tensor | None],
+) -> list[torch.Tensor | None]:
+    """The vector-Jacobian product of a hand-written sequence as a differentiable graph (its
+    double backward): ``recompute(*aliases)`` runs the sequence again in plain differentiable
+    ops and returns its outputs, and ``torch.autograd.grad(..., create_graph=True)`` gives the
+    gradient with respect to each input that ``needs`` it (None for the others) as a function of
+    the inputs and of ``grads`` (one per output, None where no gradient arrived).
+
+    The inputs enter through aliases (``view_as``): a gradient with respect to the alias is the
+    partial derivative through this sequence only, even when one input is computed from another
+    (e.g. ``x`` from ``w_ih``), while the alias keeps the link to the input's history for the
+    next order. Inputs that do not reach an output get None (autograd reads zero)."""
+    with torch.enable_grad():
+        aliases = [t.view_as(t) if (t is not None and need) else t
+                   for t, need in zip(inputs, needs, strict=True)]
+        outputs = recompute(*aliases)
+        pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
+        wanted = [a for a, need in zip(aliases, needs, strict=True) if need and a is not None]
+        found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                    create_graph=True, allow_unused=True) if pairs else ()
+    it = iter(found)
+    return [next(it) if (need and a is not None) else None
+            for a, need in zip(aliases, needs, strict=True)]
+
+
+#: the smallest weight (rows x columns) for which :class:`StepMatmul` uses oneDNN's prepacked
+#: weights; below it one BLAS call per step is faster (measured at batch 16, docs/speed.md)
+PACKED_MIN_NUMEL = 1 << 18
+
+
+class StepMatmul:
+    """``a @ weight.T`` for the many small products of a recurrence (one per time step with the
+    same ``weight``), for use inside a hand-written sequence (no autograd through it):
+    ``sm.add(c, a) = c + a @ weight.T`` and ``sm.add_(c, a)`` (in place).
+
+    On the CPU in float32 with oneDNN (``torch.backends.mkldnn``) and a ``weight`` of at least
+    :data:`PACKED_MIN_NUMEL` entries (e.g. the LSTM's 4H x H from H = 256), the weight is
+    reordered once into oneDNN's blocked layout and every step reuses it (as torch's own CPU
+    LSTM does through oneDNN's RNN primitive); elsewhere (GPU, float64, small sizes, a torch
+    without the op) one ``addmm`` per step.
+    """
+
+    def __init__(self, weight: torch.Tensor, batch_size: int) -> None:
+        self.weight_t = weight.t()
+        self.packed = None
+        if (weight.device.type == "cpu" and weight.dtype == torch.float32
+                and weight.numel() >= PACKED_MIN_NUMEL
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+                and not is_tracing()):
+            try:
+                ops = torch.ops.mkldnn
+                self._linear = ops._linear_pointwise
+                with torch.no_grad():
+                    self.packed = ops._reorder_linear_weight(weight.detach().contiguous(),
+                                                             batch_size)
+            except (AttributeError, RuntimeError):  # pragma: no cover - no such op here
+                self.packed = None
+
+    def add(self, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return torch.addmm(c, a, self.weight_t)
+        return self._linear(a, self.packed, None, "none", [], "").add_(c)
+
+    def add_(self, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return c.addmm_(a, self.weight_t)
+        return c.add_(self._linear(a, self.packed, None, "none", [], ""))
+
+
 def fused_rnn(
     kind: str,
     x: torch.Tensor,
@@ -756,6 +844,7 @@ __all__ = [
     "IMPLS",
     "RecurrentCell",
     "State",
+    "StepMatmul",
     "TorchLayoutCell",
     "check_batch_size",
     "check_lengths",
@@ -763,7 +852,9 @@ __all__ = [
     "flatten_state",
     "fused_rnn",
     "higher_order_reason",
+    "input_projection_grads",
     "map_state",
+    "recomputed_vjp",
     "run_cell",
     "split_state",
     "twice_differentiable",

@@ -34,11 +34,14 @@ from torch import nn
 from rnnlab._validation import check_bool, check_number
 from rnnlab.cells.base import (
     State,
+    StepMatmul,
     TorchLayoutCell,
     add_affine_parameters,
     affine_weights,
     fused_rnn,
     init_sizes,
+    input_projection_grads,
+    recomputed_vjp,
     torch_shaped,
 )
 
@@ -314,45 +317,56 @@ class _LSTMSequence(torch.autograd.Function):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[1]
         bias = None if b_ih is None else b_ih + b_hh
-        x_tb = x.transpose(0, 1)
         # (time, batch, 4H): pre-activations, then overwritten in place by the activations
-        gates = F.linear(x_tb, w_ih, bias).contiguous()
+        # (x made time-major first: a strided input sends linear to a slower batched product)
+        gates = F.linear(x.transpose(0, 1).contiguous(), w_ih, bias)
         cells = x.new_empty(steps, batch, hidden)
         squashed = x.new_empty(steps, batch, hidden) if act_s else cells
         hs = x.new_empty(steps, batch, hidden)
-        w_hh_t = w_hh.t()
-        p_if = torch.stack([p_i, p_f]) if peep else None
-        h, c = h0, c0
+        rec = StepMatmul(w_hh, batch)  # h W_hh^T, one per step
+        p_if = torch.stack([p_i, p_f]).unsqueeze(0) if peep else None
+        # Every step's views are made once, before the loop (one unbind per buffer): at small
+        # sizes each tensor op costs about as much as the arithmetic, and views are ops too.
+        v4 = gates.view(steps, batch, 4, hidden)
+        g4_t = gates.unbind(0)
+        if_t = v4[:, :, :2].unbind(0)
+        i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
+        c_t = cells.unbind(0)
+        cu_t = cells.unsqueeze(2).unbind(0)  # (batch, 1, H): broadcast over the i, f pair
+        s_t, h_t = squashed.unbind(0), hs.unbind(0)
+        h, c, cu = h0, c0, c0.unsqueeze(1)
         for t in range(steps):
-            g4 = gates[t]
-            g4.addmm_(h, w_hh_t)
-            v = g4.view(batch, 4, hidden)
-            i, f, g, o = v.unbind(1)
+            rec.add_(g4_t[t], h)
+            i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
             if peep:
-                v[:, :2].addcmul_(c.unsqueeze(1), p_if)
-            v[:, :2].sigmoid_()
-            if not use_i:
-                i.fill_(1.0)
-            if coupled:
-                torch.neg(i, out=f).add_(1.0)
-            elif not use_f:
-                f.fill_(1.0)
+                if_t[t].addcmul_(cu, p_if)
+            if use_i and use_f and not coupled:
+                if_t[t].sigmoid_()
+            else:
+                if use_i:
+                    i.sigmoid_()
+                else:
+                    i.fill_(1.0)
+                if coupled:
+                    torch.neg(i, out=f).add_(1.0)
+                elif use_f:
+                    f.sigmoid_()
+                else:
+                    f.fill_(1.0)
             if act_g:
                 g.tanh_()
-            c_t = cells[t]
-            torch.mul(f, c, out=c_t)
-            c_t.addcmul_(i, g)
+            torch.mul(f, c, out=c_t[t]).addcmul_(i, g)
             if use_o:
                 if peep:
-                    o.addcmul_(c_t, p_o)
+                    o.addcmul_(c_t[t], p_o)
                 o.sigmoid_()
             if act_s:
-                torch.tanh(c_t, out=squashed[t])
+                torch.tanh(c_t[t], out=s_t[t])
             if use_o:
-                torch.mul(o, squashed[t], out=hs[t])
+                torch.mul(o, s_t[t], out=h_t[t])
             else:
-                hs[t].copy_(squashed[t])
-            h, c = hs[t], c_t
+                h_t[t].copy_(s_t[t])
+            h, c, cu = h_t[t], c_t[t], cu_t[t]
         if last is None:
             h_last, c_last = hs[-1].clone(), cells[-1].clone()
         else:
@@ -378,79 +392,81 @@ class _LSTMSequence(torch.autograd.Function):
         unwritten = not (use_i and use_f and use_o) or coupled
         d_pre = (torch.zeros if unwritten else torch.empty)(
             steps, batch, 4 * hidden, dtype=x.dtype, device=x.device)
-        d_out = None if d_out is None else d_out.transpose(0, 1)
-        d_cells = None if d_cells is None else d_cells.transpose(0, 1)
         zeros = x.new_zeros(batch, hidden)
-        if last is None:
-            dh = zeros if d_h_last is None else d_h_last
-            dc = zeros if d_c_last is None else d_c_last
-            inject = {}
-        else:
-            dh, dc = zeros, zeros
-            inject = {}
-            if d_h_last is not None or d_c_last is not None:
-                for t in torch.unique(last).tolist():
-                    inject[t] = (last == t).unsqueeze(1)
+        # the gradient reaching h(t) from outside the recurrence: d_out, plus d_h_last at each
+        # sequence's own last step (likewise for c(t)); summed over the whole sequence at once
+        d_h_ext = zeros.expand(steps, batch, hidden) if d_out is None else d_out.transpose(0, 1)
+        d_c_ext = None if d_cells is None else d_cells.transpose(0, 1)
+        if d_h_last is not None or d_c_last is not None:
+            at_last = torch.zeros(steps, batch, 1, dtype=x.dtype, device=x.device)
+            if last is None:
+                at_last[-1] = 1.0
+            else:
+                at_last[last, torch.arange(batch, device=x.device)] = 1.0
+            if d_h_last is not None:
+                d_h_ext = torch.addcmul(d_h_ext, at_last, d_h_last)
+            if d_c_last is not None:
+                d_c_ext = (torch.mul(at_last, d_c_last) if d_c_ext is None
+                           else torch.addcmul(d_c_ext, at_last, d_c_last))
+        # every step's views, made once (see forward)
+        v4 = gates.view(steps, batch, 4, hidden)
+        i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
+        d4 = d_pre.view(steps, batch, 4, hidden)
+        di_t, df_t, dg_t, do_t = (part.unbind(0) for part in d4.unbind(2))
+        dpre_t = d_pre.unbind(0)
+        c_prev_t = (c0, *cells.unbind(0)[:-1])
+        s_t = squashed.unbind(0)
+        dh_ext_t = d_h_ext.unbind(0)
+        dc_ext_t = None if d_c_ext is None else d_c_ext.unbind(0)
+        rec = StepMatmul(w_hh.t(), batch)  # d_pre W_hh, one per step
+        dc = zeros
         for t in range(steps - 1, -1, -1):
-            if t in inject:
-                sel = inject[t]
-                if d_h_last is not None:
-                    dh = dh + torch.where(sel, d_h_last, 0.0)
-                if d_c_last is not None:
-                    dc = dc + torch.where(sel, d_c_last, 0.0)
-            if d_out is not None:
-                dh = dh + d_out[t]
-            if d_cells is not None:
-                dc = dc + d_cells[t]
-            v = gates[t].view(batch, 4, hidden)
-            i, f, g, o = v.unbind(1)
-            da = d_pre[t].view(batch, 4, hidden)
-            c_prev = cells[t - 1] if t > 0 else c0
-            s = squashed[t]
+            # dh(t) = external + the recurrence's d_pre(t+1) W_hh, one addmm
+            dh = dh_ext_t[t] if t == steps - 1 else rec.add(dh_ext_t[t], dpre_t[t + 1])
+            if dc_ext_t is not None:
+                dc = dc + dc_ext_t[t]
+            i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
+            c_prev, s = c_prev_t[t], s_t[t]
             # h = o * s
             if use_o:
-                _sigmoid_backward_into(dh * s, o, grad_input=da[:, 3])
+                _sigmoid_backward_into(dh * s, o, grad_input=do_t[t])
                 ds = dh * o
             else:
                 ds = dh
-            dc = dc + (_tanh_backward(ds, s) if act_s else ds)
+            dc = dc + _tanh_backward(ds, s) if act_s else dc + ds
             if use_o and peep:
-                dc = dc.addcmul(da[:, 3], p_o)
+                dc = dc.addcmul_(do_t[t], p_o)
             # c = f * c_prev + i * g
             if use_i:
                 di = dc * g
                 if coupled:  # f = 1 - i
-                    di = di - dc * c_prev
-                _sigmoid_backward_into(di, i, grad_input=da[:, 0])
+                    di.addcmul_(dc, c_prev, value=-1.0)
+                _sigmoid_backward_into(di, i, grad_input=di_t[t])
                 dg = dc * i
             else:
                 dg = dc
             if act_g:
-                _tanh_backward_into(dg, g, grad_input=da[:, 2])
+                _tanh_backward_into(dg, g, grad_input=dg_t[t])
             else:
-                da[:, 2].copy_(dg)
+                dg_t[t].copy_(dg)
             if use_f and not coupled:
-                _sigmoid_backward_into(dc * c_prev, f, grad_input=da[:, 1])
-            dc_prev = dc * f if (use_f or coupled) else dc
+                _sigmoid_backward_into(dc * c_prev, f, grad_input=df_t[t])
+            dc_prev = dc * f if (use_f or coupled) else dc.clone()
             if peep:
                 if use_i:
-                    dc_prev = dc_prev.addcmul(da[:, 0], p_i)
+                    dc_prev.addcmul_(di_t[t], p_i)
                 if use_f and not coupled:
-                    dc_prev = dc_prev.addcmul(da[:, 1], p_f)
+                    dc_prev.addcmul_(df_t[t], p_f)
             dc = dc_prev
-            dh = d_pre[t] @ w_hh
+        dh = torch.mm(dpre_t[0], w_hh)
         needs = ctx.needs_input_grad
         flat = d_pre.view(steps * batch, 4 * hidden)
-        dx = dw_ih = dw_hh = db = dp_i = dp_f = dp_o = None
-        if needs[0]:
-            dx = (d_pre @ w_ih).transpose(0, 1)
-        if needs[3]:
-            dw_ih = flat.t() @ x.transpose(0, 1).reshape(steps * batch, -1)
+        dx, dw_ih, db = input_projection_grads(d_pre, x, w_ih, needs[0], needs[3],
+                                               ctx.has_bias and (needs[5] or needs[6]))
+        dw_hh = dp_i = dp_f = dp_o = None
         if needs[4]:
             h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(steps * batch, hidden)
             dw_hh = flat.t() @ h_prev
-        if ctx.has_bias and (needs[5] or needs[6]):
-            db = flat.sum(0)
         if peep:
             c_prev_all = torch.cat([c0.unsqueeze(0), cells[:-1]])
             if needs[7]:
@@ -464,23 +480,15 @@ class _LSTMSequence(torch.autograd.Function):
 
 
 def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
-    """The vector-Jacobian product of :class:`_LSTMSequence` as a differentiable graph.
-
-    The forward is recomputed from the saved inputs with :func:`_lstm_step` (the cell's own step,
-    so the same equations), and ``torch.autograd.grad(..., create_graph=True)`` gives the
-    gradient as a function of the inputs and of ``grads``. The inputs are replaced by aliases
-    (``view_as``) first: a gradient with respect to the alias is the partial derivative through
-    this sequence only, even when one input is computed from another (e.g. ``x`` from
-    ``w_ih``), while the alias keeps the link to the input's history for the next order.
-    """
+    """The vector-Jacobian product of :class:`_LSTMSequence` as a differentiable graph: the
+    forward recomputed from the saved inputs with :func:`_lstm_step` (the cell's own step, so the
+    same equations) and differentiated with ``create_graph=True``
+    (:func:`rnnlab.cells.base.recomputed_vjp`)."""
     (x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, _, _, _, _, last) = ctx.saved_tensors
     inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o]
-    needs = ctx.needs_input_grad[:len(inputs)]
     spec = LSTMVariant(*ctx.flags)
-    with torch.enable_grad():
-        aliases = [t.view_as(t) if (t is not None and need) else t
-                   for t, need in zip(inputs, needs, strict=True)]
-        ax, ah0, ac0, aw_ih, aw_hh, ab_ih, ab_hh, ap_i, ap_f, ap_o = aliases
+
+    def recompute(ax, ah0, ac0, aw_ih, aw_hh, ab_ih, ab_hh, ap_i, ap_f, ap_o):  # type: ignore
         bias = None if ab_ih is None else ab_ih + ab_hh
         state: State = (ah0, ac0)
         hs, cs = [], []
@@ -490,18 +498,11 @@ def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
             cs.append(state[1])  # type: ignore[index]
         out, cells = torch.stack(hs, 1), torch.stack(cs, 1)
         if last is None:
-            h_last, c_last = hs[-1], cs[-1]
-        else:
-            rows = torch.arange(x.shape[0], device=x.device)
-            h_last, c_last = out[rows, last], cells[rows, last]
-        pairs = [(o, g) for o, g in zip((out, cells, h_last, c_last), grads, strict=True)
-                 if g is not None]
-        wanted = [a for a, need in zip(aliases, needs, strict=True) if need and a is not None]
-        found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                                    create_graph=True, allow_unused=True) if pairs else ()
-    it = iter(found)  # None where an input does not reach the outputs: autograd reads zero
-    result = [next(it) if (need and a is not None) else None
-              for a, need in zip(aliases, needs, strict=True)]
+            return out, cells, hs[-1], cs[-1]
+        rows = torch.arange(x.shape[0], device=x.device)
+        return out, cells, out[rows, last], cells[rows, last]
+
+    result = recomputed_vjp(inputs, ctx.needs_input_grad[:len(inputs)], recompute, grads)
     return (*result, None, None)
 
 
