@@ -28,6 +28,11 @@ state or parameter is a forward-mode dual tensor, or the caller is inside
 whether a graph will be differentiated twice is only known at backward time). An explicit
 ``"fused"`` or ``"handwritten"`` under a transform or forward-mode AD raises an error naming
 ``impl="loop"``: neither has a forward-mode rule.
+
+(Over 500 lines: the cell protocol, the one sequence runner with its implementations (loop,
+torch's fused kernels and their cuDNN layout, the helpers of the hand-written backward passes)
+and the constructor pieces every cell shares. The kernel helpers and the constructor pieces are
+the next candidates to move into modules of their own.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Parameters follow torch.nn: ``weight_ih`` (4H x D) = [W_i; W_f; W_g; W_o], ``wei
 ``bias_ih``, ``bias_hh`` (4H; b = bias_ih + bias_hh); then ``peephole_i``, ``peephole_f``,
 ``peephole_o`` (H, diagonal) and, for FGR, ``weight_gg`` (3H x 3H, rows = receiving gate i, f, o,
 columns = sending gate i, f, o).
+
+(A little over 500 lines: the variants are options of one step, and the hand-written
+whole-sequence backward that makes them fast has to know each of them.)
 """
 
 from __future__ import annotations

@@ -30,6 +30,10 @@ whole stack is one call of torch's fused kernel (``torch.lstm``, ``torch.gru``,
 ``torch.rnn_tanh``/``rnn_relu``, cuDNN on a GPU), i.e. exactly what ``torch.nn.LSTM`` runs;
 otherwise (and under ``torch.compile``, which cannot lower those kernels) every layer and
 direction runs its cell with :func:`rnnlab.cells.run_cell`.
+
+(Over 500 lines: the three layers share one stack-of-directions runner, one state-dict
+check-then-load and one torch-kernel path, which is why they stay together; each layer class
+itself is short.)
 """
 
 from __future__ import annotations
