@@ -15,12 +15,12 @@ from rnnlab.experiments import get_experiment, resolve_config, run_experiment
 from rnnlab.experiments import long_term as lt
 
 runner = CliRunner()
-CELL = re.compile(r"^(\d\.\d\d) \((\d+)/(\d+)\)$")
+CELL = re.compile(r"^(\d+)/(\d+) \[(\d\.\d\d), (\d\.\d\d)\]$")
 
 # A grid that exercises every method once, in seconds.
 TINY = {
-    "tasks": "delayed_recall,adding_problem", "lags": "10", "methods": "sgd,hf,smart_init,lstm",
-    "seeds": "0", "budget": "6", "eval-every": "3", "batch": "8", "hf-budget": "1",
+    "tasks": "delayed_recall,adding_problem", "lags": "10", "methods": "sgd,hf,orthogonal,lstm",
+    "seeds": "0", "budget": "48", "eval-every": "3", "batch": "8",
     "hf-batch": "8", "hf-cg-iters": "3", "val-size": "16", "test-size": "40", "workers": "1",
 }
 
@@ -40,26 +40,33 @@ def test_tiny_grid_end_to_end(tmp_path):
     # one row per (task, method, tau, seed)
     keys = {(m["task"], m["method"], int(m["tau"]), int(m["seed"])) for m in metrics}
     assert keys == {(t, m, 10, 0) for t in ("delayed_recall", "adding_problem")
-                    for m in ("sgd", "hf", "smart_init", "lstm")}
+                    for m in ("sgd", "hf", "orthogonal", "lstm")}
     for m in metrics:
         assert 0.0 <= float(m["success_rate"]) <= 1.0
-        assert int(m["updates"]) <= (1 if m["method"] == "hf" else 6)
+        # SGD: 48 // 8 = 6 updates of 8 sequences at most; HF: one update costs at least
+        # 8 * (1 + 1 CG product + 1 structural product) = 24 > 48 / 2, so at most 2 fit
+        assert int(m["updates"]) <= (2 if m["method"] == "hf" else 6)
+        assert float(m["cost"]) <= 48 or m["method"] == "hf"
 
     # the papers' table: per task a chance row then one row per method; one column per lag
     rows = result.rows
     assert [r["method"] for r in rows[:5]] == [
-        "chance (ignores the inputs)", "tanh RNN + SGD", "tanh RNN + Hessian-free",
+        "chance success rate (ignores the inputs)", "tanh RNN + SGD", "tanh RNN + Hessian-free",
         "tanh RNN + orthogonal init + clipping", "LSTM + Adam + clipping"]
-    assert len(rows) == 10 and all(list(r) == ["task", "method", "tau=10"] for r in rows)
-    by_run = {(m["task"], m["method"]): float(m["success_rate"]) for m in metrics}
+    assert len(rows) == 10 and all(
+        list(r) == ["task", "method", "tau=10", lt.LONGEST, lt.COST_USED] for r in rows)
+    by_run = {(m["task"], m["method"]): m["solved"] == "True" for m in metrics}
     for row in rows:
         if row["method"].startswith("chance"):
             continue
-        mean, solved, runs = CELL.match(row["tau=10"]).groups()
+        solved, runs, lo, hi = CELL.match(row["tau=10"]).groups()
         name = next(k for k in lt.METHODS if lt.method_label(lt.LongTermConfig(), k)
                     == row["method"])
-        assert float(mean) == pytest.approx(by_run[(row["task"], name)], abs=0.0051)
-        assert int(runs) == 1 and int(solved) in (0, 1)
+        assert int(solved) == by_run[(row["task"], name)] and int(runs) == 1
+        # one run: the Wilson interval of 0/1 or 1/1 at 95%
+        assert (float(lo), float(hi)) == pytest.approx(lt.wilson_interval(int(solved), 1),
+                                                       abs=0.0051)
+        assert row[lt.LONGEST] == ("10" if int(solved) else "none")
     with open(run_dir / "table.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 10
 
@@ -68,7 +75,7 @@ def test_tiny_grid_end_to_end(tmp_path):
     a = 2 * math.sqrt(0.04)
     assert float(rows[5]["tau=10"]) == pytest.approx(2 * a - a * a, abs=1e-3)
     saved = json.loads((run_dir / "result.json").read_text())
-    assert saved["figures"]["runs"] == 8
+    assert saved["figures"]["runs_total"] == 8
     assert set(saved["figures"]["success"]) == {"delayed_recall", "adding_problem"}
 
 
@@ -77,10 +84,14 @@ def test_easy_lag_is_solved_and_checked_against_the_inputs(tmp_path):
     hand (output > 0.5 exactly when the bit shown tau steps earlier was 1) agrees."""
     cfg = resolve_config(get_experiment("long-term"), {
         "tasks": "delayed_recall", "lags": "2", "methods": "sgd_clip", "seeds": "0",
-        "budget": "400", "workers": "1", "test-size": "500"})
+        "budget": "12800", "batch": "32", "eval-every": "25", "lr": "0.05", "momentum": "0.9",
+        "workers": "1",
+        "test-size": "500"})
     result, run_dir = run_experiment("long-term", {
         "tasks": "delayed_recall", "lags": "2", "methods": "sgd_clip", "seeds": "0",
-        "budget": "400", "workers": "1", "test-size": "500"}, out_dir=tmp_path)
+        "budget": "12800", "batch": "32", "eval-every": "25", "lr": "0.05", "momentum": "0.9",
+        "workers": "1",
+        "test-size": "500"}, out_dir=tmp_path)
     (row,) = _read_metrics(run_dir)
     assert float(row["success_rate"]) == 1.0 and row["solved"] == "True"
     assert result.figures["success"]["delayed_recall"]["sgd_clip"][2] == 1.0
@@ -106,7 +117,7 @@ def test_easy_lag_is_solved_and_checked_against_the_inputs(tmp_path):
 
 def test_cli_runs_the_experiment(tmp_path):
     out = runner.invoke(app, ["run", "long-term", "--tasks", "delayed_recall", "--lags", "3,5",
-                              "--methods", "sgd,gru", "--seeds", "0,1", "--budget", "4",
+                              "--methods", "sgd,gru", "--seeds", "0,1", "--budget", "80",
                               "--eval-every", "2", "--test-size", "30", "--val-size", "10",
                               "--workers", "1", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
@@ -117,13 +128,13 @@ def test_cli_runs_the_experiment(tmp_path):
     for row in csv.DictReader(open(tmp_path / "table.csv")):
         if not row["method"].startswith("chance"):
             for col in ("tau=3", "tau=5"):
-                mean, solved, runs = CELL.match(row[col]).groups()
-                assert 0.0 <= float(mean) <= 1.0 and int(solved) <= int(runs) == 2
+                solved, runs, lo, hi = CELL.match(row[col]).groups()
+                assert 0.0 <= float(lo) <= float(hi) <= 1.0 and int(solved) <= int(runs) == 2
 
 
 def test_same_seeds_same_rows_serial_and_parallel(tmp_path):
-    grid = {"tasks": "delayed_recall", "lags": "3", "methods": "sgd,smart_init", "seeds": "0",
-            "budget": "5", "eval-every": "5", "test-size": "50", "val-size": "10",
+    grid = {"tasks": "delayed_recall", "lags": "3", "methods": "sgd,orthogonal", "seeds": "0",
+            "budget": "100", "eval-every": "5", "test-size": "50", "val-size": "10",
             "dtype": "float64"}
     a, dir_a = run_experiment("long-term", {**grid, "workers": "1"}, out_dir=tmp_path / "a")
     b, dir_b = run_experiment("long-term", {**grid, "workers": "2"}, out_dir=tmp_path / "b")
@@ -154,7 +165,7 @@ def test_a_diverging_method_is_a_result_not_a_crash(tmp_path):
     # NaN gradient is ever applied, and the success rate stays a valid number
     _, run_dir = run_experiment("long-term", {
         "tasks": "adding_problem", "lags": "10", "methods": "sgd", "seeds": "0",
-        "budget": "30", "lr": "1e30", "momentum": "0", "workers": "1", "test-size": "40"},
+        "budget": "600", "lr": "1e30", "momentum": "0", "workers": "1", "test-size": "40"},
         out_dir=tmp_path)
     (row,) = _read_metrics(run_dir)
     assert 0.0 <= float(row["success_rate"]) <= 1.0
@@ -174,20 +185,21 @@ def test_a_crash_keeps_the_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(lt, "train_run", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         run_experiment("long-term", {"tasks": "delayed_recall", "lags": "2", "methods": "sgd",
-                                     "seeds": "0,1,2", "budget": "2", "workers": "1",
+                                     "seeds": "0,1,2", "budget": "40", "workers": "1",
                                      "test-size": "10"}, out_dir=tmp_path)
     assert len(_read_metrics(tmp_path)) == 1
 
 
 def test_quick_replaces_only_defaults():
     exp = get_experiment("long-term")
-    cfg = lt.effective_config(resolve_config(exp, {"quick": "true", "budget": "77"}))
-    assert cfg.budget == 77  # given explicitly: kept
+    cfg = lt.effective_config(resolve_config(exp, {"quick": "true", "budget": "777"}))
+    assert cfg.budget == 777  # given explicitly: kept
     assert cfg.lags == lt.QUICK["lags"] and cfg.seeds == lt.QUICK["seeds"]
     assert cfg.test_size == lt.QUICK["test_size"]
     plain = resolve_config(exp, {})
     assert lt.effective_config(plain) is plain
-    assert set(plain.methods) == set(lt.METHODS)  # gated units are available: all six
+    # gated units are available: every method but the optional sparse start and Omega
+    assert set(plain.methods) == set(lt.METHODS) - {"sparse_init", "sgd_clip_omega"}
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
@@ -195,8 +207,8 @@ def test_quick_replaces_only_defaults():
     ({"methods": "sgd,adam"}, "unknown methods"),
     ({"methods": "sgd,sgd"}, "duplicates"),
     ({"lags": "0,10"}, "lags"),
-    ({"lags": "5,10"}, "adding problem needs T >= 10"),
-    ({"lags": "10", "adding-variant": "hochreiter1997"}, "T >= 20"),
+    ({"tasks": "adding_problem", "lags": "5,10"}, "adding problem needs T >= 10"),
+    ({"tasks": "adding_problem", "lags": "10", "adding-variant": "hochreiter1997"}, "T >= 20"),
     ({"adding-variant": "martens"}, "adding_variant"),
     ({"seeds": "1,1"}, "seeds"),
     ({"lr": "-0.1"}, "lr"),
@@ -206,7 +218,11 @@ def test_quick_replaces_only_defaults():
     ({"budget": "0"}, "budget"),
     ({"workers": "0"}, "workers"),
     ({"hf-structural-damping": "-1"}, "hf_structural_damping"),
-    ({"smart-init": "xavier"}, "smart_init"),
+    ({"budget": "10", "batch": "20"}, "below one SGD update"),
+    ({"methods": "hf", "budget": "10", "hf-batch": "64"}, "below one Hessian-free"),
+    ({"preset": "huge"}, "preset"),
+    ({"preset": "paper", "quick": "true"}, "exclude each other"),
+    ({"confidence": "1"}, "confidence"),
     ({"dtype": "float16"}, "dtype"),
     ({"device": "abacus"}, "device"),
 ])
@@ -236,7 +252,7 @@ def test_gated_methods_say_when_cells_are_missing(monkeypatch):
 @pytest.mark.slow
 def test_quick_grid_runs(tmp_path):
     result, _ = run_experiment("long-term", {"quick": "true"}, out_dir=tmp_path)
-    assert result.figures["runs"] == 2 * 2 * len(lt.METHODS)
+    assert result.figures["runs_total"] == 2 * len(lt._default_methods())
     assert result.figures["wall_seconds"] < 120
 
 
