@@ -34,6 +34,9 @@ tensors, optimizer, statistics, the pending input) is checkpointed atomically on
 (after the line being processed; a signal while waiting for input stops at once), at the end of
 the input and every ``checkpoint_every`` lines; a resumed run continues bit-identically on the
 same machine (see ``docs/stream.md``).
+
+(Over 500 lines: the line reader, the online standardiser, the two model kinds and the
+checkpoint/resume and signal handling of one command, which must change together.)
 """
 
 from __future__ import annotations

@@ -56,6 +56,10 @@ validation set is solved or when the next update would take it past the budget.
 Success over seeds is reported with Wilson score intervals (:func:`wilson_interval`); the
 "longest lag solved" of a method is the longest lag tau such that at least half of its runs
 are solved at tau and at every shorter lag of the grid.
+
+(Over 500 lines: one experiment whose methods share one budget meter, one training loop per
+optimiser family and one statistics and plotting pass; the tasks and losses live in
+``rnnlab.tasks.long_term``.)
 """
 
 from __future__ import annotations
