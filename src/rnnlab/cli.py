@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -98,6 +99,20 @@ def _error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def _debug(flag: bool) -> bool:
+    """``--debug`` or ``RNNLAB_DEBUG`` set (to anything but 0): show tracebacks."""
+    return flag or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+
+
+def _fail(exc: BaseException, debug: bool, code: int) -> NoReturn:
+    """Re-raise ``exc`` under ``--debug``; otherwise one line on stderr (the message without
+    its exception type) and exit with ``code`` (2: a bad command, 1: the work failed)."""
+    if debug:
+        raise exc
+    _error(_describe(exc).split(": ", 1)[-1])
+    raise typer.Exit(code) from None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -156,7 +171,7 @@ def run_command(
     from rnnlab.experiments import run_experiment
     from rnnlab.experiments.registry import plan_run
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     if help_:
         if name is None:
             typer.echo(ctx.get_help())
@@ -279,7 +294,7 @@ def fit_command(
     from rnnlab.forecasting import ForecastConfig, fit_forecaster, save_fit
     from rnnlab.tasks.tabular import read_series
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     try:
         targets = _split_names(target) or []
         config = ForecastConfig(
@@ -291,10 +306,7 @@ def fit_command(
         run_dir = check_run_dir(out if out is not None else default_run_dir("fit"), overwrite)
         table = read_series(data, time_column=time_column, fill=fill)
     except (ValueError, TypeError, ImportError, OSError, typer.BadParameter) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(2) from None
+        _fail(exc, debug, 2)
     rank = _init_distributed()
     try:
         model, report = fit_forecaster(table, targets, _split_names(features), config)
@@ -304,10 +316,7 @@ def fit_command(
         written = save_fit(run_dir, table, model, report,
                            {"data": str(data), "time_column": time_column, "fill": fill})
     except (ValueError, TypeError) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(1) from None
+        _fail(exc, debug, 1)
     what = (f"ESN ({units} units), ridge alpha {report.alpha:g} (validation)"
             if kind == "esn" else f"{kind.upper()} ({hidden_size} units)")
     result = Table(title=f"fit: {what}, forecasting {', '.join(targets)} {horizon} row(s) "
@@ -342,7 +351,7 @@ def forecast_command(
     from rnnlab.forecasting import ForecastModel, write_predictions
     from rnnlab.tasks.tabular import read_series
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     try:
         model = ForecastModel.load(model_dir)
         fitted = {}
@@ -357,10 +366,7 @@ def forecast_command(
         # past the end of the file)
         write_predictions(path, table.time, [f"{t}+{h}" for t in model.targets], prediction)
     except (ValueError, TypeError, ImportError, OSError) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(2) from None
+        _fail(exc, debug, 2)
     console.print(f"{len(table)} forecasts ({model.config.horizon} row(s) ahead) of "
                   f"{', '.join(model.targets)}: {path}")
 
@@ -396,7 +402,7 @@ def sweep_command(
     a study. Writes trials.csv and Optuna's plots to the sweep folder."""
     from rnnlab.sweep import run_sweep
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     try:
         fixed = _parse_extra(["--" + kv if "=" in kv else kv for kv in set_])
         found, folder = run_sweep(name, list(param), objective=objective, trials=trials,
@@ -404,10 +410,7 @@ def sweep_command(
                                   study_name=study, out_dir=out, seed=seed, prune=prune,
                                   threads=threads)
     except (KeyError, ValueError, TypeError, ImportError, typer.BadParameter) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(2) from None
+        _fail(exc, debug, 2)
     done = [t for t in found.trials if t.state.name == "COMPLETE"]
     table = Table(title=f"sweep {name}: {objective} ({direction}), {len(found.trials)} trials "
                         f"in the study, {len(done)} complete")
@@ -465,7 +468,7 @@ def stream_command(
 
     from rnnlab.online_stream import StreamConfig, StreamError, run_stream
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     given = {"model": model, "standardize": standardize, "seed": seed, "units": units,
              "spectral_radius": spectral_radius, "leak": leak, "input_scaling": input_scaling,
              "forgetting": forgetting, "delta": delta, "rule": rule, "cell": cell,
@@ -481,10 +484,7 @@ def stream_command(
         result = run_stream(None, config, checkpoint=checkpoint, resume=resume,
                             checkpoint_every=checkpoint_every, given=given)
     except (StreamError, ValueError, TypeError, OSError, typer.BadParameter) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(2) from None
+        _fail(exc, debug, 2)
     if result.signal is not None:
         import signal
 
@@ -515,17 +515,14 @@ def translate_command(
 
     from rnnlab.experiments._seq2seq_common import find_translator, translate
 
-    debug = debug or os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+    debug = _debug(debug)
     try:
         if not texts or texts == ["-"]:
             texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         outs = translate(find_translator(model_dir, name), texts, beam_size=beam,
                          n_best=n_best, length_penalty=penalty)
     except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
-        if debug:
-            raise
-        _error(_describe(exc).split(": ", 1)[-1])
-        raise typer.Exit(2) from None
+        _fail(exc, debug, 2)
     for k, hyps in enumerate(outs):
         if n_best == 1:
             typer.echo(hyps[0])
