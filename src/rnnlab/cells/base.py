@@ -208,11 +208,11 @@ class RecurrentCell(nn.Module):
 
     def layout_for_cudnn(self) -> None:
         """On CUDA, lay the fused kernel's weights out in one cuDNN buffer
-        (:func:`_flatten_for_cudnn`); a no-op elsewhere. Called when the cell is built and
+        (:func:`flatten_for_cudnn`); a no-op elsewhere. Called when the cell is built and
         after it is moved or cast, as torch's RNN modules do."""
         spec = self.fused_weights()
         if spec is not None:
-            _flatten_for_cudnn(*spec)
+            flatten_for_cudnn(*spec)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         result = super()._apply(fn, recurse)
@@ -524,11 +524,11 @@ def run_cell(
               else cell.check_state(state0, batch, check_finite=check_finite))
     outputs, final, states = cell._run(x, state0, lengths, return_states, impl)
     if packed is not None:
-        outputs = _repack(outputs, packed)
+        outputs = repack(outputs, packed)
     return outputs, final, states
 
 
-def _repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
+def repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
     """Pack ``padded`` (batch first, original order) with the batch sizes and order of ``like``."""
     _, lengths = pad_packed_sequence(like, batch_first=True)
     order = like.sorted_indices
@@ -543,16 +543,24 @@ def _repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
 
 
 # --------------------------------------------------------------------------------------------
-def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
+def flatten_for_cudnn(mode: str, weights: list[torch.Tensor], *, per_layer: int | None = None,
+                      input_size: int | None = None, hidden_size: int | None = None,
+                      proj_size: int = 0, num_layers: int = 1, batch_first: bool = True,
+                      bidirectional: bool = False) -> None:
     """Lay the weights out in one contiguous buffer as cuDNN wants them (what
     ``nn.LSTM.flatten_parameters`` does): otherwise cuDNN copies them into one at every call
     and warns "RNN module weights are not part of single contiguous chunk of memory". The
     parameters stay the same objects (their storage is re-pointed, in place, under no_grad),
     so optimisers and state_dict are unaffected. Called, as in torch's RNN modules, only when a
-    cell is built or moved (:meth:`RecurrentCell.layout_for_cudnn`), never from the forward
-    pass: storage that other code re-points later (a sharded optimiser's bucket views, say) and
-    tensors substituted by ``torch.func.functional_call`` are left alone, and cuDNN then
-    compacts per call, which is correct."""
+    module is built or moved (:meth:`RecurrentCell.layout_for_cudnn`, the ``rnnlab.nn``
+    layers' ``flatten_parameters``), never from the forward pass: storage that other code
+    re-points later (a sharded optimiser's bucket views, say) and tensors substituted by
+    ``torch.func.functional_call`` are left alone, and cuDNN then compacts per call, which is
+    correct.
+
+    ``mode``: ``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"`` (any case). The sizes default
+    to one layer, one direction, read off the weights (a cell's ``weight_ih``, ``weight_hh``
+    and biases); a stack gives its own."""
     first = weights[0]
     if (len({w.data_ptr() for w in weights}) != len(weights)
             or any(w.dtype != first.dtype or not w.is_cuda
@@ -561,12 +569,14 @@ def _flatten_for_cudnn(kind: str, weights: list[torch.Tensor]) -> None:
         return
     from torch.backends.cudnn import rnn as cudnn_rnn
 
-    mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[kind]
     try:
         with torch.no_grad(), torch.cuda.device_of(first):
             torch._cudnn_rnn_flatten_weight(
-                weights, len(weights), first.shape[1], cudnn_rnn.get_cudnn_mode(mode),
-                weights[1].shape[1], 0, 1, True, False)
+                weights, len(weights) if per_layer is None else per_layer,
+                first.shape[1] if input_size is None else input_size,
+                cudnn_rnn.get_cudnn_mode(mode.upper()),
+                weights[1].shape[1] if hidden_size is None else hidden_size,
+                proj_size, num_layers, batch_first, bidirectional)
     except RuntimeError:  # pragma: no cover - cuDNN refused: it compacts per call instead
         return
 

@@ -50,13 +50,14 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from rnnlab._validation import (
     check_bool,
     check_choice,
+    check_finite_option,
     check_number,
     check_positive_int,
     finite_scan_wanted,
     raise_if_not_finite,
 )
 from rnnlab.cells import DeepTransitionCell, ElmanCell, GRUCell, LSTMCell, run_cell
-from rnnlab.cells.base import _repack, uniform_init_
+from rnnlab.cells.base import flatten_for_cudnn, repack, uniform_init_
 from rnnlab.cells.gru import FORMS
 from rnnlab.cells.lstm import LSTMVariant
 
@@ -101,11 +102,7 @@ class _RecurrentLayer(nn.Module):
                 f"proj_size ({proj_size}) must be smaller than hidden_size ({self.hidden_size})"
             )
         self.proj_size = proj_size
-        if check_finite is not None and not (isinstance(check_finite, bool)
-                                             or check_finite == "auto"):
-            raise ValueError(f"check_finite must be None, True, False or 'auto', "
-                             f"got {check_finite!r}")
-        self.check_finite = check_finite
+        self.check_finite = check_finite_option(check_finite)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero "
@@ -210,21 +207,11 @@ class _RecurrentLayer(nn.Module):
         ``torch.nn.LSTM.flatten_parameters``); a no-op elsewhere."""
         if not self._torch_math():
             return
-        weights = self._flat_weights
-        first = weights[0]
-        if (len({w.data_ptr() for w in weights}) != len(weights)
-                or any(w.dtype != first.dtype or not w.is_cuda
-                       or not torch.backends.cudnn.is_acceptable(w) for w in weights)
-                or not torch._use_cudnn_rnn_flatten_weight()):
-            return
-        from torch.backends.cudnn import rnn as cudnn_rnn
-
-        per_layer = (4 if self.bias else 2) + (1 if self.proj_size > 0 else 0)
-        with torch.no_grad(), torch.cuda.device_of(first):
-            torch._cudnn_rnn_flatten_weight(
-                weights, per_layer, self.input_size, cudnn_rnn.get_cudnn_mode(self.mode),
-                self.hidden_size, self.proj_size, self.num_layers, self.batch_first,
-                self.bidirectional)
+        flatten_for_cudnn(self.mode, self._flat_weights,
+                          per_layer=(4 if self.bias else 2) + (1 if self.proj_size > 0 else 0),
+                          input_size=self.input_size, hidden_size=self.hidden_size,
+                          proj_size=self.proj_size, num_layers=self.num_layers,
+                          batch_first=self.batch_first, bidirectional=self.bidirectional)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         result = super()._apply(fn, recurse)
@@ -547,7 +534,7 @@ class _RecurrentLayer(nn.Module):
             order = input.sorted_indices
             final_states = [f if order is None else f.index_select(1, order)
                             for f in final_states]
-            return _repack(x, input), final_states
+            return repack(x, input), final_states
         return (x if self.batch_first else x.transpose(0, 1)), final_states
 
     def _cell_state(self, cell: nn.Module, parts: list[torch.Tensor]) -> Any:
