@@ -265,12 +265,13 @@ def fit_forecaster(table: SeriesTable, targets: list[str], features: list[str] |
     scales = (Standardizer.fit(table.select(features)[train]), Standardizer.fit(y_all[train]))
     parts = {"training": train, "validation": val, "test": test}
     if config.kind == "esn":
-        model, rows, alpha = _fit_esn(table, targets, features, config, scales, parts)
+        model, rows, alpha, forecast = _fit_esn(table, targets, features, config, scales, parts)
     else:
-        model, rows, alpha = _fit_gated(table, targets, features, config, scales, parts)
+        model, rows, alpha, forecast = _fit_gated(table, targets, features, config, scales,
+                                                  parts)
     n = len(table)
     prediction = torch.full_like(y_all, math.nan)
-    prediction[h:] = model.predict(table)[:n - h]
+    prediction[h:] = forecast[:n - h]  # the fit's own run over the file, not a second one
     persistence = torch.full_like(y_all, math.nan)
     persistence[h:] = y_all[:n - h]
     return model, ForecastReport(rows, alpha, parts, prediction, persistence, y_all)
@@ -287,7 +288,8 @@ def _score_row(part: str, rows: slice, pred: torch.Tensor, y_all: torch.Tensor, 
 
 def _fit_esn(table: SeriesTable, targets: list[str], features: list[str],
              config: ForecastConfig, scales: tuple[Standardizer, Standardizer],
-             parts: dict[str, slice]) -> tuple[ESNForecastModel, list[dict[str, Any]], float]:
+             parts: dict[str, slice]
+             ) -> tuple[ESNForecastModel, list[dict[str, Any]], float, torch.Tensor]:
     h, (train, val, test) = config.horizon, parts.values()
     model = ESNForecastModel(config, features, targets, *scales, _esn(config, len(features)),
                              RidgeReadout(config.units, len(targets), config.alphas[0],
@@ -320,7 +322,9 @@ def _fit_esn(table: SeriesTable, targets: list[str], features: list[str],
     readout.solve()
     if test_rows.stop - test_rows.start >= 2:
         rows.append(score("test", test_rows))
-    return model, rows, readout.alpha
+    with torch.no_grad():
+        forecast = model.y_scale.inverse(readout.predict(states))  # the states computed above
+    return model, rows, readout.alpha, forecast
 
 
 def _windows(u: torch.Tensor, y: torch.Tensor, rows: slice, config: ForecastConfig
@@ -342,8 +346,8 @@ def _windows(u: torch.Tensor, y: torch.Tensor, rows: slice, config: ForecastConf
 
 def _fit_gated(table: SeriesTable, targets: list[str], features: list[str],
                config: ForecastConfig, scales: tuple[Standardizer, Standardizer],
-               parts: dict[str, slice]) -> tuple[GatedForecastModel, list[dict[str, Any]],
-                                                 float]:
+               parts: dict[str, slice]
+               ) -> tuple[GatedForecastModel, list[dict[str, Any]], float, torch.Tensor]:
     from rnnlab.learning import BPTT
     from rnnlab.train import Trainer
 
@@ -370,7 +374,7 @@ def _fit_gated(table: SeriesTable, targets: list[str], features: list[str],
             for name, r in (("training", _rows(train, h, config.context)),
                             ("validation", val_rows), ("test", test_rows))
             if r.stop - r.start >= 2]
-    return model, rows, math.nan
+    return model, rows, math.nan, pred
 
 
 def write_predictions(path: Path, time: list[str] | None, targets: list[str],
