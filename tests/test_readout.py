@@ -318,3 +318,24 @@ def test_accumulate_statistics_in_slices_against_numpy(parts):
     assert_within(stats["sum_x"], xt.sum(0), matmul_gap(torch.ones(1, 101, dtype=torch.float64),
                                                          xt)[0], "sum_x")
     assert float(stats["count"]) == 101
+
+
+def test_rls_state_dict_carries_w_and_p_and_continues_exactly():
+    """W and P are in the state dict (float64 extra state): a readout saved after 7 samples,
+    loaded into a fresh one, continues exactly as the one that was never stopped (the same
+    computation on the same numbers: equality is exact)."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(12, 2, generator=gen, dtype=torch.float64)
+    whole = RLSReadout(3, 2, forgetting=0.99, delta=0.5, dtype=torch.float64)
+    first = RLSReadout(3, 2, forgetting=0.99, delta=0.5, dtype=torch.float64)
+    whole.step(x, y)
+    first.step(x[:7], y[:7])
+    saved = first.state_dict()
+    assert set(saved) == {"weight", "bias", "_extra_state"}
+    again = RLSReadout(3, 2, forgetting=0.99, delta=0.5, dtype=torch.float64)
+    again.load_state_dict(saved)
+    again.step(x[7:], y[7:])
+    assert torch.equal(again.P, whole.P) and torch.equal(again.weight, whole.weight)
+    with pytest.raises(ValueError, match="W and P"):
+        RLSReadout(4, 2).load_state_dict(saved)  # another size: refused

@@ -366,10 +366,7 @@ class OnlineForecaster:
         }
         if self.readout is not None:
             out["esn"] = self.esn.state_dict()
-            # the RLS state (W, P) is not in RLSReadout.state_dict(): saved through its P and
-            # its float64 weight and bias, which equal W here (the readout is float64)
-            out["readout"] = {"weight": self.readout.weight.clone(),
-                              "bias": self.readout.bias.clone(), "P": self.readout.P.clone()}
+            out["readout"] = self.readout.state_dict()  # W and P included (extra state)
             out["x"] = self.x.clone()
         else:
             out["model"] = self.model.state_dict()
@@ -387,12 +384,7 @@ class OnlineForecaster:
                                                        p["target_std"])
         if self.readout is not None:
             self.esn.load_state_dict(saved["esn"])
-            r = saved["readout"]
-            self.readout.weight.copy_(r["weight"])
-            self.readout.bias.copy_(r["bias"])
-            self.readout.P.copy_(r["P"])
-            # RLSReadout keeps W = [weight, bias] privately (float64); no public setter yet
-            self.readout._w.copy_(torch.cat([r["weight"], r["bias"].unsqueeze(1)], dim=1))
+            self.readout.load_state_dict(saved["readout"])
             self.x = saved["x"].clone()
         else:
             self.model.load_state_dict(saved["model"])

@@ -431,6 +431,20 @@ class RLSReadout(_OnlineReadout):
         self._p = self._p.to(self.weight.device)
         return self
 
+    # W and P travel in the state dict (as its ``_extra_state``), in float64 whatever the
+    # module's dtype, so that a saved readout continues learning exactly where it stopped.
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"W": self._w.clone(), "P": self._p.clone()}
+
+    def set_extra_state(self, state: Any) -> None:
+        shapes = {"W": tuple(self._w.shape), "P": tuple(self._p.shape)}
+        if not isinstance(state, dict) or any(
+                not isinstance(state.get(k), torch.Tensor) or tuple(state[k].shape) != shape
+                for k, shape in shapes.items()):
+            raise ValueError(f"RLSReadout state must hold W and P of shapes {shapes}")
+        self._w = state["W"].to(dtype=torch.float64, device=self.weight.device).clone()
+        self._p = state["P"].to(dtype=torch.float64, device=self.weight.device).clone()
+
 
 # ------------------------------------------------------------------------------------------------
 POOLINGS = ("last", "mean")
