@@ -24,6 +24,13 @@ by the load, which would penalise the slower contender more than the faster one
 * ``GRU cho``: Cho et al.'s (2014) GRU (reset before the recurrent matrix); ``GRU torch``:
   ``nn.GRU``'s own form (torch's kernel).
 
+On the CPU the peephole LSTM and its variants run the fused C++ loops
+(:mod:`rnnlab.cells._fused`, built on first use, outside the timed rounds); ``RNNLAB_FUSED=0``
+in the environment times the Python loops instead (the line "fused C++ loops" says which ran).
+``--check-finite off`` switches rnnlab's NaN/inf scan of the layers' inputs off
+(``rnnlab.set_check_finite(False)``); the default keeps rnnlab's default, which scans CPU
+inputs, a cost ``torch.nn`` does not pay.
+
 Target (issue 12, part 5): every row within 1.5x of its baseline on the CPU at every size, in
 both modes. Rows that miss it are marked; the exit code is 1 when any row misses.
 """
@@ -41,7 +48,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+import rnnlab
 import rnnlab.nn as rnn
+from rnnlab.cells._fused import fused_ops
 
 TARGET = 1.5
 LSTM_ROWS = ("vanilla", "NP", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR")
@@ -118,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (every contender runs there)")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                     help="CPU time of the process (default, CPU only) or wall time")
+    ap.add_argument("--check-finite", choices=["default", "off"], default="default",
+                    help="off: rnnlab.set_check_finite(False) (no NaN/inf scan of inputs)")
     args = ap.parse_args(argv)
+    if args.check_finite == "off":
+        rnnlab.set_check_finite(False)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {args.batch}, steps {args.steps}, input {d}, layers {args.layers}, "
           f"{args.dtype}, median of {args.rounds} alternating rounds per (size, mode), "
           f"{'process CPU' if use_cpu_clock else 'wall'} time")
+    native = dev.type == "cpu" and fused_ops() is not None  # builds it now if need be
+    print(f"fused C++ loops (rnnlab.cells._fused): {'on' if native else 'off'}; "
+          f"NaN/inf scan of inputs: {args.check_finite}")
     print(f"{'variant':<10} {'H':>4} {'mode':>6} {'ms':>9} {'baseline ms':>12} {'ratio':>6}")
     failed = False
     for h in args.sizes:

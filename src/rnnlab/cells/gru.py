@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab._validation import check_choice
+from rnnlab.cells._fused import fused_ops
+from rnnlab.cells._fused import usable as fused_usable
 from rnnlab.cells.base import (
     State,
     StepMatmul,
@@ -113,8 +115,9 @@ class GRUCell(TorchLayoutCell):
         if impl != "handwritten":
             return super()._sequence(impl, x, state0, lengths, return_states)
         last = None if lengths is None else lengths - 1
+        native = fused_usable(x, state0, *self.parameters())
         outputs, h_last = _ChoGRUSequence.apply(
-            x, state0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, last)
+            x, state0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, last, native)
         if lengths is not None:
             steps = torch.arange(x.shape[1], device=x.device)
             outputs = torch.where((steps[None, :] < lengths[:, None]).unsqueeze(-1), outputs, 0.0)
@@ -148,34 +151,28 @@ class _ChoGRUSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, last):  # type: ignore[no-untyped-def]
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, last,  # type: ignore[no-untyped-def]
+                native=False):
         batch, steps, _ = x.shape
         hidden = w_hh.shape[1]
         bias = b_ih if (b_ih is None or b_hh is None) else b_ih + b_hh
         # (time, batch, 3H): pre-activations, overwritten in place by r, z, n
         pre = F.linear(x.transpose(0, 1).contiguous(), w_ih, bias)
-        rh = x.new_empty(steps, batch, hidden)  # r * h(t-1), what W_hn multiplies
-        hs = x.new_empty(steps, batch, hidden)
         rec_rz = StepMatmul(w_hh[: 2 * hidden], batch)
         rec_n = StepMatmul(w_hh[2 * hidden:], batch)
-        # every step's views, made once (at small sizes a view costs as much as arithmetic)
-        rz_t = pre[:, :, : 2 * hidden].unbind(0)
-        r_t = pre[:, :, :hidden].unbind(0)
-        z_t = pre[:, :, hidden: 2 * hidden].unbind(0)
-        n_t = pre[:, :, 2 * hidden:].unbind(0)
-        rh_t, h_t = rh.unbind(0), hs.unbind(0)
-        h = h0
-        for t in range(steps):
-            rec_rz.add_(rz_t[t], h).sigmoid_()
-            torch.mul(r_t[t], h, out=rh_t[t])
-            rec_n.add_(n_t[t], rh_t[t]).tanh_()
-            torch.lerp(n_t[t], h, z_t[t], out=h_t[t])
-            h = h_t[t]
+        if native:  # the C++ loop (rnnlab.cells._fused): the same equations, two passes a step
+            # rh: r * h(t-1), what W_hn multiplies
+            rh, hs = fused_ops().gru_cho_forward(pre, h0, w_hh, rec_rz.packed, rec_n.packed)
+        else:
+            rh = x.new_empty(steps, batch, hidden)
+            hs = x.new_empty(steps, batch, hidden)
+            _cho_forward_loop(pre, h0, rec_rz, rec_n, rh, hs)
         if last is None:
             h_last = hs[-1].clone()
         else:
             h_last = hs[last, torch.arange(batch, device=x.device)]
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, pre, rh, hs, last)
+        ctx.native = native
         ctx.set_materialize_grads(False)
         return hs.transpose(0, 1), h_last
 
@@ -198,28 +195,11 @@ class _ChoGRUSequence(torch.autograd.Function):
                 d_ext[last, torch.arange(batch, device=x.device)] += d_h_last
         rec_rz = StepMatmul(w_hh[: 2 * hidden].t(), batch)  # d_rz W_hr,z
         rec_n = StepMatmul(w_hh[2 * hidden:].t(), batch)  # d_n W_hn
-        r_t = acts[:, :, :hidden].unbind(0)
-        z_t = acts[:, :, hidden: 2 * hidden].unbind(0)
-        n_t = acts[:, :, 2 * hidden:].unbind(0)
-        dr_t = d_pre[:, :, :hidden].unbind(0)
-        dz_t = d_pre[:, :, hidden: 2 * hidden].unbind(0)
-        drz_t = d_pre[:, :, : 2 * hidden].unbind(0)
-        dn_t = d_pre[:, :, 2 * hidden:].unbind(0)
-        h_prev_t = (h0, *hs.unbind(0)[:-1])
-        ext_t = d_ext.unbind(0)
-        zeros = x.new_zeros(batch, hidden)
-        dh = ext_t[-1]
-        for t in range(steps - 1, -1, -1):
-            r, z, n, h_prev = r_t[t], z_t[t], n_t[t], h_prev_t[t]
-            # h = n + z * (h_prev - n)
-            _sigmoid_backward_into(dh * (h_prev - n), z, grad_input=dz_t[t])
-            _tanh_backward_into(torch.addcmul(dh, dh, z, value=-1.0), n, grad_input=dn_t[t])
-            # a_n = ... + W_hn (r * h_prev)
-            d_rh = rec_n.add(zeros, dn_t[t])
-            _sigmoid_backward_into(d_rh * h_prev, r, grad_input=dr_t[t])
-            # dh(t-1) = external + dh z + d_rh r + d_rz W_hrz
-            carry = torch.addcmul(ext_t[t - 1] if t > 0 else zeros, dh, z)
-            dh = rec_rz.add_(carry.addcmul_(d_rh, r), drz_t[t])
+        if ctx.native:
+            d_pre, dh = fused_ops().gru_cho_backward(acts, hs, h0, w_hh, rec_rz.packed,
+                                                     rec_n.packed, d_ext)
+        else:
+            dh = _cho_backward_loop(acts, hs, h0, rec_rz, rec_n, d_ext, d_pre)
         needs = ctx.needs_input_grad
         flat = d_pre.view(steps * batch, 3 * hidden)
         dx, dw_ih, db = input_projection_grads(d_pre, x, w_ih, needs[0], needs[2],
@@ -230,7 +210,57 @@ class _ChoGRUSequence(torch.autograd.Function):
             dw_hh = torch.cat([flat[:, : 2 * hidden].t() @ h_prev,
                                flat[:, 2 * hidden:].t() @ rh.view(steps * batch, hidden)])
         return (dx, dh if needs[1] else None, dw_ih, dw_hh,
-                db if needs[4] else None, db if needs[5] else None, None)
+                db if needs[4] else None, db if needs[5] else None, None, None)
+
+
+def _cho_forward_loop(pre, h0, rec_rz, rec_n, rh, hs):  # type: ignore[no-untyped-def]
+    """The forward time loop of :class:`_ChoGRUSequence` in torch ops: ``pre`` (time, batch,
+    3H) holds the input projection on entry and r, z, n on exit; fills ``rh`` (r * h(t-1)) and
+    ``hs`` (h(t))."""
+    hidden = hs.shape[2]
+    # every step's views, made once (at small sizes a view costs as much as arithmetic)
+    rz_t = pre[:, :, : 2 * hidden].unbind(0)
+    r_t = pre[:, :, :hidden].unbind(0)
+    z_t = pre[:, :, hidden: 2 * hidden].unbind(0)
+    n_t = pre[:, :, 2 * hidden:].unbind(0)
+    rh_t, h_t = rh.unbind(0), hs.unbind(0)
+    h = h0
+    for t in range(hs.shape[0]):
+        rec_rz.add_(rz_t[t], h).sigmoid_()
+        torch.mul(r_t[t], h, out=rh_t[t])
+        rec_n.add_(n_t[t], rh_t[t]).tanh_()
+        torch.lerp(n_t[t], h, z_t[t], out=h_t[t])
+        h = h_t[t]
+
+
+def _cho_backward_loop(acts, hs, h0, rec_rz, rec_n, d_ext, d_pre):  # type: ignore[no-untyped-def]
+    """The reverse time loop of :class:`_ChoGRUSequence` in torch ops: fills ``d_pre`` (time,
+    batch, 3H), the pre-activation gradients, from ``d_ext`` (the gradient reaching each h(t)
+    from outside the recurrence); returns the gradient of h0."""
+    steps, batch, hidden = hs.shape
+    r_t = acts[:, :, :hidden].unbind(0)
+    z_t = acts[:, :, hidden: 2 * hidden].unbind(0)
+    n_t = acts[:, :, 2 * hidden:].unbind(0)
+    dr_t = d_pre[:, :, :hidden].unbind(0)
+    dz_t = d_pre[:, :, hidden: 2 * hidden].unbind(0)
+    drz_t = d_pre[:, :, : 2 * hidden].unbind(0)
+    dn_t = d_pre[:, :, 2 * hidden:].unbind(0)
+    h_prev_t = (h0, *hs.unbind(0)[:-1])
+    ext_t = d_ext.unbind(0)
+    zeros = hs.new_zeros(batch, hidden)
+    dh = ext_t[-1]
+    for t in range(steps - 1, -1, -1):
+        r, z, n, h_prev = r_t[t], z_t[t], n_t[t], h_prev_t[t]
+        # h = n + z * (h_prev - n)
+        _sigmoid_backward_into(dh * (h_prev - n), z, grad_input=dz_t[t])
+        _tanh_backward_into(torch.addcmul(dh, dh, z, value=-1.0), n, grad_input=dn_t[t])
+        # a_n = ... + W_hn (r * h_prev)
+        d_rh = rec_n.add(zeros, dn_t[t])
+        _sigmoid_backward_into(d_rh * h_prev, r, grad_input=dr_t[t])
+        # dh(t-1) = external + dh z + d_rh r + d_rz W_hrz
+        carry = torch.addcmul(ext_t[t - 1] if t > 0 else zeros, dh, z)
+        dh = rec_rz.add_(carry.addcmul_(d_rh, r), drz_t[t])
+    return dh
 
 
 def _cho_differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
@@ -251,7 +281,7 @@ def _cho_differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
         return out, out[torch.arange(x.shape[0], device=x.device), last]
 
     result = recomputed_vjp(inputs, ctx.needs_input_grad[:len(inputs)], recompute, grads)
-    return (*result, None)
+    return (*result, None, None)
 
 
 __all__ = ["FORMS", "GRUCell"]

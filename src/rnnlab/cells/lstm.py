@@ -22,8 +22,9 @@ Parameters follow torch.nn: ``weight_ih`` (4H x D) = [W_i; W_f; W_g; W_o], ``wei
 ``peephole_o`` (H, diagonal) and, for FGR, ``weight_gg`` (3H x 3H, rows = receiving gate i, f, o,
 columns = sending gate i, f, o).
 
-(A little over 500 lines: the variants are options of one step, and the hand-written
-whole-sequence backward that makes them fast has to know each of them.)
+(About 590 lines: the variants are options of one step, and the hand-written whole-sequence
+forward and backward loops that make them fast have to know each of them; on the CPU those loops
+run in C++, :mod:`rnnlab.cells._fused`, whose dispatch and weight gradients live here.)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_bool, check_number
+from rnnlab.cells._fused import fused_ops
+from rnnlab.cells._fused import usable as fused_usable
 from rnnlab.cells.base import (
     State,
     StepMatmul,
@@ -275,9 +278,10 @@ class LSTMCell(TorchLayoutCell):
         last = None if lengths is None else lengths - 1
         flags = (s.input_gate, s.forget_gate, s.output_gate, s.input_activation,
                  s.output_activation, s.peepholes, s.coupled)
+        native = fused_usable(x, state0[0], state0[1], *self.parameters())
         outputs, cells, h_last, c_last = _LSTMSequence.apply(
             x, state0[0], state0[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-            self.peephole_i, self.peephole_f, self.peephole_o, last, flags,
+            self.peephole_i, self.peephole_f, self.peephole_o, last, flags, native,
         )
         if lengths is not None:
             steps = torch.arange(x.shape[1], device=x.device)
@@ -294,17 +298,27 @@ class LSTMCell(TorchLayoutCell):
         )
 
 
+def _flag_bits(flags: tuple[bool, ...]) -> int:
+    """The variant flags as the C++ loop's bit set (bit k = ``flags[k]``)."""
+    return sum(int(bool(f)) << k for k, f in enumerate(flags))
+
+
 class _LSTMSequence(torch.autograd.Function):
     """A whole LSTM sequence (any variant but FGR) with a hand-written backward pass.
 
     Forward: the input projection of all steps is one matrix product; each step is one
-    ``addmm`` and a few in-place element-wise kernels writing the activations straight into
-    preallocated (time, batch, ...) buffers. Backward: one reverse loop computes the gradient of
-    every gate's pre-activation (the sigmoid/tanh derivatives from the stored activations, the
-    same chain rule autograd would apply), then all weight gradients are single matrix products
-    over the whole sequence. With ``last`` (each sequence's last step) the recurrence runs
-    through the padding; padded steps are cut off by starting each sequence's backward at its
-    own last step, which is exact because nothing after it reaches any output.
+    ``addmm`` and the gate math, written straight into preallocated (time, batch, ...) buffers.
+    Backward: one reverse loop computes the gradient of every gate's pre-activation (the
+    sigmoid/tanh derivatives from the stored activations, the same chain rule autograd would
+    apply), then all weight gradients are single matrix products over the whole sequence. With
+    ``last`` (each sequence's last step) the recurrence runs through the padding; padded steps
+    are cut off by starting each sequence's backward at its own last step, which is exact
+    because nothing after it reaches any output.
+
+    The two time loops exist twice: in torch ops (:func:`_forward_loop`,
+    :func:`_backward_loop`; a few in-place element-wise kernels per step) and, with ``native``,
+    as one C++ pass per step (``rnnlab/cells/_fused/fused_cells.cpp``, the same equations;
+    CPU, float32/float64). Everything around the loops is shared.
 
     Double backward (``create_graph=True``): the hand-written pass works on stored activations
     that carry no graph, so its result could not be differentiated again (torch's
@@ -315,61 +329,25 @@ class _LSTMSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, last, flags):
-        use_i, use_f, use_o, act_g, act_s, peep, coupled = flags
-        batch, steps, _ = x.shape
-        hidden = w_hh.shape[1]
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, last, flags,
+                native=False):
+        batch = x.shape[0]
         bias = None if b_ih is None else b_ih + b_hh
         # (time, batch, 4H): pre-activations, then overwritten in place by the activations
         # (x made time-major first: a strided input sends linear to a slower batched product)
-        gates = F.linear(x.transpose(0, 1).contiguous(), w_ih, bias)
-        cells = x.new_empty(steps, batch, hidden)
-        squashed = x.new_empty(steps, batch, hidden) if act_s else cells
-        hs = x.new_empty(steps, batch, hidden)
+        x_tm = x.transpose(0, 1).contiguous()
+        if native:
+            gates = fused_ops().linear(x_tm.view(-1, x.shape[2]), w_ih, bias).view(
+                x.shape[1], batch, -1)
+        else:
+            gates = F.linear(x_tm, w_ih, bias)
         rec = StepMatmul(w_hh, batch)  # h W_hh^T, one per step
-        p_if = torch.stack([p_i, p_f]).unsqueeze(0) if peep else None
-        # Every step's views are made once, before the loop (one unbind per buffer): at small
-        # sizes each tensor op costs about as much as the arithmetic, and views are ops too.
-        v4 = gates.view(steps, batch, 4, hidden)
-        g4_t = gates.unbind(0)
-        if_t = v4[:, :, :2].unbind(0)
-        i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
-        c_t = cells.unbind(0)
-        cu_t = cells.unsqueeze(2).unbind(0)  # (batch, 1, H): broadcast over the i, f pair
-        s_t, h_t = squashed.unbind(0), hs.unbind(0)
-        h, c, cu = h0, c0, c0.unsqueeze(1)
-        for t in range(steps):
-            rec.add_(g4_t[t], h)
-            i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
-            if peep:
-                if_t[t].addcmul_(cu, p_if)
-            if use_i and use_f and not coupled:
-                if_t[t].sigmoid_()
-            else:
-                if use_i:
-                    i.sigmoid_()
-                else:
-                    i.fill_(1.0)
-                if coupled:
-                    torch.neg(i, out=f).add_(1.0)
-                elif use_f:
-                    f.sigmoid_()
-                else:
-                    f.fill_(1.0)
-            if act_g:
-                g.tanh_()
-            torch.mul(f, c, out=c_t[t]).addcmul_(i, g)
-            if use_o:
-                if peep:
-                    o.addcmul_(c_t[t], p_o)
-                o.sigmoid_()
-            if act_s:
-                torch.tanh(c_t[t], out=s_t[t])
-            if use_o:
-                torch.mul(o, s_t[t], out=h_t[t])
-            else:
-                h_t[t].copy_(s_t[t])
-            h, c, cu = h_t[t], c_t[t], cu_t[t]
+        if native:
+            cells, squashed, hs = fused_ops().lstm_forward(
+                gates, h0, c0, w_hh, p_i, p_f, p_o, rec.packed, _flag_bits(flags))
+            squashed = squashed if flags[4] else cells
+        else:
+            cells, squashed, hs = _forward_loop(gates, h0, c0, rec, p_i, p_f, p_o, flags)
         if last is None:
             h_last, c_last = hs[-1].clone(), cells[-1].clone()
         else:
@@ -378,6 +356,7 @@ class _LSTMSequence(torch.autograd.Function):
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, gates, cells,
                               squashed, hs, last)
         ctx.flags = flags
+        ctx.native = native
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)
         return hs.transpose(0, 1), cells.transpose(0, 1), h_last, c_last
@@ -389,16 +368,11 @@ class _LSTMSequence(torch.autograd.Function):
             return _differentiable_backward(ctx, (d_out, d_cells, d_h_last, d_c_last))
         (x, h0, c0, w_ih, w_hh, _, _, p_i, p_f, p_o, gates, cells, squashed, hs,
          last) = ctx.saved_tensors
-        use_i, use_f, use_o, act_g, act_s, peep, coupled = ctx.flags
+        peep = ctx.flags[5]
         steps, batch, hidden = cells.shape
-        # pre-activation gradients of every step; rows of removed (or coupled) gates stay zero
-        unwritten = not (use_i and use_f and use_o) or coupled
-        d_pre = (torch.zeros if unwritten else torch.empty)(
-            steps, batch, 4 * hidden, dtype=x.dtype, device=x.device)
-        zeros = x.new_zeros(batch, hidden)
         # the gradient reaching h(t) from outside the recurrence: d_out, plus d_h_last at each
         # sequence's own last step (likewise for c(t)); summed over the whole sequence at once
-        d_h_ext = zeros.expand(steps, batch, hidden) if d_out is None else d_out.transpose(0, 1)
+        d_h_ext = None if d_out is None else d_out.transpose(0, 1)
         d_c_ext = None if d_cells is None else d_cells.transpose(0, 1)
         if d_h_last is not None or d_c_last is not None:
             at_last = torch.zeros(steps, batch, 1, dtype=x.dtype, device=x.device)
@@ -407,69 +381,32 @@ class _LSTMSequence(torch.autograd.Function):
             else:
                 at_last[last, torch.arange(batch, device=x.device)] = 1.0
             if d_h_last is not None:
-                d_h_ext = torch.addcmul(d_h_ext, at_last, d_h_last)
+                d_h_ext = (torch.mul(at_last, d_h_last) if d_h_ext is None
+                           else torch.addcmul(d_h_ext, at_last, d_h_last))
             if d_c_last is not None:
                 d_c_ext = (torch.mul(at_last, d_c_last) if d_c_ext is None
                            else torch.addcmul(d_c_ext, at_last, d_c_last))
-        # every step's views, made once (see forward)
-        v4 = gates.view(steps, batch, 4, hidden)
-        i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
-        d4 = d_pre.view(steps, batch, 4, hidden)
-        di_t, df_t, dg_t, do_t = (part.unbind(0) for part in d4.unbind(2))
-        dpre_t = d_pre.unbind(0)
-        c_prev_t = (c0, *cells.unbind(0)[:-1])
-        s_t = squashed.unbind(0)
-        dh_ext_t = d_h_ext.unbind(0)
-        dc_ext_t = None if d_c_ext is None else d_c_ext.unbind(0)
         rec = StepMatmul(w_hh.t(), batch)  # d_pre W_hh, one per step
-        dc = zeros
-        for t in range(steps - 1, -1, -1):
-            # dh(t) = external + the recurrence's d_pre(t+1) W_hh, one addmm
-            dh = dh_ext_t[t] if t == steps - 1 else rec.add(dh_ext_t[t], dpre_t[t + 1])
-            if dc_ext_t is not None:
-                dc = dc + dc_ext_t[t]
-            i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
-            c_prev, s = c_prev_t[t], s_t[t]
-            # h = o * s
-            if use_o:
-                _sigmoid_backward_into(dh * s, o, grad_input=do_t[t])
-                ds = dh * o
-            else:
-                ds = dh
-            dc = dc + _tanh_backward(ds, s) if act_s else dc + ds
-            if use_o and peep:
-                dc = dc.addcmul_(do_t[t], p_o)
-            # c = f * c_prev + i * g
-            if use_i:
-                di = dc * g
-                if coupled:  # f = 1 - i
-                    di.addcmul_(dc, c_prev, value=-1.0)
-                _sigmoid_backward_into(di, i, grad_input=di_t[t])
-                dg = dc * i
-            else:
-                dg = dc
-            if act_g:
-                _tanh_backward_into(dg, g, grad_input=dg_t[t])
-            else:
-                dg_t[t].copy_(dg)
-            if use_f and not coupled:
-                _sigmoid_backward_into(dc * c_prev, f, grad_input=df_t[t])
-            dc_prev = dc * f if (use_f or coupled) else dc.clone()
-            if peep:
-                if use_i:
-                    dc_prev.addcmul_(di_t[t], p_i)
-                if use_f and not coupled:
-                    dc_prev.addcmul_(df_t[t], p_f)
-            dc = dc_prev
-        dh = torch.mm(dpre_t[0], w_hh)
+        if ctx.native:
+            d_pre, dh, dc = fused_ops().lstm_backward(
+                gates, cells, squashed, c0, w_hh, p_i, p_f, p_o, rec.packed, d_h_ext, d_c_ext,
+                _flag_bits(ctx.flags))
+        else:
+            d_pre, dh, dc = _backward_loop(gates, cells, squashed, c0, w_hh, rec, p_i, p_f,
+                                           p_o, d_h_ext, d_c_ext, ctx.flags)
         needs = ctx.needs_input_grad
         flat = d_pre.view(steps * batch, 4 * hidden)
-        dx, dw_ih, db = input_projection_grads(d_pre, x, w_ih, needs[0], needs[3],
-                                               ctx.has_bias and (needs[5] or needs[6]))
-        dw_hh = dp_i = dp_f = dp_o = None
-        if needs[4]:
-            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(steps * batch, hidden)
-            dw_hh = flat.t() @ h_prev
+        if ctx.native:  # the same products, by the extension's kernel (faster here)
+            dx, dw_ih, db, dw_hh = _native_weight_grads(d_pre, x, h0, hs, w_ih, needs,
+                                                        ctx.has_bias)
+        else:
+            dx, dw_ih, db = input_projection_grads(d_pre, x, w_ih, needs[0], needs[3],
+                                                   ctx.has_bias and (needs[5] or needs[6]))
+            dw_hh = None
+            if needs[4]:
+                h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(steps * batch, hidden)
+                dw_hh = flat.t() @ h_prev
+        dp_i = dp_f = dp_o = None
         if peep:
             c_prev_all = torch.cat([c0.unsqueeze(0), cells[:-1]])
             if needs[7]:
@@ -479,7 +416,146 @@ class _LSTMSequence(torch.autograd.Function):
             if needs[9]:
                 dp_o = (d_pre[..., 3 * hidden:] * cells).sum((0, 1))
         return (dx, dh if needs[1] else None, dc if needs[2] else None, dw_ih, dw_hh, db, db,
-                dp_i, dp_f, dp_o, None, None)
+                dp_i, dp_f, dp_o, None, None, None)
+
+
+def _native_weight_grads(d_pre, x, h0, hs, w_ih, needs, has_bias):  # type: ignore[no-untyped-def]
+    """``dX = dA W_ih``, ``dW_ih = dA^T X``, ``db = sum dA`` and ``dW_hh = dA^T H_prev`` over the
+    whole sequence (None where not needed) with the extension's ``linear`` (``a @ b^T``), as
+    :func:`rnnlab.cells.base.input_projection_grads` computes them with torch's."""
+    steps, batch, rows = d_pre.shape
+    linear = fused_ops().linear
+    flat = d_pre.view(steps * batch, rows)
+    x_tm = x.transpose(0, 1).reshape(steps * batch, -1)
+    dx = (linear(flat, w_ih.t(), None).view(steps, batch, -1).transpose(0, 1)
+          if needs[0] else None)
+    dw_ih = linear(flat.t(), x_tm.t(), None) if needs[3] else None
+    db = flat.sum(0) if has_bias and (needs[5] or needs[6]) else None
+    dw_hh = None
+    if needs[4]:
+        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(steps * batch, -1)
+        dw_hh = linear(flat.t(), h_prev.t(), None)
+    return dx, dw_ih, db, dw_hh
+
+
+def _forward_loop(gates, h0, c0, rec, p_i, p_f, p_o, flags):  # type: ignore[no-untyped-def]
+    """The forward time loop of :class:`_LSTMSequence` in torch ops. ``gates`` (time, batch,
+    4H) holds ``W x + b`` on entry and the activations i, f, g, o on exit; returns every step's
+    cell, its squashed value (the cell itself without an output activation) and h."""
+    use_i, use_f, use_o, act_g, act_s, peep, coupled = flags
+    steps, batch, hidden = gates.shape[0], gates.shape[1], gates.shape[2] // 4
+    cells = gates.new_empty(steps, batch, hidden)
+    squashed = gates.new_empty(steps, batch, hidden) if act_s else cells
+    hs = gates.new_empty(steps, batch, hidden)
+    p_if = torch.stack([p_i, p_f]).unsqueeze(0) if peep else None
+    # Every step's views are made once, before the loop (one unbind per buffer): at small
+    # sizes each tensor op costs about as much as the arithmetic, and views are ops too.
+    v4 = gates.view(steps, batch, 4, hidden)
+    g4_t = gates.unbind(0)
+    if_t = v4[:, :, :2].unbind(0)
+    i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
+    c_t = cells.unbind(0)
+    cu_t = cells.unsqueeze(2).unbind(0)  # (batch, 1, H): broadcast over the i, f pair
+    s_t, h_t = squashed.unbind(0), hs.unbind(0)
+    h, c, cu = h0, c0, c0.unsqueeze(1)
+    for t in range(steps):
+        rec.add_(g4_t[t], h)
+        i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
+        if peep:
+            if_t[t].addcmul_(cu, p_if)
+        if use_i and use_f and not coupled:
+            if_t[t].sigmoid_()
+        else:
+            if use_i:
+                i.sigmoid_()
+            else:
+                i.fill_(1.0)
+            if coupled:
+                torch.neg(i, out=f).add_(1.0)
+            elif use_f:
+                f.sigmoid_()
+            else:
+                f.fill_(1.0)
+        if act_g:
+            g.tanh_()
+        torch.mul(f, c, out=c_t[t]).addcmul_(i, g)
+        if use_o:
+            if peep:
+                o.addcmul_(c_t[t], p_o)
+            o.sigmoid_()
+        if act_s:
+            torch.tanh(c_t[t], out=s_t[t])
+        if use_o:
+            torch.mul(o, s_t[t], out=h_t[t])
+        else:
+            h_t[t].copy_(s_t[t])
+        h, c, cu = h_t[t], c_t[t], cu_t[t]
+    return cells, squashed, hs
+
+
+def _backward_loop(gates, cells, squashed, c0, w_hh, rec, p_i, p_f, p_o, d_h_ext, d_c_ext,
+                   flags):  # type: ignore[no-untyped-def]
+    """The reverse time loop of :class:`_LSTMSequence` in torch ops: every step's gate
+    pre-activation gradient ``d_pre`` (time, batch, 4H; rows of removed or coupled gates zero)
+    and the gradients of h0 and c0, from the gradients ``d_h_ext``/``d_c_ext`` (time, batch, H
+    or None) reaching h(t), c(t) from outside the recurrence."""
+    use_i, use_f, use_o, act_g, act_s, peep, coupled = flags
+    steps, batch, hidden = cells.shape
+    unwritten = not (use_i and use_f and use_o) or coupled
+    d_pre = (torch.zeros_like if unwritten else torch.empty_like)(gates)
+    zeros = gates.new_zeros(batch, hidden)
+    if d_h_ext is None:
+        d_h_ext = zeros.expand(steps, batch, hidden)
+    # every step's views, made once (see _forward_loop)
+    v4 = gates.view(steps, batch, 4, hidden)
+    i_t, f_t, g_t, o_t = (part.unbind(0) for part in v4.unbind(2))
+    d4 = d_pre.view(steps, batch, 4, hidden)
+    di_t, df_t, dg_t, do_t = (part.unbind(0) for part in d4.unbind(2))
+    dpre_t = d_pre.unbind(0)
+    c_prev_t = (c0, *cells.unbind(0)[:-1])
+    s_t = squashed.unbind(0)
+    dh_ext_t = d_h_ext.unbind(0)
+    dc_ext_t = None if d_c_ext is None else d_c_ext.unbind(0)
+    dc = zeros
+    for t in range(steps - 1, -1, -1):
+        # dh(t) = external + the recurrence's d_pre(t+1) W_hh, one addmm
+        dh = dh_ext_t[t] if t == steps - 1 else rec.add(dh_ext_t[t], dpre_t[t + 1])
+        if dc_ext_t is not None:
+            dc = dc + dc_ext_t[t]
+        i, f, g, o = i_t[t], f_t[t], g_t[t], o_t[t]
+        c_prev, s = c_prev_t[t], s_t[t]
+        # h = o * s
+        if use_o:
+            _sigmoid_backward_into(dh * s, o, grad_input=do_t[t])
+            ds = dh * o
+        else:
+            ds = dh
+        dc = dc + _tanh_backward(ds, s) if act_s else dc + ds
+        if use_o and peep:
+            dc = dc.addcmul_(do_t[t], p_o)
+        # c = f * c_prev + i * g
+        if use_i:
+            di = dc * g
+            if coupled:  # f = 1 - i
+                di.addcmul_(dc, c_prev, value=-1.0)
+            _sigmoid_backward_into(di, i, grad_input=di_t[t])
+            dg = dc * i
+        else:
+            dg = dc
+        if act_g:
+            _tanh_backward_into(dg, g, grad_input=dg_t[t])
+        else:
+            dg_t[t].copy_(dg)
+        if use_f and not coupled:
+            _sigmoid_backward_into(dc * c_prev, f, grad_input=df_t[t])
+        dc_prev = dc * f if (use_f or coupled) else dc.clone()
+        if peep:
+            if use_i:
+                dc_prev.addcmul_(di_t[t], p_i)
+            if use_f and not coupled:
+                dc_prev.addcmul_(df_t[t], p_f)
+        dc = dc_prev
+    return d_pre, torch.mm(dpre_t[0], w_hh), dc
 
 
 def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
@@ -506,7 +582,7 @@ def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
         return out, cells, out[rows, last], cells[rows, last]
 
     result = recomputed_vjp(inputs, ctx.needs_input_grad[:len(inputs)], recompute, grads)
-    return (*result, None, None)
+    return (*result, None, None, None)
 
 
 __all__ = ["VARIANTS", "LSTMCell", "LSTMVariant"]

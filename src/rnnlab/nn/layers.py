@@ -521,7 +521,11 @@ class _RecurrentLayer(nn.Module):
                 cell = self._bound(index)
                 state0 = self._cell_state(cell, [s[index] for s in states])
                 seq = x if direction == 0 else _reverse(x, lengths)
-                out, final, _ = run_cell(cell, seq, state0, lengths=lengths, impl=impl)
+                # check_finite=False: forward() scanned the input and hx as this layer's
+                # option says; a second scan per layer and direction costs more than the fused
+                # CPU loop of a small cell
+                out, final, _ = run_cell(cell, seq, state0, lengths=lengths, impl=impl,
+                                         check_finite=False)
                 outputs.append(out if direction == 0 else _reverse(out, lengths))
                 for k, part in enumerate(self._flatten_final(final)):
                     finals[k].append(part)
