@@ -24,7 +24,7 @@ from rnnlab.tasks.seq2seq import Vocabulary, pointer_sort
 pytest.importorskip("sacrebleu")
 pytest.importorskip("babel")
 
-TINY = {"tasks": "reverse", "models": "cho,sutskever-rev,bahdanau,luong", "steps": "3",
+TINY = {"tasks": "reverse", "models": "cho,sutskever-rev,bahdanau,luong", "epochs": "2",
         "train-size": "32", "test-size": "12", "hidden-size": "12", "embed-size": "4",
         "train-length": "4", "test-length": "6", "min-length": "1"}
 
@@ -110,7 +110,7 @@ def test_quantise_for_fixed_vocabulary():
 
 
 def test_pointer_net_experiment_tiny(tmp_path):
-    opts = {"steps": "2", "train-size": "16", "test-size": "8", "hidden-size": "8",
+    opts = {"epochs": "1", "train-size": "16", "test-size": "8", "hidden-size": "8",
             "min-length": "3", "train-length": "4", "test-length": "5", "bins": "5"}
     result, run_dir = run_experiment("pointer-net", opts, out_dir=tmp_path / "p")
     keys = {(r["task"], r["model"]) for r in result.rows}
@@ -123,7 +123,7 @@ def test_pointer_net_experiment_tiny(tmp_path):
 def test_bahdanau_learns_reversal(tmp_path):
     """The issue's 'done when': near-perfect exact match at trained lengths (measured 1.00 on
     lengths 1-6 after 600 updates)."""
-    opts = {"tasks": "reverse", "models": "bahdanau", "steps": "600", "train-size": "3000",
+    opts = {"tasks": "reverse", "models": "bahdanau", "epochs": "13", "train-size": "3000",
             "test-size": "200", "train-length": "6", "test-length": "6", "min-length": "1",
             "hidden-size": "48", "bucket-width": "6"}
     result, _ = run_experiment("seq2seq", opts, out_dir=tmp_path / "r")
@@ -143,3 +143,28 @@ def test_attention_heatmap_png(tmp_path):
     path = plot_heatmap(plt, RunContext(tmp_path), "dates", "bahdanau", list("7. Mär"),
                         list("2021"), attn)
     assert path.name == "attention_dates_bahdanau.png" and path.stat().st_size > 1000
+
+
+def test_translator_bad_input(seq2seq_run, tmp_path):
+    import shutil
+
+    _, run_dir = seq2seq_run
+    folder = tmp_path / "other"
+    shutil.copytree(run_dir / "models" / "reverse-cho-seed0", folder)
+    model, *_ = load_translator(folder)
+    with pytest.raises(ValueError, match="max_source_length"):
+        translate(folder, ["1" * (model.max_source_length + 1)])
+    # weights of the same model over a larger vocabulary (the bundle's other files unchanged)
+    from rnnlab.seq2seq import Seq2Seq
+
+    _, _, _, _, meta = load_translator(folder)
+    wider = Seq2Seq(**{**meta["kwargs"], "src_vocab_size": meta["kwargs"]["src_vocab_size"] + 3})
+    torch.save(wider.state_dict(), folder / "model.pt")
+    with pytest.raises(ValueError, match=r"not the model model\.json describes"):
+        load_translator(folder)
+    # another architecture's weights
+    shutil.copy(run_dir / "models" / "reverse-luong-seed0" / "model.pt", folder / "model.pt")
+    with pytest.raises(ValueError, match=r"not the model model\.json describes"):
+        load_translator(folder)
+    # characters never seen in training map to <unk> (the vocabulary has one)
+    assert len(translate(run_dir / "models" / "reverse-cho-seed0", ["12x4"], beam_size=1)) == 1

@@ -218,3 +218,32 @@ def test_decoding_bad_input():
     p = PointerNetwork(2, 8)
     with pytest.raises(ValueError, match="wider"):
         beam_search(p, torch.rand(1, 3, 2), torch.tensor([3]), beam_size=4)
+
+
+def test_beam_search_host_transfers_do_not_grow_with_steps(monkeypatch):
+    # the bookkeeping stays on the device: values move to the host a fixed number of times per
+    # call, and only the end check (one bool) runs per step
+    m = _random_model(0, tgt_vocab=12)
+    src, sl = _source(0)
+    counts: dict[str, int] = {}
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def run(max_len):
+        counts.clear()
+        with torch.no_grad():  # a search that ends only at max_len: no eos is ever produced
+            m.readout.bias[EOS] = -1e9
+            hyps = beam_search(m, src, sl, beam_size=3, max_len=max_len, n_best=2)
+        assert all(len(h[0].tokens) == max_len for h in hyps)
+        return dict(counts)
+
+    short, long = run(3), run(12)
+    assert short.get("__bool__", 0) + 9 == long.get("__bool__", 0)  # one per step
+    for name in ("item", "tolist", "__int__", "__float__"):
+        assert short.get(name, 0) == long.get(name, 0), (name, short, long)

@@ -312,3 +312,22 @@ def test_trainer_adapter_matches_plain_loop_and_resumes(tmp_path):
     assert losses[2] < losses[0]
     for a, b in zip(m2.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_trainer_adapter_packs_a_pointer_network():
+    from rnnlab.seq2seq import TrainerAdapter
+
+    p = PointerNetwork(2, 8, seed=0).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 5, 2, generator=g, dtype=torch.float64)
+    ln = torch.tensor([5, 3, 4])
+    tgt = torch.tensor([[4, 0, 2, 1, 3], [2, 0, 1, 0, 0], [1, 3, 0, 2, 0]])
+    tl = torch.tensor([5, 3, 4])
+    ad = TrainerAdapter(p)
+    packed_x, y, mask = ad.pack(x, ln, tgt, tl)
+    assert packed_x.shape == (3, 5, 5) and packed_x.dtype == torch.float64  # D + 3 channels
+    out, _ = ad(packed_x)
+    # the adapter's loss is the network's own (the same mean per valid target step)
+    torch.testing.assert_close(ad.loss(out, y, mask), p.loss(x, ln, tgt, tl), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="floating"):
+        ad.pack(x.long(), ln, tgt, tl)

@@ -1,6 +1,12 @@
 """Pieces the ``seq2seq`` and ``pointer-net`` experiments and ``rnnlab translate`` share:
-parameter matching, a training loop over :func:`rnnlab.seq2seq.train_step`, decoding to token
-lists, and the translator bundle (a trained model with its vocabularies) saved in a run folder.
+parameter matching, training through :class:`rnnlab.train.Trainer` (checkpoints, resume, early
+stopping, averaging of the last epochs' weights), decoding to token lists, and the translator
+bundle (a trained model with its vocabularies) saved in a run folder.
+
+Training folder of one model (``<run>/jobs/<job>/``): the trainer's ``checkpoint.pt`` and
+``metrics.csv``/``metrics.jsonl``, and with ``--average-last K`` the model's weights at the end
+of each of the last ``K`` epochs (``snapshots/epoch_NNNN.pt``). ``rnnlab run ... --resume RUN``
+continues every model from its checkpoint (a finished one is not trained again).
 
 Bundle layout (``<run>/models/<name>/``): ``model.pt`` (the ``state_dict``), ``model.json``
 (the ``Seq2Seq`` constructor arguments, the tokenizer's name and the vocabularies' digests),
@@ -17,9 +23,8 @@ from typing import Any
 
 import torch
 
-from rnnlab._random import make_generator
-from rnnlab.experiments.registry import SeededOptions, option
-from rnnlab.tasks.seq2seq import Pairs, Vocabulary, get_tokenizer, iterate_batches, pad_ids
+from rnnlab.experiments.registry import RunContext, SeededOptions, option
+from rnnlab.tasks.seq2seq import Pairs, Vocabulary, get_tokenizer, pad_ids
 
 BUNDLE_FORMAT = "rnnlab.translator/1"
 
@@ -29,12 +34,29 @@ class TrainingOptions(SeededOptions):
     """The training options both experiments share."""
 
     seeds: int = option(1, "seeds per model (weights and data)", low=1)
-    steps: int = option(400, "Adam updates per model", low=1)
+    epochs: int = option(6, "passes over the training set (Adam, one update per batch)",
+                         low=1)
     batch_size: int = option(64, "sequences per update", low=1)
     lr: float = option(0.005, "Adam learning rate", low=0, low_open=True)
     clip: float = option(1.0, "gradient norm clipping threshold", low=0, low_open=True)
     train_size: int = option(4000, "training examples per task", low=1)
     test_size: int = option(600, "test examples per task", low=1)
+    patience: int = option(0, "early stopping: epochs without a better validation loss (on "
+                              "10% of the training examples, held out) before training "
+                              "stops, the best epoch's weights restored; 0: every epoch",
+                           low=0)
+    average_last: int = option(3, "use the mean of the weights at the end of the last K "
+                                  "epochs (checkpoint averaging; all epochs when there are "
+                                  "fewer); 0 or 1: the last weights", low=0)
+    checkpoint_every: int = option(100, "also write a resumable checkpoint every this many "
+                                        "updates (one is written after every epoch)", low=1)
+
+    def validate(self) -> None:
+        if self.patience > 0 and self.average_last > 1:
+            raise ValueError("choose early stopping (patience) or checkpoint averaging "
+                             "(average_last), not both: the best epoch's weights and the "
+                             "mean of the last epochs' are different models (give "
+                             "--average-last 0 with --patience)")
 
 
 def build_seq2seq(spec: dict[str, Any], width: int, src_vocab: Vocabulary,
@@ -70,29 +92,76 @@ def match_width(build: Callable[[int], torch.nn.Module], target: int, *, low: in
     return min((lo * step, hi * step), key=lambda w: abs(count_parameters(build(w)) - target))
 
 
-def train_seq2seq(model: torch.nn.Module, pairs: Pairs, src_vocab: Vocabulary,
-                  tgt_vocab: Vocabulary, *, steps: int, batch_size: int, lr: float, clip: float,
-                  seed: int, on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """``steps`` Adam updates (Kingma & Ba 2015) with norm clipping over shuffled epochs of
-    ``pairs``; returns the losses."""
-    from rnnlab.seq2seq import train_step
+def trainer_callbacks() -> list[Callable[[Any, str], None]]:
+    """Extra ``Trainer`` callbacks for every model trained here (none; tests stop runs with
+    one)."""
+    return []
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = make_generator(seed)
-    losses: list[float] = []
-    model.train()
-    while len(losses) < steps:
-        for b in iterate_batches(pairs.sources, pairs.targets, src_vocab, tgt_vocab, batch_size,
-                                 shuffle=True, generator=g):
-            loss = train_step(model, opt, (b.src, b.src_lengths, b.tgt, b.tgt_lengths),
-                              clip=clip)
-            losses.append(float(loss))
-            if on_step is not None:
-                on_step(len(losses), losses[-1])
-            if len(losses) >= steps:
-                break
+
+def fit_model(ctx: RunContext, job: str, model: torch.nn.Module,
+              data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+              cfg: TrainingOptions, seed: int) -> list[dict[str, Any]]:
+    """Train ``model`` (a ``Seq2Seq`` or ``PointerNetwork``) on ``data = (src, src_lengths,
+    tgt, tgt_lengths)`` with :class:`rnnlab.train.Trainer`: ``cfg.epochs`` epochs of Adam
+    (Kingma & Ba 2015) with norm clipping, minibatches shuffled by a generator seeded with
+    ``seed``, checkpoints in ``ctx.job_dir(job)``. A resumed run (``ctx.resume_dir``) continues
+    from the job's checkpoint. With ``cfg.patience`` the last 10 % of the (already shuffled)
+    examples are held out for early stopping and the best epoch's weights restored; with
+    ``cfg.average_last = K > 1`` the weights become the mean of the last ``K`` epoch-end
+    snapshots, all of them with fewer epochs (:func:`rnnlab.seq2seq.average_checkpoints`, as
+    Vaswani et al. 2017 average their last checkpoints). Returns the trainer's epoch rows; the
+    model is left in eval mode."""
+    from rnnlab._files import atomic_save
+    from rnnlab.learning import BPTT
+    from rnnlab.seq2seq import TrainerAdapter, average_checkpoints
+    from rnnlab.train import Trainer
+
+    adapter = TrainerAdapter(model)
+    x, y, mask = adapter.pack(*data)
+    train, val = (x, y, mask), None
+    if cfg.patience > 0:
+        n_val = max(1, x.shape[0] // 10)
+        if n_val >= x.shape[0]:
+            raise ValueError("early stopping needs at least 2 training examples")
+        train = (x[:-n_val], y[:-n_val], mask[:-n_val])
+        val = (x[-n_val:], y[-n_val:], mask[-n_val:])
+    folder = ctx.job_dir(job)
+    snapshots = folder / "snapshots"
+    keep = min(cfg.average_last, cfg.epochs) if cfg.average_last > 1 else 0
+
+    def snapshot(trainer: Any, event: str) -> None:
+        if keep and event == "epoch":
+            epoch = trainer.position.epoch
+            snapshots.mkdir(exist_ok=True)
+            atomic_save(model.state_dict(), snapshots / f"epoch_{epoch:04d}.pt")
+            stale = snapshots / f"epoch_{epoch - keep:04d}.pt"
+            stale.unlink(missing_ok=True)
+
+    opt = torch.optim.Adam(adapter.parameters(), lr=cfg.lr)
+    # reduction "mean": the reported losses are per target token (the gradient is the same)
+    trainer = Trainer(adapter, opt, BPTT(adapter, reduction="mean"), loss=adapter.loss,
+                      clip=cfg.clip,
+                      batch_size=cfg.batch_size, seed=seed,
+                      patience=cfg.patience or None, restore_best=cfg.patience > 0,
+                      run_dir=folder, checkpoint_every=cfg.checkpoint_every, progress=False,
+                      callbacks=[snapshot, *trainer_callbacks()])
+    if ctx.resume_dir is not None and (folder / "checkpoint.pt").is_file():
+        trainer.resume()
+    rows = trainer.fit(train, epochs=cfg.epochs, val=val)
+    if keep:
+        files = sorted(snapshots.glob("epoch_*.pt"))[-keep:]
+        model.load_state_dict(average_checkpoints(files))
     model.eval()
-    return losses
+    return rows
+
+
+def encode_pairs(pairs: Pairs, src_vocab: Vocabulary, tgt_vocab: Vocabulary
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(src, src_lengths, tgt, tgt_lengths)`` of a whole data set (targets end in eos)."""
+    src, sl = pad_ids([src_vocab.encode(s, add_eos=False) for s in pairs.sources],
+                      src_vocab.pad_id)
+    tgt, tl = pad_ids([tgt_vocab.encode(t) for t in pairs.targets], tgt_vocab.pad_id)
+    return src, sl, tgt, tl
 
 
 @torch.no_grad()
@@ -162,7 +231,14 @@ def load_translator(folder: str | Path) -> tuple[torch.nn.Module, Vocabulary, Vo
         raise ValueError(f"the vocabularies in {folder} differ from the ones the model was "
                          "trained with (digest mismatch)")
     model = Seq2Seq(**meta["kwargs"])
-    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    if (len(src_vocab), len(tgt_vocab)) != (model.src_vocab_size, model.tgt_vocab_size):
+        raise ValueError(f"the vocabularies in {folder} have {len(src_vocab)}/{len(tgt_vocab)} "
+                         f"entries, the model {model.src_vocab_size}/{model.tgt_vocab_size}")
+    try:
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    except RuntimeError as exc:  # torch lists every mismatching tensor
+        raise ValueError(f"{folder / 'model.pt'} is not the model model.json describes (another "
+                         f"vocabulary or size): {exc}") from None
     model.eval()
     return model, src_vocab, tgt_vocab, get_tokenizer(meta["tokenizer"]), meta
 

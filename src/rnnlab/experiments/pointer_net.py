@@ -16,7 +16,10 @@ Training lengths ``[--min-length, --train-length]``, test lengths up to ``--test
 Accuracy is the fraction of outputs equal to the target sequence (positions in the target's
 order: sorted, or the hull from its lowest index counter-clockwise); ``token_accuracy`` the
 fraction of target positions right. Both models get about the same number of parameters
-(``--hidden-size`` is the pointer network's; the seq2seq width is matched).
+(``--hidden-size`` is the pointer network's; the seq2seq width is matched). Both are trained by
+:class:`rnnlab.train.Trainer` (``_seq2seq_common.fit_model``: checkpoints in ``jobs/``, so
+``--resume`` continues a stopped run; early stopping and averaging of the last epochs' weights
+as options).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from rnnlab.experiments._seq2seq_common import (
     build_seq2seq,
     count_parameters,
     decode_pairs,
+    encode_pairs,
+    fit_model,
     match_width,
-    train_seq2seq,
 )
 from rnnlab.experiments.registry import (
     ExperimentResult,
@@ -69,6 +73,7 @@ class PointerNetConfig(TrainingOptions):
                        low=2)
 
     def validate(self) -> None:
+        super().validate()
         if not self.min_length <= self.train_length <= self.test_length:
             raise ValueError("need min_length <= train_length <= test_length")
 
@@ -102,28 +107,11 @@ def _pointer(input_size: int, width: int, seed: int = 0) -> torch.nn.Module:
     return PointerNetwork(input_size, width, cell="lstm", mask_chosen=True, seed=seed)
 
 
-def train_pointer(model: torch.nn.Module, data: PointerData, cfg: PointerNetConfig,
-                  seed: int) -> list[float]:
-    from rnnlab.seq2seq import train_step
-
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    g = make_generator(seed)
-    n = len(data)
-    losses: list[float] = []
-    targets = data.targets.clamp(min=0)  # padding past target_lengths is masked out of the loss
-    while len(losses) < cfg.steps:
-        order = torch.randperm(n, generator=g)
-        for k in range(0, n, cfg.batch_size):
-            idx = order[k:k + cfg.batch_size]
-            L = int(data.lengths[idx].max())
-            T = int(data.target_lengths[idx].max())
-            batch = (data.inputs[idx, :L], data.lengths[idx], targets[idx, :T],
-                     data.target_lengths[idx])
-            losses.append(train_step(model, opt, batch, clip=cfg.clip))
-            if len(losses) >= cfg.steps:
-                break
-    model.eval()
-    return losses
+def pointer_tensors(data: PointerData
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(inputs, lengths, targets, target_lengths)``; the padding past ``target_lengths``
+    (``-1``) becomes position 0, masked out of the loss."""
+    return data.inputs, data.lengths, data.targets.clamp(min=0), data.target_lengths
 
 
 @torch.no_grad()
@@ -143,7 +131,7 @@ def decode_pointer(model: torch.nn.Module, data: PointerData, batch_size: int = 
     return out
 
 
-def run_task(cfg: PointerNetConfig, task: str, seed: int) -> list[dict]:
+def run_task(cfg: PointerNetConfig, ctx: RunContext, task: str, seed: int) -> list[dict]:
     g = make_generator(seed)
     train = pointer_task(task, cfg.train_size, cfg.min_length, cfg.train_length, generator=g)
     test = pointer_task(task, cfg.test_size, cfg.min_length, cfg.test_length, generator=g)
@@ -156,7 +144,8 @@ def run_task(cfg: PointerNetConfig, task: str, seed: int) -> list[dict]:
         torch.manual_seed(seed)
         if name == "pointer":
             model = _pointer(d + 1, cfg.hidden_size, seed)
-            train_pointer(model, add_end_position(train), cfg, seed)
+            fit_model(ctx, f"{task}-pointer-seed{seed}", model,
+                      pointer_tensors(add_end_position(train)), cfg, seed)
             hyps = [[str(i) for i in h] for h in decode_pointer(model, add_end_position(test))]
             width = cfg.hidden_size
         else:
@@ -165,8 +154,8 @@ def run_task(cfg: PointerNetConfig, task: str, seed: int) -> list[dict]:
             width = match_width(functools.partial(_seq2seq_width, sv, tv), ref_params)
             max_len = d * cfg.test_length + 8
             model, _ = _seq2seq(sv, tv, width, max_len, seed)
-            train_seq2seq(model, tr, sv, tv, steps=cfg.steps, batch_size=cfg.batch_size,
-                          lr=cfg.lr, clip=cfg.clip, seed=seed)
+            fit_model(ctx, f"{task}-seq2seq-seed{seed}", model, encode_pairs(tr, sv, tv), cfg,
+                      seed)
             out, _ = decode_pairs(model, te.sources, sv, tv, max_len=cfg.test_length + 2)
             hyps = [h[0] for h in out]
         for r in bucketed(hyps, refs, lengths, buckets=[(n, n) for n in sorted(set(lengths))],
@@ -184,7 +173,7 @@ def run_task(cfg: PointerNetConfig, task: str, seed: int) -> list[dict]:
 def run(cfg: PointerNetConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
-    jobs = [(cfg, task, seed) for task in cfg.tasks for seed in ctx.seeds(cfg)]
+    jobs = [(cfg, ctx, task, seed) for task in cfg.tasks for seed in ctx.seeds(cfg)]
     rows: list[dict] = []
     with ctx.progress("tasks x seeds", len(jobs)) as advance:
         for job in jobs:

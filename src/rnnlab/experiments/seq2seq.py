@@ -8,7 +8,8 @@ Models (:class:`rnnlab.seq2seq.Seq2Seq`; ``--models``):
 * ``cho``: context = the encoder's last state, fed at every decoder step (Cho et al. 2014), GRU;
 * ``sutskever``: context = the initial state of a 2-layer LSTM decoder (Sutskever et al. 2014);
 * ``sutskever-rev``: the same with every source reversed (their trick);
-* ``bahdanau``: additive attention, bidirectional GRU encoder (Bahdanau et al. 2015);
+* ``bahdanau``: additive attention, bidirectional GRU encoder (Bahdanau et al. 2015); with
+  ``--bahdanau-readout maxout`` the paper's deep output with a maxout layer (their App. A.2.2);
 * ``luong``: "general" multiplicative attention with input feeding (Luong et al. 2015), LSTM.
 
 ``--hidden-size`` is the Bahdanau model's width; every other model gets the width whose
@@ -24,7 +25,9 @@ Tasks (``--tasks``), each generated offline by :mod:`rnnlab.tasks.seq2seq`:
 * ``numbers``: German number words to digits (num2words; "einundzwanzig" -> "21": the units
   come before the tens, the alignment is not monotone).
 
-Every model is trained by Adam with norm clipping (:func:`rnnlab.seq2seq.train_step`), decoded
+Every model is trained by :class:`rnnlab.train.Trainer` (Adam, norm clipping, checkpoints in
+``jobs/<task>-<model>-seed<k>/``, so that ``--resume`` continues a stopped run; optional early
+stopping and averaging of the last epochs' weights: ``_seq2seq_common.fit_model``), decoded
 greedily, and scored per source-length bucket by exact match, token accuracy, BLEU and chrF
 (sacrebleu; signatures in the summary). Attention heat-maps (one test example per task) are
 written for the attention models, and every trained model is saved under
@@ -46,9 +49,10 @@ from rnnlab.experiments._seq2seq_common import (
     build_seq2seq,
     count_parameters,
     decode_pairs,
+    encode_pairs,
+    fit_model,
     match_width,
     save_translator,
-    train_seq2seq,
 )
 from rnnlab.experiments.registry import (
     ExperimentResult,
@@ -95,8 +99,13 @@ class Seq2SeqConfig(TrainingOptions):
     date_languages: tuple[str, ...] = option(("en", "de", "fr", "es", "it", "nl", "pt"),
                                              "languages of the date locales (CLDR)")
     held_out_locales: int = option(20, "date locales held out of training", low=1)
+    bahdanau_readout: str = option("linear", "output layer of the bahdanau model: linear, or "
+                                             "maxout (the paper's deep output, their App. "
+                                             "A.2.2; the other models are matched to its "
+                                             "parameter count)", choices=("linear", "maxout"))
 
     def validate(self) -> None:
+        super().validate()
         if self.test_length < self.train_length:
             raise ValueError("test_length must be >= train_length")
         if self.train_length < self.min_length:
@@ -122,8 +131,12 @@ def make_task(cfg: Seq2SeqConfig, task: str, seed: int) -> tuple[Pairs, Pairs, s
 
 
 def build(name: str, width: int, src_vocab: Vocabulary, tgt_vocab: Vocabulary,
-          embed_size: int, max_len: int, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    return build_seq2seq(MODELS[name], width, src_vocab, tgt_vocab, embed_size, max_len, seed)
+          embed_size: int, max_len: int, seed: int, bahdanau_readout: str = "linear"
+          ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    spec = MODELS[name]
+    if name == "bahdanau" and bahdanau_readout != "linear":
+        spec = {**spec, "readout": bahdanau_readout}
+    return build_seq2seq(spec, width, src_vocab, tgt_vocab, embed_size, max_len, seed)
 
 
 def _width_model(name: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, embed_size: int,
@@ -139,9 +152,10 @@ def run_one(cfg: Seq2SeqConfig, ctx: RunContext, task: str, name: str, seed: int
     max_len = max(max(len(s) for s in train.sources + test.sources),
                   max(len(t) for t in train.targets + test.targets)) + 8
     torch.manual_seed(seed)
-    model, kwargs = build(name, width, src_vocab, tgt_vocab, cfg.embed_size, max_len, seed)
-    losses = train_seq2seq(model, train, src_vocab, tgt_vocab, steps=cfg.steps,
-                           batch_size=cfg.batch_size, lr=cfg.lr, clip=cfg.clip, seed=seed)
+    model, kwargs = build(name, width, src_vocab, tgt_vocab, cfg.embed_size, max_len, seed,
+                          cfg.bahdanau_readout)
+    job = f"{task}-{name}-seed{seed}"
+    epochs = fit_model(ctx, job, model, encode_pairs(train, src_vocab, tgt_vocab), cfg, seed)
     max_tgt = max(len(t) for t in test.targets) + 5
     hyps, attns = decode_pairs(model, test.sources, src_vocab, tgt_vocab, max_len=max_tgt)
     best = [h[0] for h in hyps]
@@ -149,10 +163,10 @@ def run_one(cfg: Seq2SeqConfig, ctx: RunContext, task: str, name: str, seed: int
     params = count_parameters(model)
     for r in rows:
         r.update({"task": task, "model": name, "seed": seed, "params": params,
-                  "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+                  "final_loss": epochs[-1]["train_loss"],
                   "beyond_train": task in ("reverse", "copy", "sort")
                   and r["lo"] > cfg.train_length})
-    save_translator(ctx.run_dir / "models" / f"{task}-{name}-seed{seed}", model, kwargs,
+    save_translator(ctx.run_dir / "models" / job, model, kwargs,
                     src_vocab, tgt_vocab, tok, {"task": task, "model": name, "seed": seed})
     example = None
     shown = [i for i in range(len(test)) if best[i] and attns[i] is not None]
@@ -181,7 +195,7 @@ def run(cfg: Seq2SeqConfig, ctx: RunContext) -> ExperimentResult:
                 src_vocab = Vocabulary.build(train.sources)
                 tgt_vocab = Vocabulary.build(train.targets)
                 ref, _ = build(REFERENCE, cfg.hidden_size, src_vocab, tgt_vocab,
-                               cfg.embed_size, 64, seed)
+                               cfg.embed_size, 64, seed, cfg.bahdanau_readout)
                 target = count_parameters(ref)
                 for name in cfg.models:
                     key = (task, name)

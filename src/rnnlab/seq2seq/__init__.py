@@ -18,6 +18,7 @@ from rnnlab.seq2seq.model import (
                                      MultiplicativeAttention,
                                      Seq2Seq,
                                      Seq2SeqOutput,
+                                     maxout,
                                      reverse_within_lengths,
 )
 from rnnlab.seq2seq.pointer import PointerNetwork, PointerOutput
@@ -33,6 +34,6 @@ __all__ = [
     "AdditiveAttention", "Decoded", "Encoder", "Hypothesis", "MultiplicativeAttention",
     "PointerNetwork", "PointerOutput", "Seq2Seq", "Seq2SeqOutput", "TrainerAdapter",
     "average_checkpoints",
-    "beam_search", "greedy_decode", "hypotheses_to_tensor", "length_penalty",
+    "beam_search", "greedy_decode", "hypotheses_to_tensor", "length_penalty", "maxout",
     "reverse_within_lengths", "scheduled_sampling_probability", "sequence_loss", "train_step",
 ]

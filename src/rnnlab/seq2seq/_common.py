@@ -44,26 +44,29 @@ def init_embedding(layer: nn.Embedding, generator: torch.Generator) -> None:
             layer.weight[layer.padding_idx].zero_()
 
 
-def additive_energy(z: torch.Tensor, v: nn.Linear) -> torch.Tensor:
-    """``v^T tanh(z)`` over the last axis of ``z``, computed as ``2 v^T sigmoid(2 z) - sum(v)``
-    (``tanh(x) = 2 sigmoid(2x) - 1``: the same value in real arithmetic; the rounding error is
-    about one unit in the last place of ``sum |v_k|``).
+def additive_energy(query: torch.Tensor, keys: torch.Tensor, v: nn.Linear) -> torch.Tensor:
+    """``v^T tanh(query + keys)`` over the last axis (the two broadcast against each other),
+    computed as ``2 v^T sigmoid(2 query + 2 keys) - sum(v)`` (``tanh(x) = 2 sigmoid(2x) - 1``:
+    the same value in real arithmetic, and ``2 query + 2 keys`` is exactly ``2 (query + keys)``
+    in floating point; the rounding error is about one unit in the last place of
+    ``sum |v_k|``).
 
-    ``z`` ``(..., A)`` is the largest elementwise tensor of an attention step (batch x source x
-    attention size): torch's CPU ``tanh`` ran 8x slower than its ``sigmoid`` here, and without
-    gradients ``z`` (a temporary of the caller, overwritten) is transformed in place instead of
-    allocating new large buffers (docs/seq2seq.md, Speed)."""
+    The sum is the largest elementwise tensor of an attention step (batch x source x attention
+    size): torch's CPU ``tanh`` ran 8x slower than its ``sigmoid`` here, the factor 2 rides on
+    the addition (one pass), and without gradients the sum (a temporary) is transformed in place
+    instead of allocating new large buffers (docs/seq2seq.md, Speed)."""
     w = v.weight[0]
-    if torch.is_grad_enabled() and (z.requires_grad or w.requires_grad):
-        s = torch.sigmoid(2.0 * z)
-    else:
-        s = z.mul_(2.0).sigmoid_()
+    z = torch.add(query * 2.0, keys, alpha=2.0)
+    s = z.sigmoid() if torch.is_grad_enabled() and z.requires_grad else z.sigmoid_()
     return s @ (2.0 * w) - w.sum()
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax over the last axis where ``mask`` is True; exactly 0 elsewhere."""
-    return torch.softmax(scores.masked_fill(~mask, -math.inf), dim=-1)
+    """softmax over the last axis where ``mask`` is True; exactly 0 elsewhere (``scores``, a
+    temporary of the caller, is overwritten when no gradient flows through it)."""
+    if torch.is_grad_enabled() and scores.requires_grad:
+        return torch.softmax(scores.masked_fill(~mask, -math.inf), dim=-1)
+    return torch.softmax(scores.masked_fill_(~mask, -math.inf), dim=-1)
 
 
 def check_ids(name: str, x: object, vocab_size: int | None, *, ndim: int = 2) -> torch.Tensor:

@@ -110,7 +110,14 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
                 beam_size: int = 5, max_len: int | None = None, length_penalty: str = "none",
                 alpha: float = 0.6, n_best: int = 1) -> list[list[Hypothesis]]:
     """Beam search of width ``beam_size`` for every sentence at once; ``n_best`` hypotheses per
-    sentence, best first (see the module docstring for the scoring and the end rule)."""
+    sentence, best first (see the module docstring for the scoring and the end rule).
+
+    The bookkeeping stays on the model's device and costs a fixed number of tensor operations
+    per step whatever the batch: alive hypotheses are kept as back-pointers (parent beam and
+    token per step, no history copied per step), finished ones as per-step score slices whose
+    ``n_best`` best are picked once at the end (a stable sort: ties go to the earlier one), and
+    only those are traced back and moved to the host. The first step runs on one row per
+    sentence (all ``K`` beams of a sentence start identical)."""
     K = check_int("beam_size", beam_size, low=1)
     n_best = check_int("n_best", n_best, low=1, high=K)
     kind = check_choice("length_penalty", length_penalty, PENALTIES)
@@ -123,77 +130,104 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     B = memory[0].shape[0]
     device = memory[0].device
     eos = model.eos_id
-    rows = torch.arange(B, device=device).repeat_interleave(K)
-    memory = reorder(memory, rows)
     state = model.initial_state(memory)
     prev = model.start_tokens(memory)
-    scores = torch.full((B, K), -math.inf, dtype=torch.float64, device=device)
-    scores[:, 0] = 0.0
-    tokens = torch.zeros(B, K, 0, dtype=torch.long, device=device)
-    attn_hist: torch.Tensor | None = None
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    # the n_best best finished scores per sentence (CPU), for the end rule
-    kept = torch.full((B, n_best), -math.inf, dtype=torch.float64)
-    done = torch.zeros(B, dtype=torch.bool)
+    f64 = torch.float64
+    scores = torch.zeros(B, 1, dtype=f64, device=device)  # one root per sentence
     limits_d = limits.to(device)
     lp_max = torch.tensor([float(length_penalty_value(int(n), kind, alpha))
-                           for n in limits.tolist()], dtype=torch.float64)
-    base = torch.arange(B, device=device)[:, None] * K
+                           for n in limits.tolist()], dtype=f64, device=device)
+    kept = torch.full((B, n_best), -math.inf, dtype=f64, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    sentence = torch.arange(B, device=device)[:, None]
+    ranks = torch.arange(2 * K, device=device)[None, :]
+    parents: list[torch.Tensor] = []  # (B, K) per step: the beam each alive one extends
+    toks: list[torch.Tensor] = []  # (B, K) per step: its last token
+    attns: list[torch.Tensor] = []  # (B, K_t, S) per step, K_t beams in the step's rows
+    fin: list[tuple[torch.Tensor, ...]] = []  # per step: score, log_prob, parent, last token
     for t in range(int(limits.max())):
         logp, state, attn = model.step(prev, state, memory)
+        Kt = scores.shape[1]
         if attn is not None:
-            a = attn.view(B, K, 1, -1)
-            attn_hist = a if attn_hist is None else torch.cat([attn_hist, a], dim=2)
-        cand = (scores.view(-1, 1) + logp.double()).view(B, K * V)
-        cand = cand.masked_fill(done.to(device)[:, None], -math.inf)
-        n = min(2 * K, K * V)
+            attns.append(attn.view(B, Kt, -1))
+        # float64 totals (float32 log-probabilities promoted in the addition itself)
+        cand = (scores[:, :, None] + logp.view(B, Kt, V)).view(B, Kt * V)
+        n = min(2 * K, Kt * V)
         top, idx = cand.topk(n, dim=1)
         beam, tok = idx // V, idx % V
-        at_end = (t + 1 >= limits_d)[:, None].expand(B, n)
-        is_eos = (tok == eos) if eos is not None else torch.zeros_like(at_end)
+        rank = ranks[:, :n]
         finite = torch.isfinite(top)
-        stop = is_eos | at_end
-        rank = torch.arange(n, device=device)[None, :]
-        final = stop & finite & (rank < K)
+        stop = (t + 1 >= limits_d)[:, None].expand(B, n)
+        if eos is not None:
+            stop = stop | (tok == eos)
         lp = float(length_penalty_value(t + 1, kind, alpha))
-        picked = final.nonzero()
-        if picked.numel():
-            bs, rs = picked[:, 0], picked[:, 1]
-            ks = beam[bs, rs]
-            eos_f = is_eos[bs, rs].tolist()
-            totals = top[bs, rs].tolist()
-            toks_all = torch.cat([tokens[bs, ks], tok[bs, rs, None]], dim=1).cpu()
-            atts = None if attn_hist is None else attn_hist[bs, ks].cpu()
-            for i, b in enumerate(bs.tolist()):
-                toks = toks_all[i, :t] if eos_f[i] else toks_all[i]
-                finished[b].append(Hypothesis(toks, totals[i], totals[i] / lp, eos_f[i],
-                                              None if atts is None else atts[i]))
-            # the n_best best finished scores of every sentence, in one operation
-            new_fin = torch.where(final, top / lp, torch.full_like(top, -math.inf))[:, :K]
-            kept = torch.cat([kept, new_fin.cpu()], dim=1).topk(n_best, dim=1).values
+        final = (stop & finite & (rank < K))[:, :K]
+        fin_score = torch.where(final, top[:, :K] / lp, -math.inf)
+        fin.append((fin_score, top[:, :K], beam[:, :K], tok[:, :K]))
+        kept = torch.cat([kept, fin_score], dim=1).topk(n_best, dim=1).values
         # the K best extensions that do not stop stay alive
         key = torch.where(stop | ~finite, rank + n, rank)
         keep = key.argsort(dim=1)[:, :K]
-        new_scores = top.gather(1, keep)
-        new_scores = torch.where(stop.gather(1, keep), torch.full_like(new_scores, -math.inf),
-                                 new_scores)
+        scores = top.gather(1, keep).masked_fill(stop.gather(1, keep), -math.inf)
         new_beam, new_tok = beam.gather(1, keep), tok.gather(1, keep)
-        flat = (base + new_beam).view(-1)
+        parents.append(new_beam)
+        toks.append(new_tok)
+        flat = (sentence * Kt + new_beam).view(-1)
         state = reorder(state, flat)
-        tokens = torch.cat([tokens.view(B * K, -1).index_select(0, flat).view(B, K, -1),
-                            new_tok[..., None]], dim=2)
-        if attn_hist is not None:
-            attn_hist = attn_hist.view(B * K, *attn_hist.shape[2:]).index_select(0, flat).view(
-                B, K, *attn_hist.shape[2:])
-        scores = new_scores
+        if t == 0:  # every later step has K rows per sentence
+            memory = reorder(memory, sentence.expand(B, K).reshape(-1))
         prev = new_tok.reshape(-1)
         # end rule: no alive hypothesis can beat the n_best-th finished one any more
-        best_alive = scores.max(dim=1).values.cpu()
-        done |= ((t + 1 >= limits) | ~torch.isfinite(best_alive)
-                 | (best_alive / lp_max <= kept[:, -1]))
+        best_alive = scores.max(dim=1).values
+        done = done | (t + 1 >= limits_d) | ~torch.isfinite(best_alive) | (
+            best_alive / lp_max <= kept[:, -1])
+        scores = scores.masked_fill(done[:, None], -math.inf)  # a done sentence adds nothing
         if bool(done.all()):
             break
-    return [sorted(f, key=lambda h: h.score, reverse=True)[:n_best] for f in finished]
+    return _trace_back(fin, parents, toks, attns, n_best, eos)
+
+
+def _trace_back(fin: list[tuple[torch.Tensor, ...]], parents: list[torch.Tensor],
+                toks: list[torch.Tensor], attns: list[torch.Tensor], n_best: int,
+                eos: int | None) -> list[list[Hypothesis]]:
+    """The ``n_best`` best finished hypotheses of every sentence (by score; among equal scores
+    the one finished first, as a stable sort of the finishing order), their tokens and attention
+    rows followed back through the per-step parents, as host objects."""
+    score, logp, parent, last = (torch.cat(x, dim=1) for x in zip(*fin, strict=True))
+    B, width = score.shape
+    K = width // len(fin)
+    order = score.sort(dim=1, descending=True, stable=True).indices[:, :n_best]
+    step = order // K  # a hypothesis finished at step t has t tokens before its last one
+    p = parent.gather(1, order)  # its parent: a beam alive after step t - 1 (a row of step t)
+    T = int(step.max()) + 1
+    prefix = torch.zeros(B, n_best, T, dtype=torch.long, device=score.device)
+    rows: list[torch.Tensor] = []
+    for s in range(T - 1, -1, -1):
+        # where s < t, ``p`` is a beam alive after step s: take its token and go to its parent
+        later = s < step
+        prefix[:, :, s] = torch.where(later, toks[s].gather(1, p), 0)
+        p = torch.where(later, parents[s].gather(1, p), p)
+        if attns:  # now ``p`` is the hypothesis' row in step s (where s <= t)
+            a = attns[s]
+            rows.append(a.gather(1, p.clamp(max=a.shape[1] - 1)[..., None].expand(
+                -1, -1, a.shape[2])))
+    att = torch.stack(rows[::-1], dim=2).cpu() if attns else None  # (B, n_best, T, S)
+    prefix = prefix.cpu()
+    sc, lg, la, st = (x.gather(1, order).tolist() if x is not step else x.tolist()
+                      for x in (score, logp, last, step))
+    out: list[list[Hypothesis]] = []
+    for b in range(B):
+        hyps = []
+        for i in range(n_best):
+            if not math.isfinite(sc[b][i]):
+                break  # fewer than n_best finished (outputs ruled out by the model)
+            t, ended = st[b][i], eos is not None and la[b][i] == eos
+            tokens = prefix[b, i, :t].clone() if ended else torch.cat(
+                [prefix[b, i, :t], torch.tensor([la[b][i]])])
+            hyps.append(Hypothesis(tokens, lg[b][i], sc[b][i], ended,
+                                   None if att is None else att[b, i, :t + 1].clone()))
+        out.append(hyps)
+    return out
 
 
 length_penalty_value = length_penalty

@@ -17,7 +17,10 @@ Three ways to give the decoder the source (``context=``):
   - ``"bahdanau"`` (Bahdanau et al. 2015, "Neural machine translation by jointly learning to
     align and translate", eq. 6 and App. A.1.2): ``e_tj = v^T tanh(W s_{t-1} + U h_j)`` with the
     previous decoder state ``s_{t-1}`` (top layer); ``s_t = f(s_{t-1}, y_{t-1}, c_t)`` and a linear
-    readout of ``[s_t; E y_{t-1}; c_t]`` (their deep output without the maxout);
+    readout of ``[s_t; E y_{t-1}; c_t]``, or with ``readout="maxout"`` their deep output with a
+    maxout layer (App. A.2.2): ``t~ = U_o s_{t-1} + V_o E y_{t-1} + C_o c_t`` (``2l`` units, one
+    affine map of the concatenation, so with a bias), ``t_j = max(t~_{2j-1}, t~_{2j})``,
+    ``logits = W_o t + b`` (``l = maxout_size``);
   - ``"dot"`` / ``"general"`` (Luong et al. 2015, "Effective approaches to attention-based
     neural machine translation", eqs. 5-8): ``score(h_t, h_s) = h_t^T h_s`` or ``h_t^T W_a h_s``
     with the *current* decoder state ``h_t``; ``h~_t = tanh(W_c [c_t; h_t])``,
@@ -58,6 +61,7 @@ from rnnlab.seq2seq._common import (
 
 CONTEXTS = ("attention", "last_state", "initial_state")
 ATTENTIONS = ("bahdanau", "dot", "general")
+READOUTS = ("linear", "maxout")
 
 
 class Seq2SeqOutput(NamedTuple):
@@ -66,6 +70,13 @@ class Seq2SeqOutput(NamedTuple):
 
     logits: torch.Tensor
     attention: torch.Tensor | None
+
+
+def maxout(pre: torch.Tensor, size: int) -> torch.Tensor:
+    """``t_j = max(pre_{2j-1}, pre_{2j})`` for ``j = 1..size`` over the last axis (pairs of
+    neighbouring units; Goodfellow et al. 2013, "Maxout networks", with 2 pieces, as Bahdanau
+    et al. 2015 App. A.2.2 use it)."""
+    return pre.unflatten(-1, (size, 2)).amax(dim=-1)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -146,8 +157,8 @@ class AdditiveAttention(nn.Module):
         """``query`` ``(B, H)`` or ``(B, T, H)``; ``keys`` ``(B, S, A)`` -> ``(B, [T,] S)``."""
         q = self.W(query)
         if q.dim() == 2:
-            return additive_energy(q[:, None, :] + keys, self.v)
-        return additive_energy(q[:, :, None, :] + keys[:, None], self.v)
+            return additive_energy(q[:, None, :], keys, self.v)
+        return additive_energy(q[:, :, None, :], keys[:, None], self.v)
 
 
 class MultiplicativeAttention(nn.Module):
@@ -194,6 +205,7 @@ class Seq2Seq(nn.Module):
                  hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = False,
                  dropout: float = 0.0, reverse_source: bool = False,
                  max_source_length: int = 256, max_target_length: int = 256,
+                 readout: str = "linear", maxout_size: int | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.src_vocab_size = positive("src_vocab_size", src_vocab_size)
@@ -218,6 +230,14 @@ class Seq2Seq(nn.Module):
         check_number("dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.max_source_length = positive("max_source_length", max_source_length)
         self.max_target_length = positive("max_target_length", max_target_length)
+        self.readout_kind = check_choice("readout", readout, READOUTS)
+        if self.readout_kind == "maxout" and self.attention_kind != "bahdanau":
+            raise ValueError("readout='maxout' is Bahdanau et al.'s deep output: it needs "
+                             "context='attention', attention='bahdanau'")
+        #: l of the maxout layer (2l pre-activations); the paper's 500 for 1000 units
+        self.maxout_size = (None if self.readout_kind == "linear" else
+                            max(1, H // 2) if maxout_size is None
+                            else positive("maxout_size", maxout_size))
         g = make_generator(seed, generator)
 
         self.encoder = Encoder(self.src_vocab_size, E, H, cell=cell, num_layers=num_layers,
@@ -238,7 +258,12 @@ class Seq2Seq(nn.Module):
             self.readout = nn.Linear(H, self.tgt_vocab_size)
         elif self.attention_kind == "bahdanau":
             self.attn = AdditiveAttention(H, H, H, g)
-            self.readout = nn.Linear(H + E + H, self.tgt_vocab_size)
+            if self.maxout_size is None:
+                self.readout = nn.Linear(H + E + H, self.tgt_vocab_size)
+            else:  # [U_o V_o C_o] of App. A.2.2 as one map, then W_o
+                self.deep_output = nn.Linear(H + E + H, 2 * self.maxout_size)
+                init_linear(self.deep_output, g)
+                self.readout = nn.Linear(self.maxout_size, self.tgt_vocab_size)
         else:
             self.attn = MultiplicativeAttention(self.attention_kind, H, H, g)
             self.combine = nn.Linear(2 * H, H, bias=False)  # W_c of Luong's eq. 5
@@ -307,10 +332,10 @@ class Seq2Seq(nn.Module):
         """One decoder step for decoding: log-probabilities ``(N, V)`` (``pad`` and ``bos``
         excluded: they are never targets), the new state, the attention ``(N, S)`` or None."""
         logits, state, attn = self._step(prev, state, memory)
-        never = torch.zeros(self.tgt_vocab_size, dtype=torch.bool, device=logits.device)
-        never[self.pad_id] = True
-        never[self.bos_id] = self.bos_id != self.eos_id
-        return torch.log_softmax(logits.masked_fill(never, -math.inf), dim=-1), state, attn
+        never = [self.pad_id] if self.bos_id == self.eos_id else [self.pad_id, self.bos_id]
+        # in place: the readout's fresh output (its backward does not need it)
+        logits.index_fill_(1, torch.tensor(never, device=logits.device), -math.inf)
+        return torch.log_softmax(logits, dim=-1), state, attn
 
     # ---------------------------------------------------------------- the decoder
     def _rnn(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
@@ -331,7 +356,8 @@ class Seq2Seq(nn.Module):
         if self.context == "last_state":
             x = torch.cat([e, c], dim=-1)
         elif self.attention_kind == "bahdanau":
-            attn = masked_softmax(self.attn.scores(rnn_state[0][:, -1], keys), mask)
+            s_prev = rnn_state[0][:, -1]
+            attn = masked_softmax(self.attn.scores(s_prev, keys), mask)
             ctx = torch.bmm(attn[:, None], out_enc)[:, 0]
             x = torch.cat([e, ctx], dim=-1)
         else:
@@ -342,6 +368,9 @@ class Seq2Seq(nn.Module):
             logits = self.readout(self.dropout(torch.cat([s, e, c], dim=-1)))
         elif self.context == "initial_state":
             logits = self.readout(self.dropout(s))
+        elif self.maxout_size is not None:  # Bahdanau's deep output reads s_{t-1}
+            pre = self.deep_output(self.dropout(torch.cat([s_prev, e, ctx], dim=-1)))
+            logits = self.readout(maxout(pre, self.maxout_size))
         elif self.attention_kind == "bahdanau":
             logits = self.readout(self.dropout(torch.cat([s, e, ctx], dim=-1)))
         else:

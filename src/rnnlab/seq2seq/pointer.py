@@ -113,8 +113,8 @@ class PointerNetwork(nn.Module):
         """``u = v^T tanh(W1 e_j + W2 d)`` for ``d`` ``(B, H)`` or ``(B, T, H)``."""
         q = self.W2(d)
         if q.dim() == 2:
-            return additive_energy(keys + q[:, None], self.v)
-        return additive_energy(keys[:, None] + q[:, :, None], self.v)
+            return additive_energy(q[:, None], keys, self.v)
+        return additive_energy(q[:, :, None], keys[:, None], self.v)
 
     @staticmethod
     def _mask(u: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

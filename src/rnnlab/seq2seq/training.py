@@ -144,17 +144,20 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
 
 
 class TrainerAdapter(torch.nn.Module):
-    """Lets :class:`rnnlab.train.Trainer` (full BPTT) train a ``Seq2Seq``: the trainer takes
-    ``(inputs, targets, mask)`` tensors of equal ``(batch, time)`` and calls
-    ``model(inputs, None) -> (outputs, state)`` and ``loss(outputs, targets, mask)``.
+    """Lets :class:`rnnlab.train.Trainer` (full BPTT) train a ``Seq2Seq`` or a
+    ``PointerNetwork``: the trainer takes ``(inputs, targets, mask)`` tensors of equal
+    ``(batch, time)`` and calls ``model(inputs, None) -> (outputs, state)`` and
+    ``loss(outputs, targets, mask)``.
 
-    ``pack(src, src_lengths, tgt, tgt_lengths) -> (x, y, mask)`` puts the ids and lengths into
-    float channels of ``x`` ``(B, T, 4)`` = ``[src id, src length, tgt id, tgt length]`` with
-    ``T = max(S, T')`` (ids are exact in float32 below 2^24), ``y`` ``(B, T, 1)`` the target ids
-    and ``mask`` the valid target steps; ``forward`` unpacks them and returns the teacher-forced
-    logits padded to ``T``; :meth:`loss` is :func:`sequence_loss` (mean per token, with
-    ``label_smoothing``). The trainer's checkpoints hold ``model.``-prefixed keys: load them
-    into the adapter (or use ``adapter.model``). Usage::
+    ``pack(src, src_lengths, tgt, tgt_lengths) -> (x, y, mask)`` puts the source and the
+    lengths into channels of ``x`` ``(B, T, C)`` with ``T = max(S, T')``: ``[src id, src length,
+    tgt id, tgt length]`` (``C = 4``; ids are exact in float32 below 2^24) for a ``Seq2Seq``,
+    ``[x_1..x_D, length, target position, target length]`` (``C = D + 3``, in the inputs'
+    dtype) for a ``PointerNetwork`` over ``D`` features; ``y`` ``(B, T, 1)`` holds the target
+    ids and ``mask`` the valid target steps. ``forward`` unpacks them and returns the
+    teacher-forced logits padded to ``T``; :meth:`loss` is :func:`sequence_loss` (mean per
+    token, with ``label_smoothing``). The trainer's checkpoints hold ``model.``-prefixed keys:
+    load them into the adapter (or use ``adapter.model``). Usage::
 
         adapter = TrainerAdapter(seq2seq, label_smoothing=0.1)
         trainer = Trainer(adapter, opt, loss=adapter.loss, run_dir=..., clip=1.0)
@@ -163,13 +166,18 @@ class TrainerAdapter(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, *, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        from rnnlab.seq2seq.pointer import PointerNetwork
+
         self.model = model
         self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0,
                                             high=1.0, high_open=True)
+        #: features per source element (a pointer network's inputs), None for token ids
+        self.features = model.input_size if isinstance(model, PointerNetwork) else None
         # the attributes rnnlab.learning.BPTT asks of a model (it only calls forward here)
         self.cell = None
         self.output = None
-        self.input_size, self.output_size = 4, 1
+        self.input_size = 4 if self.features is None else self.features + 3
+        self.output_size = 1
 
     def initial_state(self, batch: int) -> None:
         return None
@@ -188,28 +196,40 @@ class TrainerAdapter(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @staticmethod
-    def pack(src: torch.Tensor, src_lengths: torch.Tensor, tgt: torch.Tensor,
+    def pack(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt: torch.Tensor,
              tgt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, S = src.shape
+        B, S = src.shape[:2]
         T = max(S, tgt.shape[1])
-        if max(int(src.max()), int(tgt.max())) >= 2 ** 24:
-            raise ValueError("ids of 2^24 or more are not exact in float32")
-        x = torch.zeros(B, T, 4)
-        x[:, :S, 0] = src.float()
-        x[:, :, 1] = src_lengths.float()[:, None]
-        x[:, :tgt.shape[1], 2] = tgt.float()
-        x[:, :, 3] = tgt_lengths.float()[:, None]
-        y = torch.zeros(B, T, 1)
-        y[:, :tgt.shape[1], 0] = tgt.float()
+        if self.features is None:
+            if src.dim() != 2 or src.is_floating_point():
+                raise ValueError(f"a Seq2Seq source must be (batch, time) token ids, got "
+                                 f"{src.dtype} of shape {tuple(src.shape)}")
+            if max(int(src.max()), int(tgt.max())) >= 2 ** 24:
+                raise ValueError("ids of 2^24 or more are not exact in float32")
+            dtype, D = torch.float32, 1
+        else:
+            if src.dim() != 3 or src.shape[2] != self.features or not src.is_floating_point():
+                raise ValueError(f"a pointer network's inputs must be floating (batch, elements, "
+                                 f"{self.features}), got {src.dtype} of shape "
+                                 f"{tuple(src.shape)}")
+            dtype, D = src.dtype, self.features
+        x = torch.zeros(B, T, D + 3, dtype=dtype)
+        x[:, :S, :D] = src.reshape(B, S, D).to(dtype)
+        x[:, :, D] = src_lengths.to(dtype)[:, None]
+        x[:, :tgt.shape[1], D + 1] = tgt.to(dtype)
+        x[:, :, D + 2] = tgt_lengths.to(dtype)[:, None]
+        y = torch.zeros(B, T, 1, dtype=dtype)
+        y[:, :tgt.shape[1], 0] = tgt.to(dtype)
         mask = torch.arange(T)[None, :] < tgt_lengths[:, None]
         return x, y, mask
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, None]:
-        src_lengths = x[:, 0, 1].long()
-        tgt_lengths = x[:, 0, 3].long()
+        D = 1 if self.features is None else self.features
+        src_lengths = x[:, 0, D].long()
+        tgt_lengths = x[:, 0, D + 2].long()
         S, T = int(src_lengths.max()), int(tgt_lengths.max())
-        out = self.model(x[:, :S, 0].long(), src_lengths, x[:, :T, 2].long())
+        src = x[:, :S, 0].long() if self.features is None else x[:, :S, :D]
+        out = self.model(src, src_lengths, x[:, :T, D + 1].long())
         logits = torch.nn.functional.pad(out.logits, (0, 0, 0, x.shape[1] - T))
         return logits, None
 
