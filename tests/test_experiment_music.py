@@ -209,9 +209,11 @@ def test_deep_rnn_end_to_end_and_matched_sizes(tiny_json, tmp_path):
     ours = result.rows[0]
     for name in MODELS:
         assert math.isfinite(ours[name]) and ours[name] < COIN_FLIP
-    # no published figure is printed unless verified (issue 17): none could be
+    # only verified published figures are printed (issue 17), each with where it was read
     published = {r["row"]: r for r in result.rows if r["row"].startswith("published")}
-    assert len(published) == len(PUBLISHED) == 0
+    assert set(published) == {src for src, _ in PUBLISHED}
+    for src, values in PUBLISHED:
+        assert {k: v for k, v in published[src].items() if v is not None and k != "row"} == values
     assert "recalled" not in result.summary and "unverified" not in result.summary
     # parameter counts matched to the LSTM: each width is the closest one
     widths = result.figures["widths"]

@@ -99,7 +99,8 @@ def test_every_method_stays_within_the_same_budget():
 
 def test_paper_preset_fills_only_defaults_and_runs_tiny(tmp_path):
     exp = get_experiment("long-term")
-    cfg = lt.effective_config(resolve_config(exp, {"preset": "paper", "lags": "3"}))
+    cfg = lt.effective_config(resolve_config(exp, {"preset": "paper", "lags": "3",
+                                                   "tasks": "delayed_recall"}))
     assert cfg.lags == (3,)  # given: kept
     assert cfg.hidden_size == lt.PAPER["hidden_size"] == 50
     assert cfg.budget == lt.PAPER["budget"] and cfg.batch == 20 and cfg.lr == 0.01
@@ -107,7 +108,8 @@ def test_paper_preset_fills_only_defaults_and_runs_tiny(tmp_path):
     result, _ = run_experiment("long-term", {
         "preset": "paper", "lags": "3", "methods": "sgd_clip,hf", "seeds": "0",
         "hidden-size": "4", "budget": "200", "hf-batch": "8", "hf-cg-iters": "3",
-        "val-size": "8", "test-size": "16", "workers": "1"}, out_dir=tmp_path)
+        "val-size": "8", "test-size": "16", "workers": "1", "tasks": "delayed_recall"},
+        out_dir=tmp_path)
     eff = result.figures["effective_config"]
     assert eff["eval_every"] == 20 and eff["hidden_size"] == 4 and eff["preset"] == "paper"
     assert result.figures["runs_total"] == 2
@@ -116,7 +118,8 @@ def test_paper_preset_fills_only_defaults_and_runs_tiny(tmp_path):
 def test_gradient_norm_plot_is_written(tmp_path):
     result, run_dir = run_experiment("long-term", {
         "lags": "3", "methods": "sgd,sgd_clip", "seeds": "0", "budget": "100", "batch": "10",
-        "val-size": "8", "test-size": "16", "workers": "1"}, out_dir=tmp_path)
+        "val-size": "8", "test-size": "16", "workers": "1", "tasks": "delayed_recall"},
+        out_dir=tmp_path)
     assert (run_dir / "gradient_norms.png").read_bytes()[:4] == b"\x89PNG"
     assert (run_dir / "grad_norms" / "delayed_recall_sgd_3.json").is_file()
     assert all(math.isfinite(float(v)) for v in result.figures["interval"]["delayed_recall"]
@@ -128,7 +131,7 @@ def test_runs_on_cuda(tmp_path):
     result, _ = run_experiment("long-term", {
         "lags": "3", "methods": "sgd_clip,hf,lstm", "seeds": "0", "budget": "200",
         "batch": "10", "hf-batch": "8", "hf-cg-iters": "3", "val-size": "8", "test-size": "16",
-        "workers": "1", "device": "cuda"}, out_dir=tmp_path)
+        "workers": "1", "device": "cuda", "tasks": "delayed_recall"}, out_dir=tmp_path)
     assert result.figures["runs_total"] == 3
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rnnlab.experiments.registry import option
+from rnnlab.learning import BPTT
 from rnnlab.tasks.music import (
     NUM_KEYS,
     bach_chorales,
@@ -42,6 +43,8 @@ from rnnlab.tasks.music import (
     marginal_nll,
     piano_roll_batches,
 )
+from rnnlab.train import Trainer
+from rnnlab.train.checkpoint import CHECKPOINT_NAME
 
 JSB_FILE = "jsb-chorales-quarter.json"
 COIN_FLIP_NLL = NUM_KEYS * math.log(2.0)  # 61.0 nats: p = 1/2 for every key
@@ -402,18 +405,178 @@ def welch_t_test(sample: Sequence[float], reference: Sequence[float]) -> tuple[f
     return float(result.statistic), float(result.pvalue)
 
 
+# ------------------------------------------------------------------------------------------------
+# the resumable training path of preset=paper
+class ClippedMomentumSGD(torch.optim.Optimizer):
+    """SGD with momentum whose *velocity* is clipped, as in GroundHog's ``SGD_momentum``
+    (Pascanu's code, ``groundhog/trainer/SGD_momentum.py``)::
+
+        v <- m v + g;   v <- v * min(1, c / ||v||);   theta <- theta - lr v
+
+    with ``||v||`` the norm over all parameters together. Unlike clipping the gradient before
+    ``torch.optim.SGD`` (whose velocity can grow to ``c / (1 - m)``, 200 c at m = 0.995), every
+    step here is at most ``lr * c`` long. A velocity with a non-finite norm is not applied (the
+    trainer skips such steps too); GroundHog replaced it by ``0.1 theta``.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float, clip: float) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not (clip > 0 and math.isfinite(clip)):
+            raise ValueError(f"clip must be a finite number > 0, got {clip}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "clip": clip})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            velocities = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                velocities.append(state["velocity"].mul(group["momentum"]).add_(p.grad))
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(v) for v in velocities]))
+            if not bool(torch.isfinite(norm)):
+                continue
+            scale = torch.clamp(group["clip"] / norm, max=1.0)
+            for p, v in zip(params, velocities, strict=True):
+                v.mul_(scale)
+                self.state[p]["velocity"] = v
+                p.add_(v, alpha=-group["lr"])
+        return loss
+
+
+def frame_nll_loss(out: torch.Tensor, targets: torch.Tensor,
+                   mask: torch.Tensor | None) -> torch.Tensor:
+    """The trainer's loss: :func:`~rnnlab.tasks.music.frame_nll`, nats per unmasked frame."""
+    return frame_nll(out, targets, mask)
+
+
+@dataclass(frozen=True)
+class ResumableTraining:
+    """How :func:`train_resumable` trains one network (the ``preset=paper`` path)."""
+
+    epochs: int
+    batch_size: int = 1
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    momentum: float = 0.0
+    clip_norm: float | None = 1.0
+    patience: int | None = None
+    lr_halving: float | None = None
+    min_lr: float | None = None
+
+
+def train_resumable(
+    model: torch.nn.Module,
+    data: dict[str, list[torch.Tensor]],
+    cfg: ResumableTraining,
+    *,
+    seed: int,
+    run_dir: str | Path,
+    device: torch.device | str | None = None,
+    marginal_bias: bool = True,
+    callbacks: Sequence[Callable[[Trainer, str], None]] = (),
+) -> TrainResult:
+    """Train ``model`` through :class:`rnnlab.train.Trainer` with a checkpoint in ``run_dir``
+    after every epoch; if ``run_dir`` already holds one, continue from it (a finished run
+    returns at once with its result). Same seed, data and settings: the same weights, whether
+    the run was stopped and resumed or not (the trainer restores every generator).
+
+    Per epoch: the training minibatches (``cfg.batch_size`` sequences, grouped once by a
+    generator seeded with ``seed``, visited in an order the trainer reshuffles every epoch),
+    then the validation NLL over all validation frames (one batch: exactly nats per frame).
+    ``lr_halving``: halve the learning rate after an epoch whose validation NLL is not below
+    the best so far by this relative margin (GroundHog's ``divide_lr``/``cost_threshold``
+    rule, as ``ReduceLROnPlateau(factor=0.5, patience=0, threshold_mode="rel")``); the run
+    stops once the rate is below ``min_lr``, after ``patience`` epochs without improvement, or
+    after ``cfg.epochs``. The best validation epoch's weights are restored and tested.
+    ``optimizer="sgd"`` with ``clip_norm``: :class:`ClippedMomentumSGD` (the velocity is
+    clipped, as in GroundHog); otherwise ``torch``'s SGD or Adam, the gradient clipped by the
+    trainer.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if marginal_bias:
+        set_marginal_bias(model, data["train"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = cfg.clip_norm
+    if cfg.optimizer == "sgd" and clip is not None:
+        # GroundHog clips the velocity, not the gradient (see ClippedMomentumSGD)
+        opt: torch.optim.Optimizer = ClippedMomentumSGD(params, cfg.lr, cfg.momentum, clip)
+        clip = None
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = None
+    if cfg.lr_halving is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=0.5, patience=0, threshold=cfg.lr_halving,
+            threshold_mode="rel")
+    group_gen = torch.Generator().manual_seed(seed)
+    train = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
+        data["train"], cfg.batch_size, generator=group_gen, device=device)]
+    valid = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
+        data["valid"], len(data["valid"]), shuffle=False, device=device)]
+
+    def stop_at_min_lr(trainer: Trainer, event: str) -> None:
+        if (event == "epoch" and cfg.min_lr is not None
+                and trainer.optimizer.param_groups[0]["lr"] < cfg.min_lr):
+            trainer.stopped_early = True
+
+    trainer = Trainer(model, opt, BPTT(model, reduction="mean"), loss=frame_nll_loss,
+                      scheduler=scheduler, clip=clip, batch_size=cfg.batch_size,
+                      seed=seed, patience=cfg.patience, run_dir=run_dir, progress=False,
+                      callbacks=[stop_at_min_lr, *callbacks])
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        trainer.resume()
+    rows = trainer.fit(train, cfg.epochs, valid)
+    valid_curve = [float(r["val_loss"]) for r in rows]
+    train_curve = [float(r["train_loss"]) for r in rows]
+    diverged = any(not math.isfinite(v) for v in valid_curve)
+    seconds = time.perf_counter() - start  # this call's time (a resumed run: since the resume)
+    if trainer.best_epoch is None or not math.isfinite(trainer.best):
+        nan = math.nan
+        return TrainResult(nan, nan, nan, 0, len(rows), diverged, seconds, valid_curve,
+                           train_curve)
+    kwargs = {"batch_size": 64, "device": device}
+    return TrainResult(
+        train_nll=evaluate_nll(model, data["train"], **kwargs),
+        valid_nll=float(trainer.best),
+        test_nll=evaluate_nll(model, data["test"], **kwargs),
+        best_epoch=int(trainer.best_epoch) + 1,
+        epochs_run=len(rows),
+        diverged=diverged,
+        seconds=seconds,
+        valid_curve=valid_curve,
+        train_curve=train_curve,
+    )
+
+
 __all__ = [
     "COIN_FLIP_NLL",
     "PRESETS",
+    "ClippedMomentumSGD",
     "MusicConfig",
+    "ResumableTraining",
     "Settings",
     "TrainConfig",
     "TrainResult",
     "count_parameters",
     "evaluate_nll",
+    "frame_nll_loss",
     "load_music_data",
     "project_data_candidates",
     "set_marginal_bias",
     "train_music_model",
+    "train_resumable",
     "welch_t_test",
 ]

@@ -16,28 +16,38 @@ compared on polyphonic music (negative log-likelihood per frame on the test set,
 and, beside them, the gated ``LSTM`` (here ``LSTMCell(variant="NP")``, i.e. ``torch.nn.LSTM``:
 no peepholes) and ``GRU`` (Cho et al. 2014's form, ``GRUCell(form="cho")``). Every network ends
 in 88 logits into :func:`rnnlab.tasks.music.frame_nll` and is trained by
-:mod:`rnnlab.experiments._music_training` (Adam, clipping, early stopping on valid NLL).
+:mod:`rnnlab.experiments._music_training` (the default run: Adam, clipping, early stopping on
+the valid NLL) or, with ``preset=paper``, by :func:`train_resumable` (below).
 
 Sizes: ``--hidden-size`` is the LSTM's width; with ``--match-params`` (default) every other
-network gets the width whose parameter count is closest to that LSTM's (Pascanu et al. also
-compared networks of similar size), otherwise all use ``--hidden-size``.
+network gets the width whose parameter count is closest to that LSTM's, so that the comparison
+is between networks of equal size; otherwise all use ``--hidden-size``.
 
-Published numbers: none are printed. Only figures checked against the paper may be (issue
-17); the JSB Chorales test NLLs of Pascanu et al. 2014 (their Table 2) and of Chung et al. 2014
-that earlier versions printed from memory could not be found in the stored copies of the papers
-searched (the reference search's pages corpus holds only the opening of arXiv 1312.6026), so they
-were removed. :data:`PUBLISHED` is where verified figures go, each with its table.
+Published numbers (issue 17: only figures checked against a stored copy are printed, each with
+where it was read; :data:`PUBLISHED`): Pascanu et al. 2014's own JSB Chorales test NLLs (their
+Table 2) could not be checked -- the reference search's stored copies of arXiv 1312.6026 (ar5iv,
+arxiv-vanity, deepai) hold only the abstract and introduction -- so none of them is printed.
+What is printed: the GRU's JSB Chorales test NLL of Chung, Gulcehre, Cho & Bengio 2014
+("Empirical evaluation of gated recurrent neural networks on sequence modeling"), 8.54, as
+their results are listed on paperswithcode's page of that paper (stored copy); the paper's
+table itself is not in the corpus. ``docs/deep_rnn.md`` lists every search made.
 
-Cost (one torch thread, measured on a shared 2-core machine): the default (LSTM width 64, about
-45k parameters each, at most 12 epochs, seeds 0,1,2: 18 networks) took 10.6 min wall, 6 CPU-min;
-``--quick`` (width 32, 3 epochs, 2 seeds) 2.0 min wall, 1 CPU-min. Closer to the papers' scale
-(hours, not run here): ``rnnlab run deep-rnn --hidden-size 128 --epochs 100 --patience 10
---lr 0.003 --seeds 0,1,2,3,4``.
+``preset=paper`` (:data:`PAPER`) puts the settings of Pascanu's own deep-transition RNN code
+(GroundHog, ``tutorials/DT_RNN_Tut.py``, written for Penn Treebank; the music section of the
+paper is not in the stored copies) in place of the options left at their defaults, and trains
+through :class:`rnnlab.train.Trainer`, which checkpoints every epoch in the run folder so that
+``--resume`` continues a stopped run (bit-identically on the same machine). Each setting's
+source is in :data:`PAPER_SOURCES`.
+
+Cost: measured figures are in ``docs/deep_rnn.md`` (not here: they depend on the machine).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,10 +55,15 @@ from rnnlab.cells import DeepTransitionCell, ElmanCell, GRUCell, LSTMCell
 from rnnlab.experiments._music_training import (
     COIN_FLIP_NLL,
     MusicConfig,
+    ResumableTraining,
+    Settings,
+    TrainResult,
     count_parameters,
     plot_mean_valid_curves,
     train_music_model,
+    train_resumable,
 )
+from rnnlab.experiments._presets import apply_preset
 from rnnlab.experiments.registry import (
     ExperimentResult,
     RunContext,
@@ -58,15 +73,63 @@ from rnnlab.experiments.registry import (
 )
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS
+from rnnlab.train import Trainer
 
 MODELS = ("RNN", "sRNN", "DT(S)-RNN", "DOT(S)-RNN", "LSTM", "GRU")
 _ALIASES = {name.lower(): name for name in MODELS}
 _ALIASES.update({"srnn2": "sRNN", "dts": "DT(S)-RNN", "dts-rnn": "DT(S)-RNN",
                  "dots": "DOT(S)-RNN", "dots-rnn": "DOT(S)-RNN", "tanh": "RNN"})
 
-# (source with its table, {model: test NLL}): verified published figures only (see the module
-# docstring: none could be verified, so none are printed).
-PUBLISHED: list[tuple[str, dict[str, float]]] = []
+# (source with where it was read, {model: test NLL in nats per frame}): verified figures only.
+CHUNG_2014 = ("published: Chung et al. 2014, JSB test NLL (paperswithcode's listing of "
+              "their results)")
+PUBLISHED: list[tuple[str, dict[str, float]]] = [(CHUNG_2014, {"GRU": 8.54})]
+
+# Where each published figure was read (the test of issue 17 checks PUBLISHED against it).
+PUBLISHED_SOURCES = {
+    (CHUNG_2014, "GRU"): (8.54, "paperswithcode.com/paper/empirical-evaluation-of-gated-"
+                          "recurrent2 (stored copy): 'Music Modeling, JSB Chorales, GRU, NLL "
+                          "8.54'"),
+}
+
+PRESETS = ("default", "paper")
+
+# What ``preset=paper`` puts in place of the options still at their defaults. Sources in
+# PAPER_SOURCES; the paper's own music settings (its Section 5 and Table 1) are not in the
+# stored copies, so these are the settings of Pascanu's deep-transition code for Penn Treebank.
+PAPER: dict[str, Any] = {
+    "models": ("RNN", "DT(S)-RNN", "DOT(S)-RNN", "sRNN"),
+    "hidden_size": 200,
+    "match_params": False,
+    "optimizer": "sgd",
+    "lr": 1.0,
+    "momentum": 0.995,
+    "clip_norm": 1.0,
+    "batch_size": 1,
+    "patience": None,
+    "lr_halving": 2e-4,
+    "min_lr": 5e-7,
+    "epochs": 500,
+    "seeds": (0, 1, 2),
+}
+_GROUNDHOG = "github.com/pascanur/GroundHog, tutorials/DT_RNN_Tut.py, __main__ state"
+PAPER_SOURCES: dict[str, str] = {
+    "models": "Pascanu et al. 2014, abstract (stored ar5iv copy): deep transition, deep "
+              "output and stacked RNNs against the shallow RNN, on polyphonic music",
+    "hidden_size": _GROUNDHOG + ": state['nhids'] = '[200, 200]' (the DT(S) transition)",
+    "match_params": _GROUNDHOG + ": one width for every layer (not parameter-matched)",
+    "optimizer": _GROUNDHOG + ": SGD_momentum when state['moment'] >= 0; "
+                 "groundhog/trainer/SGD_momentum.py clips the velocity (ClippedMomentumSGD)",
+    "lr": _GROUNDHOG + ": state['lr'] = 1.",
+    "momentum": _GROUNDHOG + ": state['moment'] = 0.995",
+    "clip_norm": _GROUNDHOG + ": state['cutoff'] = 1. (norm rescaling of the velocity)",
+    "batch_size": _GROUNDHOG + ": state['bs'] = 1",
+    "patience": _GROUNDHOG + ": stops on the learning rate, not on a patience count",
+    "lr_halving": _GROUNDHOG + ": state['divide_lr'] = 2., state['cost_threshold'] = 1.0002",
+    "min_lr": _GROUNDHOG + ": state['minlr'] = 5e-7 (the job stops below it)",
+    "epochs": "ours: a cap only (GroundHog caps updates at 1e8 and time at 48 h)",
+    "seeds": "ours (the paper's seeds are not in the stored copies)",
+}
 
 
 def canonical_model(name: str) -> str:
@@ -123,11 +186,29 @@ def matched_width(name: str, target: int, *, limit: int = 4096) -> int:
     return min((lo, hi), key=lambda w: (abs(count(w) - target), w))
 
 
+def _job_name(model: str, seed: int) -> str:
+    """A folder name for one (model, seed): ``DT(S)-RNN``, 2 -> ``DTS-RNN-seed2``."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '', model)}-seed{seed}"
+
+
+# ------------------------------------------------------------------------------------------------
 @dataclass
 class DeepRnnConfig(MusicConfig):
     models: tuple[str, ...] = option(MODELS, "networks to train: " + ",".join(MODELS))
     match_params: bool = option(True, "give every network about the parameter count of the "
                                 "LSTM with --hidden-size units (else all use --hidden-size)")
+    preset: str = option("default", "paper: the settings of Pascanu's deep-transition code "
+                         "(see PAPER in the module; resumable, for a GPU or hours of CPU) in "
+                         "place of options left at their defaults", choices=PRESETS)
+    optimizer: str = option("adam", "adam or sgd (sgd: preset=paper only)",
+                            choices=("adam", "sgd"))
+    momentum: float = option(0.0, "SGD momentum (preset=paper only)", low=0, high=1,
+                             high_open=True)
+    lr_halving: float | None = option(None, "halve the learning rate after an epoch whose "
+                                      "valid NLL is not below the best by this relative "
+                                      "margin (preset=paper only)", low=0)
+    min_lr: float | None = option(None, "stop once the learning rate is below this "
+                                  "(preset=paper only)", low=0, low_open=True)
 
     def validate(self) -> None:
         super().validate()
@@ -136,14 +217,67 @@ class DeepRnnConfig(MusicConfig):
         names = [canonical_model(m) for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models are listed twice: {self.models}")
+        if self.preset == "default":
+            extra = [name for name, value, default in (
+                ("optimizer", self.optimizer, "adam"), ("momentum", self.momentum, 0.0),
+                ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None))
+                if value != default]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} apply to preset=paper only (the default "
+                                 "run trains with Adam): add preset=paper or drop them")
+        if self.quick and self.preset != "default":
+            raise ValueError("quick and preset=paper exclude each other: pick one")
+
+
+def effective_config(cfg: DeepRnnConfig) -> DeepRnnConfig:
+    """``cfg`` with :data:`PAPER` in place of the options left at their defaults when
+    ``preset=paper`` (explicit options win); ``cfg`` itself otherwise."""
+    return apply_preset(cfg, PAPER) if cfg.preset == "paper" else cfg
+
+
+def nll_curves(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
+    """Per network, the validation NLL per epoch averaged over its seeds, up to the last epoch
+    that every seed reached (what :func:`plot_mean_valid_curves` draws)."""
+    out: dict[str, list[float]] = {}
+    for name, name_runs in runs.items():
+        curves = [r["curve"] for r in name_runs if r["curve"]]
+        if curves:
+            length = min(len(c) for c in curves)
+            out[name] = [sum(c[e] for c in curves) / len(curves) for e in range(length)]
+    return out
+
+
+def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int,
+               data: dict[str, list[torch.Tensor]], ctx: RunContext,
+               advance: Callable[[int], None]) -> TrainResult:
+    model = build_network(name, width, seed=seed, dtype=s.dtype, device=s.device)
+    if cfg.preset != "paper":
+        return train_music_model(model, data, s.train, seed=seed, device=s.device,
+                                 advance=advance, marginal_bias=cfg.marginal_bias)
+    plan = ResumableTraining(
+        epochs=s.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=s.train.lr,
+        momentum=cfg.momentum, clip_norm=cfg.clip_norm, patience=cfg.patience,
+        lr_halving=cfg.lr_halving, min_lr=cfg.min_lr)
+    done = [0]
+
+    def tick(trainer: Trainer, event: str) -> None:
+        if event == "epoch":
+            done[0] += 1
+            advance(1)
+
+    res = train_resumable(model, data, plan, seed=seed, run_dir=ctx.job_dir(_job_name(name, seed)),
+                          device=s.device, marginal_bias=cfg.marginal_bias, callbacks=[tick])
+    advance(max(0, s.epochs - done[0]))
+    return res
 
 
 @register("deep-rnn",
           "RNN, sRNN, DT(S)-RNN, DOT(S)-RNN, LSTM, GRU on JSB Chorales: test NLL as in Pascanu "
-          "et al. 2014's table", DeepRnnConfig)
+          "et al. 2014's table; preset=paper for their code's settings", DeepRnnConfig)
 def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
+    cfg = effective_config(cfg)
     s = cfg.settings()
     names = [canonical_model(m) for m in cfg.models]
     if cfg.match_params:
@@ -156,31 +290,42 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     with ctx.progress("deep-rnn", len(names) * len(s.seeds) * s.epochs) as advance:
         for seed in s.seeds:
             for name in names:
-                model = build_network(name, widths[name], seed=seed, dtype=s.dtype,
-                                      device=s.device)
-                res = train_music_model(model, data, s.train, seed=seed, device=s.device,
-                                        advance=advance, marginal_bias=cfg.marginal_bias)
+                res = _train_one(cfg, s, name, widths[name], seed, data, ctx, advance)
                 row = {"model": name, "seed": seed, "width": widths[name],
-                       "parameters": count_parameters(model), **res.metrics()}
+                       "parameters": count_parameters(build_network(name, widths[name],
+                                                                    seed=0)),
+                       **res.metrics()}
                 ctx.log_metrics(row)
                 runs[name].append({**row, "curve": res.valid_curve})
 
     # -- the table in the shape of Pascanu et al.'s: one column per network ----------------------
     stats = {n: mean_std([r["test_nll"] for r in runs[n]]) for n in names}
     label = "JSB Chorales" if source.startswith("JSB") else "built-in Bach chorales"
+    how = (f"SGD lr {s.train.lr:g}, momentum {cfg.momentum:g}" if cfg.optimizer == "sgd"
+           else f"Adam lr {s.train.lr:g}")
+    budget = (f"budget: at most {s.epochs} epochs ({how}, batch {cfg.batch_size}, clip "
+              f"{cfg.clip_norm}), {len(s.seeds)} seeds, "
+              + (f"parameters matched to an LSTM of width {s.hidden_size}" if cfg.match_params
+                 else f"width {s.hidden_size}"))
     rows: list[dict] = [
         {"row": f"{label} test NLL: ours (mean of {len(s.seeds)} seeds)",
          **{n: stats[n][0] for n in names}},
         {"row": "ours: std of test NLL over seeds", **{n: stats[n][1] for n in names}},
         {"row": "ours: valid NLL (mean)",
          **{n: mean_std([r["valid_nll"] for r in runs[n]])[0] for n in names}},
+        {"row": "ours: epochs run (mean)",
+         **{n: mean_std([r["epochs_run"] for r in runs[n]])[0] for n in names}},
         {"row": "ours: parameters", **{n: runs[n][0]["parameters"] for n in names}},
         {"row": "ours: units per recurrent layer", **{n: widths[n] for n in names}},
     ]
     for source_name, values in PUBLISHED:
-        rows.append({"row": source_name, **{n: values.get(n) for n in names}})
+        if any(n in values for n in names):
+            rows.append({"row": source_name, **{n: values.get(n) for n in names}})
+            rows.append({"row": "ours minus published",
+                         **{n: (stats[n][0] - values[n] if n in values else None)
+                            for n in names}})
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, ax1 = plt.subplots(figsize=(7.5, 5))
     xs = list(range(len(names)))
     ax1.bar(xs, [stats[n][0] for n in names],
             yerr=[0.0 if stats[n][1] != stats[n][1] else stats[n][1] for n in names],
@@ -202,32 +347,49 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     ax1.set_xticks(xs, [f"{n}\n{runs[n][0]['parameters'] / 1000:.1f}k" for n in names])
     ax1.set_ylabel("test NLL (nats per frame)")
     ax1.legend(fontsize=8)
-    plot_mean_valid_curves(ax2, {n: runs[n] for n in names}, baseline)
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.suptitle(f"Deep RNNs on {label}: up to {s.epochs} epochs, seeds {list(s.seeds)}"
-                 + (", parameter counts matched to the LSTM" if cfg.match_params else ""))
+    ax1.set_title(f"Deep RNNs on {label}: test NLL\n{budget}", fontsize=9)
     fig.tight_layout()
     plot = ctx.save_figure(fig, "deep_rnn")
 
+    # -- NLL against epochs, one line per architecture ----------------------------------------
+    curves = nll_curves(runs)
+    fig2, ax2 = plt.subplots(figsize=(7.5, 5))
+    plot_mean_valid_curves(ax2, {n: runs[n] for n in names}, baseline,
+                           baseline_label=f"key-frequency baseline (test) {baseline:.2f}")
+    ax2.set_ylabel("validation NLL (nats per frame), mean over seeds")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    ax2.set_title(f"Validation NLL per epoch on {label}\n{budget}", fontsize=9)
+    fig2.tight_layout()
+    curve_plot = ctx.save_figure(fig2, "deep_rnn_nll_epochs")
+
     ours = ", ".join(f"{n} {stats[n][0]:.3f}" for n in sorted(names, key=lambda n: stats[n][0]))
-    published = "; ".join(
-        f"{src.replace('published: ', '')}: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
-        for src, values in PUBLISHED
-    ) or "none printed (no figure could be verified against the papers)"
+    compared, above = [], []
+    for src, values in PUBLISHED:
+        for n, v in values.items():
+            if n in names:
+                diff = stats[n][0] - v
+                compared.append(f"{n} {v:.2f} ({src.replace('published: ', '')}); ours "
+                                f"{stats[n][0]:.2f}, {diff:+.2f}")
+                if diff > 0:
+                    above.append(n)
+    published = "; ".join(compared) or "none of the networks run here has a checked figure"
+    why = (f"Ours are above the published figure for {', '.join(above)}: our budget (above) "
+           f"is the first suspect, then sizes and training settings that differ from the "
+           f"paper's (docs/deep_rnn.md). " if above else "")
     summary = (
         f"Data: {source}. Test NLL (nats/frame, mean over seeds), best first: {ours}. "
         f"Key-frequency baseline {baseline:.3f}, coin flip {COIN_FLIP_NLL:.2f}. "
-        f"Published on JSB: {published}. Our budget: LSTM width {s.hidden_size}, "
-        f"at most {s.epochs} epochs, {len(s.seeds)} seeds."
+        f"Published, checked: {published}. Our {budget}. {why}Pascanu et al. 2014's own JSB "
+        f"figures could not be checked, so none is printed (docs/deep_rnn.md)."
     )
     return ExperimentResult(
-        title=f"deep-rnn: deep RNNs on {label} (LSTM width {s.hidden_size}, "
-              f"seeds {list(s.seeds)})",
-        rows=rows, summary=summary, plots=[plot],
+        title=f"deep-rnn: deep RNNs on {label} ({budget})",
+        rows=rows, summary=summary, plots=[plot, curve_plot],
         figures={"data": source, "marginal_nll_test": baseline, "coin_flip_nll": COIN_FLIP_NLL,
                  "epochs": s.epochs, "seeds": list(s.seeds), "widths": widths,
+                 "preset": cfg.preset, "budget": budget,
                  "parameters": {n: runs[n][0]["parameters"] for n in names},
+                 "nll_curves": curves,
                  **{f"mean_test_nll_{n}": stats[n][0] for n in names}},
     )

@@ -1,0 +1,237 @@
+"""``deep-rnn``'s paper preset, its resumable training, the NLL-against-epochs plot and the
+published figures of its table (issue 17).
+
+References: the preset against the sources table (every setting has its source), a resumed run
+against the same run never stopped (bit for bit: the same computation on the same machine and
+path, the trainer restores every generator), the plotted curves against the per-epoch values
+logged in ``metrics.csv`` and the lines actually drawn, the printed published figure against the
+stored page it was read from.
+
+Tolerance: ``metrics.csv`` stores each per-epoch NLL with 4 decimals (``TrainResult.metrics``),
+so a value read back is within 5e-5 of the one plotted, and so is a mean of such values; the
+comparison allows 6e-5 (the half unit of the 4th decimal plus float64 round-off, far below it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import matplotlib
+import pytest
+import torch
+
+from rnnlab.experiments import _music_training as mt
+from rnnlab.experiments import deep_rnn as dr
+from rnnlab.experiments import run_experiment
+from rnnlab.experiments._music_training import load_music_data, plot_mean_valid_curves
+from rnnlab.experiments._presets import apply_preset
+from rnnlab.experiments._resume import JOBS
+from tests.test_experiment_music import _read_csv, tiny_json  # noqa: F401 (its fixture)
+
+matplotlib.use("Agg")
+COIN_FLIP = 88 * math.log(2.0)
+READ_BACK = 6e-5  # see the module docstring
+
+
+@pytest.fixture
+def tiny(request):
+    """The music tests' synthetic chorales file (``tests/test_experiment_music.py``)."""
+    return request.getfixturevalue("tiny_json")
+
+
+# -- the preset rule -------------------------------------------------------------------------
+def test_apply_preset_replaces_only_fields_at_their_defaults():
+    cfg = dr.DeepRnnConfig(lr=0.3, preset="paper")
+    out = apply_preset(cfg, dr.PAPER)
+    assert out.lr == 0.3                       # set by the user: kept
+    assert out.batch_size == dr.PAPER["batch_size"] == 1
+    assert out.optimizer == "sgd" and out.patience is None
+    assert cfg.batch_size == 8                 # the original is not changed
+    with pytest.raises(ValueError, match="does not have: nonsense"):
+        apply_preset(cfg, {"nonsense": 1})
+    with pytest.raises(TypeError, match="dataclass instance"):
+        apply_preset({"lr": 1}, {"lr": 2})
+
+
+def test_every_paper_setting_has_its_source():
+    assert set(dr.PAPER) == set(dr.PAPER_SOURCES)
+    fields = {f.name for f in dataclasses.fields(dr.DeepRnnConfig)}
+    assert set(dr.PAPER) <= fields
+    # the values read in GroundHog's DT_RNN_Tut.py, as quoted in the sources
+    for key, quoted in (("lr", "state['lr'] = 1."), ("momentum", "state['moment'] = 0.995"),
+                        ("clip_norm", "state['cutoff'] = 1."), ("batch_size", "state['bs'] = 1"),
+                        ("min_lr", "state['minlr'] = 5e-7")):
+        assert quoted in dr.PAPER_SOURCES[key]
+        assert float(quoted.split("=")[1].strip(" .'")) == pytest.approx(dr.PAPER[key],
+                                                                         rel=0, abs=0)
+    assert dr.PAPER["models"] == ("RNN", "DT(S)-RNN", "DOT(S)-RNN", "sRNN")
+
+
+def test_published_figures_equal_their_sources():
+    for source, values in dr.PUBLISHED:
+        for model, value in values.items():
+            cited, where = dr.PUBLISHED_SOURCES[(source, model)]
+            assert value == cited and f"{cited:.2f}" in where
+    assert sum(len(v) for _, v in dr.PUBLISHED) == len(dr.PUBLISHED_SOURCES)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"optimizer": "sgd"}, "apply to preset=paper only"),
+    ({"momentum": "0.9"}, "apply to preset=paper only"),
+    ({"quick": "true", "preset": "paper"}, "exclude each other"),
+    ({"preset": "book"}, "preset"),
+])
+def test_bad_combinations_are_refused(tiny, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run_experiment("deep-rnn", {"data": str(tiny), **overrides}, out_dir=tmp_path / "r")
+
+
+# -- resumable training ------------------------------------------------------------------------
+def test_clipped_momentum_sgd_is_groundhogs_rule_by_hand():
+    """v <- m v + g, clipped to norm c over all parameters; theta <- theta - lr v (float64:
+    the same few operations in another order, to 1e-15)."""
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    opt = mt.ClippedMomentumSGD([a, b], lr=0.3, momentum=0.9, clip=1.0)
+    ta, tb = a.detach().clone(), b.detach().clone()
+    va, vb = torch.zeros_like(ta), torch.zeros_like(tb)
+    clipped = []
+    for k in range(4):
+        ga, gb = torch.randn_like(ta) * (k + 1), torch.randn_like(tb) * (k + 1)
+        a.grad, b.grad = ga.clone(), gb.clone()
+        opt.step()
+        va, vb = 0.9 * va + ga, 0.9 * vb + gb
+        norm = math.sqrt(float((va**2).sum() + (vb**2).sum()))
+        clipped.append(norm > 1.0)
+        if norm > 1.0:
+            va, vb = va / norm, vb / norm
+        ta, tb = ta - 0.3 * va, tb - 0.3 * vb
+        assert torch.allclose(a.detach(), ta, rtol=0, atol=1e-15)
+        assert torch.allclose(b.detach(), tb, rtol=0, atol=1e-15)
+    assert any(clipped)    # the clipping was exercised
+    # a non-finite velocity is not applied
+    a.grad = torch.full_like(ta, math.nan)
+    before = a.detach().clone()
+    opt.step()
+    assert torch.equal(a.detach(), before)
+    with pytest.raises(ValueError, match="momentum"):
+        mt.ClippedMomentumSGD([a], lr=0.1, momentum=1.0, clip=1.0)
+
+
+def _plan(epochs: int) -> mt.ResumableTraining:
+    return mt.ResumableTraining(epochs=epochs, batch_size=2, optimizer="sgd", lr=0.1,
+                                momentum=0.9, clip_norm=1.0, lr_halving=2e-4, min_lr=1e-6)
+
+
+def test_interrupted_and_resumed_equals_never_stopped(tiny, tmp_path):
+    data, _ = load_music_data(str(tiny))
+
+    def net():
+        return dr.build_network("DOT(S)-RNN", 5, seed=3)
+
+    straight = net()
+    ref = mt.train_resumable(straight, data, _plan(5), seed=3, run_dir=tmp_path / "a")
+
+    def stop_after_two(trainer, event):
+        if event == "epoch" and trainer.position.epoch == 2:
+            raise KeyboardInterrupt("stopped for the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        mt.train_resumable(net(), data, _plan(5), seed=3, run_dir=tmp_path / "b",
+                           callbacks=[stop_after_two])
+    resumed = net()
+    out = mt.train_resumable(resumed, data, _plan(5), seed=3, run_dir=tmp_path / "b")
+    assert out.valid_curve == ref.valid_curve and len(ref.valid_curve) == 5
+    assert (out.test_nll, out.best_epoch) == (ref.test_nll, ref.best_epoch)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    # a finished run continues nowhere: resuming it again gives the same result at once
+    again = mt.train_resumable(net(), data, _plan(5), seed=3, run_dir=tmp_path / "b")
+    assert again.valid_curve == ref.valid_curve and again.test_nll == ref.test_nll
+    assert ref.test_nll < COIN_FLIP
+
+
+def test_validation_nll_is_over_all_frames(tiny, tmp_path):
+    """The trainer's per-epoch validation loss (one batch of every validation chorale) is
+    the frame NLL over all validation frames, as evaluate_nll computes it batch by batch
+    (float32 sums of <= 100 frames of O(10) nats: agreement to 1e-5 relative)."""
+    from rnnlab.experiments._music_training import evaluate_nll
+
+    data, _ = load_music_data(str(tiny))
+    model = dr.build_network("RNN", 4, seed=0)
+    res = mt.train_resumable(model, data, dataclasses.replace(_plan(1), lr_halving=None),
+                             seed=0, run_dir=tmp_path / "c")
+    assert res.valid_nll == pytest.approx(evaluate_nll(model, data["valid"], batch_size=2),
+                                          rel=1e-5)
+
+
+# -- the experiment ---------------------------------------------------------------------------
+def test_paper_preset_on_tiny_sizes_checkpoints_and_resumes(tiny, tmp_path):
+    opts = {"data": str(tiny), "preset": "paper", "hidden-size": "4", "epochs": "3",
+            "seeds": "0", "models": "RNN,DOT(S)-RNN", "lr": "0.05", "momentum": "0.5"}
+    result, run_dir = run_experiment("deep-rnn", opts, out_dir=tmp_path / "run")
+    assert result.figures["preset"] == "paper"
+    assert "batch 1" in result.figures["budget"] and "SGD lr 0.05" in result.figures["budget"]
+    for job in ("RNN-seed0", "DOTS-RNN-seed0"):
+        assert (run_dir / JOBS / job / "checkpoint.pt").is_file()
+    for name in ("RNN", "DOT(S)-RNN"):
+        assert math.isfinite(result.rows[0][name]) and result.rows[0][name] < COIN_FLIP
+    # the registry's --resume takes the finished trainers' checkpoints: same table
+    again, _ = run_experiment("deep-rnn", {}, out_dir=run_dir, resume=True)
+    assert again.rows[0] == result.rows[0]
+
+
+def test_default_run_plots_nll_against_epochs_from_the_logged_values(tiny, tmp_path):
+    result, run_dir = run_experiment(
+        "deep-rnn",
+        {"data": str(tiny), "hidden-size": "6", "epochs": "3", "seeds": "0,1",
+         "models": "RNN,DT(S)-RNN,GRU", "batch-size": "3", "lr": "0.05", "patience": "5"},
+        out_dir=tmp_path / "run")
+    assert (run_dir / "deep_rnn_nll_epochs.png").is_file()
+    assert (run_dir / "deep_rnn.png").is_file()
+    logged: dict[str, list[list[float]]] = {}
+    for row in _read_csv(run_dir / "metrics.csv"):
+        logged.setdefault(row["model"], []).append(
+            [float(v) for v in row["valid_curve"].split(";")])
+    curves = result.figures["nll_curves"]
+    assert set(curves) == set(logged) == {"RNN", "DT(S)-RNN", "GRU"}
+    for name, per_seed in logged.items():
+        length = min(len(c) for c in per_seed)
+        assert len(curves[name]) == length == 3
+        for e in range(length):
+            mean = sum(c[e] for c in per_seed) / len(per_seed)
+            assert abs(curves[name][e] - mean) <= READ_BACK
+    # the budget and the checked published figure, beside ours, with the difference
+    assert "budget: at most 3 epochs" in result.title
+    by_row = {r["row"]: r for r in result.rows}
+    published = by_row[dr.CHUNG_2014]
+    assert published["GRU"] == 8.54 and published["RNN"] is None
+    assert by_row["ours minus published"]["GRU"] == result.rows[0]["GRU"] - 8.54
+    assert "8.54" in result.summary and "budget" in result.summary
+
+
+def test_the_plot_draws_the_curves_it_reports():
+    import matplotlib.pyplot as plt
+
+    runs = {"RNN": [{"curve": [9.0, 8.5, 8.25]}, {"curve": [9.5, 8.0]}],
+            "sRNN": [{"curve": [10.0, 9.0, 8.0]}]}
+    fig, ax = plt.subplots()
+    plot_mean_valid_curves(ax, runs, 11.0)
+    drawn = {line.get_label(): list(line.get_ydata()) for line in ax.lines
+             if not line.get_label().startswith("_")}
+    plt.close(fig)
+    assert drawn == dr.nll_curves(runs) == {"RNN": [9.25, 8.25], "sRNN": [10.0, 9.0, 8.0]}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_paper_preset_runs_on_cuda(tiny, tmp_path):
+    result, run_dir = run_experiment(
+        "deep-rnn", {"data": str(tiny), "preset": "paper", "hidden-size": "4", "epochs": "2",
+                     "seeds": "0", "models": "DT(S)-RNN", "lr": "0.05", "device": "cuda"},
+        out_dir=tmp_path / "run")
+    assert math.isfinite(result.rows[0]["DT(S)-RNN"])
+    ckpt = torch.load(run_dir / JOBS / "DTS-RNN-seed0" / "checkpoint.pt", weights_only=False)
+    assert all(t.device.type == "cuda" for t in ckpt["model"].values())
