@@ -533,6 +533,54 @@ def translate_command(
             typer.echo("")
 
 
+@app.command("caption")
+def caption_command(
+    image: Path = typer.Argument(..., help="image file (PNG, JPEG, ...); other sizes are "
+                                 "resized, other modes converted", show_default=False),
+    model_path: Path = typer.Option(..., "--model", help="run folder of `rnnlab run "
+                                    "captioning` (or a captioner_*.pt checkpoint)",
+                                    show_default=False),
+    name: str | None = typer.Option(None, "--name", help="which of the run's captioners, e.g. "
+                                    "show_and_tell (default: show_attend_tell)"),
+    beam: int = typer.Option(3, "--beam", help="beam width (1: greedy)"),
+    n_best: int = typer.Option(1, "--n-best", help="captions to print, best first"),
+    overlay: Path | None = typer.Option(None, "--overlay", help="write the best caption's "
+                                        "per-word attention over the image to this PNG"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an error"),
+) -> None:
+    """Caption an image with a model saved by `rnnlab run captioning`: one line per caption,
+    `score<TAB>caption` (the score is the log-probability of the caption, eos included)."""
+    from rnnlab.captioning import (
+        attention_overlay_png,
+        caption_images,
+        load_captioner,
+        load_image,
+    )
+
+    debug = _debug(debug)
+    try:
+        if n_best > beam:
+            raise ValueError(f"--n-best ({n_best}) cannot exceed --beam ({beam})")
+        if overlay is not None and not overlay.parent.is_dir():
+            raise FileNotFoundError(f"no folder {overlay.parent} for the overlay PNG")
+        model, vocab, _ = load_captioner(model_path, name=name)
+        if overlay is not None and model.kind != "show_attend_tell":
+            raise ValueError(f"--overlay needs an attention model; {model_path} gave a "
+                             f"{model.kind} captioner (choose --name show_attend_tell)")
+        x = load_image(image, model.image_size, model.in_channels)
+        caps = caption_images(model, vocab, x, beam=beam, n_best=n_best)[0]
+    except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
+        _fail(exc, debug, 2)
+    for c in caps:
+        typer.echo(f"{c.score:.4f}\t{c.text}")
+    if overlay is not None:
+        best = caps[0]
+        if not best.words:
+            _fail(ValueError("the best caption is empty: no overlay to draw"), debug, 1)
+        attention_overlay_png(x, best.words, best.attention, model.grid, overlay,
+                              title=best.text)
+        typer.echo(f"attention overlay: {overlay}", err=True)
+
 def _report_folder(run_dir: Path) -> None:
     if (run_dir / "error.txt").is_file():
         typer.echo(f"the finished part is kept in {run_dir}; {run_dir / 'error.txt'} has the "
