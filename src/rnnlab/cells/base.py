@@ -518,14 +518,31 @@ def run_cell(
     batch, steps, _ = x.shape
     if lengths is not None:
         lengths = check_lengths(lengths, batch, steps, x.device)
-        if not is_tracing() and bool((lengths == steps).all()):
-            lengths = None  # nothing is padded: the plain path is exact and faster
     state0 = (cell.initial_state(batch) if state0 is None
               else cell.check_state(state0, batch, check_finite=check_finite))
-    outputs, final, states = cell._run(x, state0, lengths, return_states, impl)
+    outputs, final, states = run_checked(cell, x, state0, lengths, return_states, impl)
     if packed is not None:
         outputs = repack(outputs, packed)
     return outputs, final, states
+
+
+def run_checked(
+    cell: RecurrentCell,
+    x: torch.Tensor,
+    state0: State,
+    lengths: torch.Tensor | None,
+    return_states: bool = False,
+    impl: str = "auto",
+) -> tuple[torch.Tensor, State, State | None]:
+    """:func:`run_cell` past its checks, for callers that made them already (the ``rnnlab.nn``
+    layers check their input and ``hx`` once per call, not once per layer and direction): ``x``
+    a padded ``(batch, time, input_size)`` tensor on the cell's device and dtype, ``state0`` a
+    full state of the cell's nesting and shapes, ``lengths`` None or an int64 tensor on ``x``'s
+    device with every entry in ``1..time``, ``impl`` one of :data:`IMPLS`. Nothing is checked
+    here: a wrong argument gives whatever error the kernel raises, if any."""
+    if lengths is not None and not is_tracing() and bool((lengths == x.shape[1]).all()):
+        lengths = None  # nothing is padded: the plain path is exact and faster
+    return cell._run(x, state0, lengths, return_states, impl)
 
 
 def repack(padded: torch.Tensor, like: PackedSequence) -> PackedSequence:
@@ -871,6 +888,7 @@ __all__ = [
     "map_state",
     "recomputed_vjp",
     "run_cell",
+    "run_checked",
     "split_state",
     "twice_differentiable",
 ]

@@ -115,7 +115,10 @@ class GRUCell(TorchLayoutCell):
         if impl != "handwritten":
             return super()._sequence(impl, x, state0, lengths, return_states)
         last = None if lengths is None else lengths - 1
-        native = fused_usable(x, state0, *self.parameters())
+        # the tensors the loop reads (not parameters(): its generator costs more than the
+        # check)
+        native = fused_usable(x, state0, self.weight_ih, self.weight_hh, self.bias_ih,
+                              self.bias_hh)
         outputs, h_last = _ChoGRUSequence.apply(
             x, state0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, last, native)
         if lengths is not None:

@@ -29,6 +29,7 @@ run in C++, :mod:`rnnlab.cells._fused`, whose dispatch and weight gradients live
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -278,7 +279,11 @@ class LSTMCell(TorchLayoutCell):
         last = None if lengths is None else lengths - 1
         flags = (s.input_gate, s.forget_gate, s.output_gate, s.input_activation,
                  s.output_activation, s.peepholes, s.coupled)
-        native = fused_usable(x, state0[0], state0[1], *self.parameters())
+        # the tensors the loop reads (not parameters(): its generator costs more than the
+        # check)
+        native = fused_usable(x, state0[0], state0[1], self.weight_ih, self.weight_hh,
+                              self.bias_ih, self.bias_hh, self.peephole_i, self.peephole_f,
+                              self.peephole_o)
         outputs, cells, h_last, c_last = _LSTMSequence.apply(
             x, state0[0], state0[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             self.peephole_i, self.peephole_f, self.peephole_o, last, flags, native,
@@ -298,6 +303,7 @@ class LSTMCell(TorchLayoutCell):
         )
 
 
+@functools.lru_cache(maxsize=64)  # one entry per variant; called once per sequence
 def _flag_bits(flags: tuple[bool, ...]) -> int:
     """The variant flags as the C++ loop's bit set (bit k = ``flags[k]``)."""
     return sum(int(bool(f)) << k for k, f in enumerate(flags))
@@ -336,14 +342,15 @@ class _LSTMSequence(torch.autograd.Function):
         # (time, batch, 4H): pre-activations, then overwritten in place by the activations
         # (x made time-major first: a strided input sends linear to a slower batched product)
         x_tm = x.transpose(0, 1).contiguous()
+        ops = fused_ops() if native else None  # once: each call reads the environment
         if native:
-            gates = fused_ops().linear(x_tm.view(-1, x.shape[2]), w_ih, bias).view(
+            gates = ops.linear(x_tm.view(-1, x.shape[2]), w_ih, bias).view(
                 x.shape[1], batch, -1)
         else:
             gates = F.linear(x_tm, w_ih, bias)
         rec = StepMatmul(w_hh, batch)  # h W_hh^T, one per step
         if native:
-            cells, squashed, hs = fused_ops().lstm_forward(
+            cells, squashed, hs = ops.lstm_forward(
                 gates, h0, c0, w_hh, p_i, p_f, p_o, rec.packed, _flag_bits(flags))
             squashed = squashed if flags[4] else cells
         else:

@@ -56,8 +56,8 @@ from rnnlab._validation import (
     finite_scan_wanted,
     raise_if_not_finite,
 )
-from rnnlab.cells import DeepTransitionCell, ElmanCell, GRUCell, LSTMCell, run_cell
-from rnnlab.cells.base import flatten_for_cudnn, repack, uniform_init_
+from rnnlab.cells import DeepTransitionCell, ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells.base import flatten_for_cudnn, repack, run_checked, uniform_init_
 from rnnlab.cells.gru import FORMS
 from rnnlab.cells.lstm import LSTMVariant
 
@@ -376,7 +376,7 @@ class _RecurrentLayer(nn.Module):
     def forward(self, input: torch.Tensor | PackedSequence, hx: Any = None) -> Any:
         """``(output, h_n)`` (``(output, (h_n, c_n))`` for the LSTM) exactly as torch.nn's."""
         packed = isinstance(input, PackedSequence)
-        ref = self._flat_weights[0]
+        ref = getattr(self, self._flat_weights_names[0])  # not the list of every weight
         if packed:
             data, batch_sizes = input.data, input.batch_sizes
             self._check_data("input.data", data, 2, "(sum of lengths, features)", ref)
@@ -521,11 +521,11 @@ class _RecurrentLayer(nn.Module):
                 cell = self._bound(index)
                 state0 = self._cell_state(cell, [s[index] for s in states])
                 seq = x if direction == 0 else _reverse(x, lengths)
-                # check_finite=False: forward() scanned the input and hx as this layer's
-                # option says; a second scan per layer and direction costs more than the fused
-                # CPU loop of a small cell
-                out, final, _ = run_cell(cell, seq, state0, lengths=lengths, impl=impl,
-                                         check_finite=False)
+                # run_checked, not run_cell: forward() checked the input and hx (shapes, dtype,
+                # device, and NaN/inf as this layer's option says) and every later layer's
+                # input is this layer's own output; checking again per layer and direction
+                # cost more than the fused CPU loop of a small cell (docs/speed.md)
+                out, final, _ = run_checked(cell, seq, state0, lengths, impl=impl)
                 outputs.append(out if direction == 0 else _reverse(out, lengths))
                 for k, part in enumerate(self._flatten_final(final)):
                     finals[k].append(part)
