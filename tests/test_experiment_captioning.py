@@ -230,3 +230,20 @@ def test_caption_cli_on_the_run(quick_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert res.output.strip()
     assert Path(tmp_path / "overlay.png").is_file()
+
+
+def test_attention_options_reach_the_model():
+    """gate and doubly_stochastic go to ShowAttendTell (defaults: no gate, lambda 0; the quick
+    size keeps the gate and lambda 1, see QUICK)."""
+    from rnnlab.tasks.seq2seq import Vocabulary
+
+    vocab = Vocabulary.build([["a", "red", "ball"]])
+    small = {"grid": 4, "channels": 2, "feature_size": 4, "embed_size": 4, "hidden_size": 4,
+             "attention_size": 4}
+    m = cap.build_model(cap.CaptioningConfig(**small), "show-attend-tell", vocab, 0)
+    assert m.beta is None and m.doubly_stochastic == 0.0
+    m = cap.build_model(cap.CaptioningConfig(gate=True, doubly_stochastic=0.5, **small),
+                        "show-attend-tell", vocab, 0)
+    assert m.beta is not None and m.doubly_stochastic == 0.5
+    q = cap.effective_config(cap.CaptioningConfig(quick=True))
+    assert q.gate and q.doubly_stochastic == 1.0 and q.lr == 0.01
