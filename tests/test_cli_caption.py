@@ -166,6 +166,13 @@ def test_load_image_resizes_and_converts_modes(tmp_path):
     deep = Image.fromarray(np.full((16, 16), 65535, dtype=np.uint16))
     deep.save(tmp_path / "d.png")
     assert torch.allclose(load_image(tmp_path / "d.png", 16, 1), torch.ones(1, 16, 16))
+    # 32-bit float grey (mode "F", e.g. a TIFF): values in [0, 1] keep their level (8-bit
+    # rounding: within 1/255), values up to 255 are read as 8-bit levels
+    Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32), "F").save(tmp_path / "f.tif")
+    assert torch.allclose(load_image(tmp_path / "f.tif", 16, 1), torch.full((1, 16, 16), 0.5),
+                          atol=1 / 255)
+    Image.fromarray(np.full((16, 16), 51.0, dtype=np.float32), "F").save(tmp_path / "g.tif")
+    assert torch.allclose(load_image(tmp_path / "g.tif", 16, 3), torch.full((3, 16, 16), 0.2))
 
 
 def test_load_image_refuses_bad_files(tmp_path, image_file):
@@ -246,6 +253,7 @@ def test_cli_caption_prints_n_best_and_writes_overlay(run_dir, vocab, image_file
     (["--model", "MISSING"], "no captioner at"),
     (["--model", "RUN", "--name", "show_and_tell", "--overlay", "OUT"], "needs an attention"),
     (["--model", "RUN", "--overlay", "NOFOLDER"], "no folder"),
+    (["--model", "RUN", "--overlay", "TMP"], "is a folder"),
     (["--model", "OTHERVOCAB"], "not an rnnlab captioner"),
 ])
 def test_cli_caption_bad_input(run_dir, image_file, tmp_path, args, message):
@@ -253,7 +261,7 @@ def test_cli_caption_bad_input(run_dir, image_file, tmp_path, args, message):
     torch.save({"format": "something else"}, foreign)
     subst = {"RUN": str(run_dir), "MISSING": str(tmp_path / "nothing"),
              "OUT": str(tmp_path / "o.png"), "NOFOLDER": str(tmp_path / "no" / "o.png"),
-             "OTHERVOCAB": str(foreign)}
+             "OTHERVOCAB": str(foreign), "TMP": str(tmp_path)}
     res = runner.invoke(app, ["caption", str(image_file), *[subst.get(a, a) for a in args]])
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output

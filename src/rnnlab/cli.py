@@ -561,6 +561,8 @@ def caption_command(
     try:
         if n_best > beam:
             raise ValueError(f"--n-best ({n_best}) cannot exceed --beam ({beam})")
+        if overlay is not None and overlay.is_dir():
+            raise ValueError(f"--overlay {overlay} is a folder; give the PNG file to write")
         if overlay is not None and not overlay.parent.is_dir():
             raise FileNotFoundError(f"no folder {overlay.parent} for the overlay PNG")
         model, vocab, _ = load_captioner(model_path, name=name)

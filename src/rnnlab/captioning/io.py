@@ -212,6 +212,14 @@ def load_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
             a = np.asarray(img, dtype=np.float64)
             top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
             img = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), "L")
+        if img.mode == "F":  # 32-bit float grey: [0, 1] (or 0..255 when any value exceeds 1)
+            import numpy as np
+
+            a = np.asarray(img, dtype=np.float64)
+            if not np.isfinite(a).all():
+                raise ValueError("the image holds NaN or inf pixel values")
+            scale = 255.0 if a.max() <= 1.0 else 1.0
+            img = Image.fromarray(np.clip(a * scale, 0, 255).round().astype(np.uint8), "L")
         img = img.convert("RGB" if channels == 3 else "L")
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot convert the image {path} (mode {img.mode}) to "
@@ -352,5 +360,5 @@ def attention_overlay_png(image: torch.Tensor, words: Sequence[str], attention: 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # PNG whatever the suffix says
     return path

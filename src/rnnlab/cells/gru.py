@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab._validation import check_choice
-from rnnlab.cells._fused import fused_ops
+from rnnlab.cells._fused import built_ops, fused_ops
 from rnnlab.cells._fused import usable as fused_usable
 from rnnlab.cells.base import (
     State,
@@ -199,7 +199,7 @@ class _ChoGRUSequence(torch.autograd.Function):
         rec_rz = StepMatmul(w_hh[: 2 * hidden].t(), batch)  # d_rz W_hr,z
         rec_n = StepMatmul(w_hh[2 * hidden:].t(), batch)  # d_n W_hn
         if ctx.native:
-            d_pre, dh = fused_ops().gru_cho_backward(acts, hs, h0, w_hh, rec_rz.packed,
+            d_pre, dh = built_ops().gru_cho_backward(acts, hs, h0, w_hh, rec_rz.packed,
                                                      rec_n.packed, d_ext)
         else:
             dh = _cho_backward_loop(acts, hs, h0, rec_rz, rec_n, d_ext, d_pre)

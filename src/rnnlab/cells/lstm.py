@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab._validation import check_bool, check_number
-from rnnlab.cells._fused import fused_ops
+from rnnlab.cells._fused import built_ops, fused_ops
 from rnnlab.cells._fused import usable as fused_usable
 from rnnlab.cells.base import (
     State,
@@ -395,7 +395,7 @@ class _LSTMSequence(torch.autograd.Function):
                            else torch.addcmul(d_c_ext, at_last, d_c_last))
         rec = StepMatmul(w_hh.t(), batch)  # d_pre W_hh, one per step
         if ctx.native:
-            d_pre, dh, dc = fused_ops().lstm_backward(
+            d_pre, dh, dc = built_ops().lstm_backward(
                 gates, cells, squashed, c0, w_hh, p_i, p_f, p_o, rec.packed, d_h_ext, d_c_ext,
                 _flag_bits(ctx.flags))
         else:
@@ -431,7 +431,7 @@ def _native_weight_grads(d_pre, x, h0, hs, w_ih, needs, has_bias):  # type: igno
     whole sequence (None where not needed) with the extension's ``linear`` (``a @ b^T``), as
     :func:`rnnlab.cells.base.input_projection_grads` computes them with torch's."""
     steps, batch, rows = d_pre.shape
-    linear = fused_ops().linear
+    linear = built_ops().linear
     flat = d_pre.view(steps * batch, rows)
     x_tm = x.transpose(0, 1).reshape(steps * batch, -1)
     dx = (linear(flat, w_ih.t(), None).view(steps, batch, -1).transpose(0, 1)

@@ -85,10 +85,19 @@ def fused_ops() -> Any | None:
                 warnings.warn(
                     "rnnlab: the fused C++ CPU loops could not be built "
                     f"({type(err).__name__}: {lines[-1] if lines else ''}); "
-                    "the LSTM and GRU sequences run their Python loops (slower, same results). "
+                    "the LSTM and GRU sequences run their Python loops (slower; the same "
+                    "results up to floating-point rounding). "
                     "Set RNNLAB_FUSED=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
                 _ops = None
             _tried = True
+    return _ops
+
+
+def built_ops() -> Any:
+    """The ops a forward already used, whatever ``RNNLAB_FUSED`` says now: a backward runs the
+    loop its forward ran (the environment may change in between)."""
+    if _ops is None:
+        raise RuntimeError("rnnlab: the fused C++ loops were not built in this process")
     return _ops
 
 
@@ -104,4 +113,4 @@ def usable(*tensors: torch.Tensor | None) -> bool:
     return fused_ops() is not None
 
 
-__all__ = ["enabled", "fused_ops", "usable"]
+__all__ = ["built_ops", "enabled", "fused_ops", "usable"]
