@@ -71,7 +71,9 @@ def test_score_matrix_ignores_padding_values_exactly():
     s2 = s.clone()
     s2[1, 2:] = float("nan")  # whatever sits in the padding never reaches the score
     s2[2, 3:] = 1e300
-    assert torch.equal(score_matrix(v, s, lengths), score_matrix(v, s2, lengths))
+    # the same products of the same real entries; 1e-12 absorbs any reordering of the sums
+    torch.testing.assert_close(score_matrix(v, s2, lengths), score_matrix(v, s, lengths),
+                               rtol=0, atol=TOL)
 
 
 def _loss_loop(S, margin, groups):
@@ -350,7 +352,7 @@ def test_dtype_move_and_config_roundtrip():
     rebuilt = RegionAlignment.from_config(m.config(), dtype=torch.float64)
     # a plain dict of CPU copies (what a checkpoint keeps), without the state dict's metadata
     rebuilt.load_state_dict({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
-    assert torch.equal(rebuilt.scores(images, tokens, lengths), S64)
+    torch.testing.assert_close(rebuilt.scores(images, tokens, lengths), S64, rtol=0, atol=TOL)
     assert rebuilt.config() == m.config()
     import json
     assert json.loads(json.dumps(m.config())) == m.config()
@@ -387,8 +389,14 @@ def test_cuda_matches_cpu():
     mc = m.to("cuda")
     Sc = mc.scores(images.cuda(), tokens.cuda(), lengths.cuda())
     assert torch.allclose(Sc.cpu(), S, atol=1e-10, rtol=0)
-    assert torch.equal(mc.align(images.cuda(), tokens.cuda(), lengths.cuda(),
-                                smooth=0.5).cpu(), a)
+    # across devices the unaries differ by rounding (~1e-12), which may flip a near tie: the
+    # CUDA alignment must be optimal for the CPU unaries up to that rounding, not bit-equal
+    ac = mc.align(images.cuda(), tokens.cuda(), lengths.cuda(), smooth=0.5).cpu()
+    u = m.to("cpu").unaries(images, tokens, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert abs(_energy(u[b], ac[b, :n].tolist(), 0.5)
+                   - _energy(u[b], a[b, :n].tolist(), 0.5)) < 1e-9
+        assert bool((ac[b, n:] == -1).all())
 
 
 def test_seeded_initialisation_is_reproducible():
