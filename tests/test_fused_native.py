@@ -207,13 +207,13 @@ def test_switched_off_by_the_environment(monkeypatch):
 
 def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setenv("RNNLAB_FUSED", "1")
-    monkeypatch.setattr(fused, "_tried", False)
-    monkeypatch.setattr(fused, "_ops", None)
+    monkeypatch.setattr(fused.NATIVE, "_tried", False)
+    monkeypatch.setattr(fused.NATIVE, "_ops", None)
 
     def broken():
         raise RuntimeError("Error building extension 'rnnlab_fused': no compiler")
 
-    monkeypatch.setattr(fused, "_build", broken)
+    monkeypatch.setattr(fused.NATIVE, "build", broken)
     cell = _cell("vanilla", F64, hidden=4)
     x, state0 = _inputs(F64, hidden=4)
     with pytest.warns(RuntimeWarning, match="could not be built.*no compiler"):
