@@ -15,6 +15,9 @@ from rnnlab.experiments import lstm_variants as lv
 
 # The constants table: value printed or used, and where it is stated.
 PASCANU_CODE = "github.com/pascanur/trainingRNNs, RNN.py, __main__ state defaults"
+GREFF_NOTE = "blog.csdn.net/chn13/article/details/54378517 (Greff et al.'s search space): "
+# Sutskever's released HF-RNN code (2011, "release A"), read in the copy barapa/HF-RNN
+SUTSKEVER_CODE = "github.com/barapa/HF-RNN (Sutskever 2011), opt/r/demo.py and opt/d/seq"
 SOURCES = {
     ("long_term", "PAPER.hidden_size"): (50, PASCANU_CODE + ": state['nhid'] = 50"),
     ("long_term", "PAPER.lr"): (0.01, PASCANU_CODE + ": state['lr'] = .01"),
@@ -24,6 +27,12 @@ SOURCES = {
     ("long_term", "PAPER.test_size"): (10_000, PASCANU_CODE + ": state['ebs'] = 10000"),
     ("long_term", "PAPER.eval_every"): (20, PASCANU_CODE + ": state['checkFreq'] = 20"),
     ("long_term", "PAPER.momentum"): (0.0, PASCANU_CODE + ": update W - lr * g (no momentum)"),
+    ("long_term", "PAPER.hf_batch"): (1000, SUTSKEVER_CODE
+                                      + ", pathological.py: batch_size = 1000"),
+    ("long_term", "PAPER.hf_cg_iters"): (300, SUTSKEVER_CODE + ", demo.py: max_cg_iter = 300"),
+    ("long_term", "PAPER.hf_structural_damping"): (
+        0.03, SUTSKEVER_CODE + ", demo.py: init_damping = array([1, .03]) * ..., the second "
+        "entry used as mu_times_lambda"),
     ("long_term", "SPARSE_INIT.k"): (15, PASCANU_CODE + ": smart_tanh, W_hh[dx][spng[15:]] = 0"),
     ("long_term", "SPARSE_INIT.spectral_radius"): (0.95, PASCANU_CODE + ": .95 * W_hh / sr"),
     ("lstm_variants", "GREFF_2017.NFG"): ("hurts", "Greff et al. 2017, abstract: the forget "
@@ -40,6 +49,15 @@ SOURCES = {
                                               "of the variants can improve upon the standard "
                                               "LSTM architecture significantly")
        for v in ("NIG", "NOG", "NIAF", "FGR")},
+    # the random search: the paper note blog.csdn.net/chn13/article/details/54378517 (pages
+    # corpus) and, for the trial count, a third-party reading note (code index) "200 trials
+    # for each random search (lstm variant x datasets)"; 5400 runs (abstract) = 200 x 3 x 9
+    ("lstm_variants", "GREFF_SEARCH.hidden_range"): ((20, 200), GREFF_NOTE + "[20, 200]"),
+    ("lstm_variants", "GREFF_SEARCH.lr_range"): ((1e-6, 1e-2), GREFF_NOTE + "[10-6, 10-2]"),
+    ("lstm_variants", "GREFF_SEARCH.one_minus_momentum_range"): (
+        (0.01, 1.0), GREFF_NOTE + "momentum: 1 - log-uniform samples from [0.01, 1.0]"),
+    ("lstm_variants", "GREFF_SEARCH.noise_max"): (1.0, GREFF_NOTE + "uniform samples [0, 1]"),
+    ("lstm_variants", "PAPER.trials"): (200, "reading note: 200 trials for each random search"),
 }
 
 
@@ -57,7 +75,10 @@ def test_printed_figure_equals_the_cited_one(module, name):
 
 
 def test_no_unverified_figure_is_left():
-    assert set(lv.GREFF_2017) == {k.split(".")[1] for (m, k) in SOURCES if m == "lstm_variants"}
+    assert set(lv.GREFF_2017) == {k.split(".")[1] for (m, k) in SOURCES
+                                  if m == "lstm_variants" and k.startswith("GREFF_2017.")}
+    assert set(lv.GREFF_SEARCH) == {k.split(".")[1] for (m, k) in SOURCES
+                                    if m == "lstm_variants" and k.startswith("GREFF_SEARCH.")}
     # deep-rnn: only figures with the stored page they were read from (Pascanu et al. 2014's
     # own JSB figures could not be verified, so none of them is printed)
     assert {(src, m) for src, d in deep_rnn.PUBLISHED for m in d} == set(

@@ -26,11 +26,15 @@ is between networks of equal size; otherwise all use ``--hidden-size``.
 Published numbers (issue 17: only figures checked against a stored copy are printed, each with
 where it was read; :data:`PUBLISHED`): Pascanu et al. 2014's own JSB Chorales test NLLs (their
 Table 2) could not be checked -- the reference search's stored copies of arXiv 1312.6026 (ar5iv,
-arxiv-vanity, deepai) hold only the abstract and introduction -- so none of them is printed.
-What is printed: the GRU's JSB Chorales test NLL of Chung, Gulcehre, Cho & Bengio 2014
-("Empirical evaluation of gated recurrent neural networks on sequence modeling"), 8.54, as
-their results are listed on paperswithcode's page of that paper (stored copy); the paper's
-table itself is not in the corpus. ``docs/deep_rnn.md`` lists every search made.
+arxiv-vanity, deepai) hold only the abstract and introduction, and no later paper, note or
+repository in the corpus quotes their music table -- so none of them is printed. What is
+printed: the JSB Chorales test NLLs of Chung, Gulcehre, Cho & Bengio 2014 ("Empirical
+evaluation of gated recurrent neural networks on sequence modeling", arXiv 1412.3555v1, Table
+2: tanh RNN 9.10, GRU 8.54, LSTM 8.67, beside our ``RNN``, ``GRU`` and ``LSTM``), as quoted by a
+third-party reading note of that paper (code index; it cites Table 2, PDF p. 6) and, for the
+GRU, by paperswithcode's listing of the paper's results; the paper's own page is not in the
+corpus. Their networks had about 20k parameters each (their Table 1), ours about 45k by
+default. ``docs/deep_rnn.md`` lists every search made.
 
 ``preset=paper`` (:data:`PAPER`) puts the settings of Pascanu's own deep-transition RNN code
 (GroundHog, ``tutorials/DT_RNN_Tut.py``, written for Penn Treebank; the music section of the
@@ -81,15 +85,23 @@ _ALIASES.update({"srnn2": "sRNN", "dts": "DT(S)-RNN", "dts-rnn": "DT(S)-RNN",
                  "dots": "DOT(S)-RNN", "dots-rnn": "DOT(S)-RNN", "tanh": "RNN"})
 
 # (source with where it was read, {model: test NLL in nats per frame}): verified figures only.
-CHUNG_2014 = ("published: Chung et al. 2014, JSB test NLL (paperswithcode's listing of "
-              "their results)")
-PUBLISHED: list[tuple[str, dict[str, float]]] = [(CHUNG_2014, {"GRU": 8.54})]
+# Chung et al. 2014, Table 2, JSB Chorales test: tanh RNN 9.10, GRU 8.54, LSTM 8.67 (their
+# tanh-RNN, GRU-RNN and LSTM-RNN of about 20k parameters, Table 1; RMSProp, weight noise 0.075,
+# clipping at 1, early stopping on the validation set).
+CHUNG_2014 = ("published: Chung et al. 2014, Table 2, JSB test NLL (as quoted by a reading "
+              "note of arXiv 1412.3555 and paperswithcode)")
+PUBLISHED: list[tuple[str, dict[str, float]]] = [
+    (CHUNG_2014, {"RNN": 9.10, "GRU": 8.54, "LSTM": 8.67})]
 
-# Where each published figure was read (the test of issue 17 checks PUBLISHED against it).
+# Where each published figure was read (the tests of issue 17 check PUBLISHED against it).
+_CHUNG_NOTE = ("third-party reading note of arXiv 1412.3555v1 (code index, find_string file id "
+               "68752235150), quoting Table 2 (PDF p. 6), row 'JSB Chorales | test'")
 PUBLISHED_SOURCES = {
-    (CHUNG_2014, "GRU"): (8.54, "paperswithcode.com/paper/empirical-evaluation-of-gated-"
-                          "recurrent2 (stored copy): 'Music Modeling, JSB Chorales, GRU, NLL "
-                          "8.54'"),
+    (CHUNG_2014, "RNN"): (9.10, _CHUNG_NOTE + ": tanh 9.10"),
+    (CHUNG_2014, "GRU"): (8.54, _CHUNG_NOTE + ": GRU 8.54; also paperswithcode.com/paper/"
+                          "empirical-evaluation-of-gated-recurrent2 (stored copy): 'Music "
+                          "Modeling, JSB Chorales, GRU, NLL 8.54'"),
+    (CHUNG_2014, "LSTM"): (8.67, _CHUNG_NOTE + ": LSTM 8.67"),
 }
 
 PRESETS = ("default", "paper")
@@ -380,7 +392,10 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     summary = (
         f"Data: {source}. Test NLL (nats/frame, mean over seeds), best first: {ours}. "
         f"Key-frequency baseline {baseline:.3f}, coin flip {COIN_FLIP_NLL:.2f}. "
-        f"Published, checked: {published}. Our {budget}. {why}Pascanu et al. 2014's own JSB "
+        f"Published, checked: {published}"
+        + (" (Chung et al.'s networks had about 20k parameters, their Table 1)" if compared
+           else "")
+        + f". Our {budget}. {why}Pascanu et al. 2014's own JSB "
         f"figures could not be checked, so none is printed (docs/deep_rnn.md)."
     )
     return ExperimentResult(

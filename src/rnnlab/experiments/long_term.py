@@ -196,11 +196,16 @@ QUICK = {
 # learning rate 0.01 on minibatches of 20, clipping threshold 1, at most 5e6 updates (here
 # 5e6 * 20 sequence-gradient equivalents), a validation check every 20 updates on 10^4
 # sequences; the stopping rule of that code (validation error below 1e-4 %) is stricter than
-# the 1% criterion used here. Their tables use lags 50-200 (Pascanu et al. 2013, fig. 7),
-# 5 seeds here. The HF rows use Martens' (2010) CG limit of 250 iterations
-# (:class:`~rnnlab.optim.HessianFree`'s default); Martens & Sutskever 2011's own HF settings
-# could not be checked (docs/long_term_remedies.md lists the searches). Hours of CPU or GPU
-# time (see the docs): every run writes its state to its job folder every 5 minutes
+# the 1% criterion used here. Lags 50-200 (the range of Pascanu et al. 2013's fig. 7 as a
+# third-party reading note describes it; not checked against the paper), 5 seeds here. The
+# HF rows use the settings of Sutskever's released HF-RNN code for the pathological problems
+# (2011, "release A"; read in the copy github.com/barapa/HF-RNN, opt/r/demo.py and
+# opt/d/seq/pathological.py): minibatches of 1000 sequences, 300 CG iterations per update
+# (``max_cg_iter = 300``), structural damping mu = 0.03 relative to lambda (``init_damping =
+# array([1, .03]) * ...``, the product used as "mu_times_lambda"). Its README says that code
+# differs "somewhat" from the paper's; Martens & Sutskever 2011's own table of settings could
+# not be checked (docs/long_term_remedies.md lists the searches). Hours of CPU or GPU time
+# (see the docs): every run writes its state to its job folder every 5 minutes
 # (``checkpoint_seconds``), so ``--resume`` continues a run where it stopped.
 PAPER = {
     "lags": (50, 100, 200),
@@ -212,7 +217,8 @@ PAPER = {
     "momentum": 0.0,
     "clip": 1.0,
     "hf_batch": 1000,
-    "hf_cg_iters": 250,
+    "hf_cg_iters": 300,
+    "hf_structural_damping": 0.03,
     "eval_every": 20,
     "val_size": 10_000,
     "test_size": 10_000,
