@@ -24,9 +24,12 @@ by the load, which would penalise the slower contender more than the faster one
 * ``GRU cho``: Cho et al.'s (2014) GRU (reset before the recurrent matrix); ``GRU torch``:
   ``nn.GRU``'s own form (torch's kernel).
 
-On the CPU the peephole LSTM and its variants run the fused C++ loops
+On the CPU the peephole LSTM and all its variants (FGR included) run the fused C++ loops
 (:mod:`rnnlab.cells._fused`, built on first use, outside the timed rounds); ``RNNLAB_FUSED=0``
-in the environment times the Python loops instead (the line "fused C++ loops" says which ran).
+in the environment times the Python loops instead (the line "fused C++ loops" says which ran;
+FGR's Python path is the step loop under autograd). The FGR rows also print the ratio of its
+multiply-adds per step to ``nn.LSTM``'s, ``(4HD + 13H^2) / (4HD + 4H^2)`` (the 3H x 3H
+gate-to-gate product on top of the LSTM's), a floor no implementation of FGR can beat by much.
 ``--check-finite off`` switches rnnlab's NaN/inf scan of the layers' inputs off
 (``rnnlab.set_check_finite(False)``); the default keeps rnnlab's default, which scans CPU
 inputs, a cost ``torch.nn`` does not pay.
@@ -53,6 +56,11 @@ import rnnlab.nn as rnn
 from rnnlab.cells._fused import fused_ops
 
 TARGET = 1.5
+
+
+def fgr_flop_ratio(d: int, h: int) -> float:
+    """FGR's multiply-adds per step over the LSTM's: (4HD + 13H^2) / (4HD + 4H^2)."""
+    return (4 * h * d + 13 * h * h) / (4 * h * d + 4 * h * h)
 LSTM_ROWS = ("vanilla", "NP", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR")
 GRU_ROWS = ("GRU cho", "GRU torch")
 
@@ -171,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = med[row] / med[base]
                 missed = ratio > TARGET
                 failed |= missed
+                bound = (f"  (multiply-adds {fgr_flop_ratio(d, h):.2f}x)" if row == "FGR"
+                         else "")
                 print(f"{row:<10} {h:>4} {mode:>6} {med[row] * 1e3:>9.2f} "
-                      f"{med[base] * 1e3:>12.2f} {ratio:>6.2f}{'  MISSED' if missed else ''}")
+                      f"{med[base] * 1e3:>12.2f} {ratio:>6.2f}{'  MISSED' if missed else ''}"
+                      f"{bound}")
             sys.stdout.flush()
     return 1 if failed else 0
 

@@ -32,7 +32,7 @@ from rnnlab.cells.lstm import VARIANTS, _flag_bits, _LSTMSequence
 F32, F64 = torch.float32, torch.float64
 B, T, D, H = 3, 6, 4, 7
 TOL = {F32: 1e-6, F64: 1e-12}
-NATIVE_VARIANTS = [v for v in VARIANTS if v != "FGR"]  # FGR has no hand-written sequence
+NATIVE_VARIANTS = list(VARIANTS)  # FGR too: its fallback is the plain step loop
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,22 @@ def _cell(variant: str, dtype: torch.dtype, hidden: int = H, seed: int = 0) -> L
 
 
 def _results(cell, x, state0, lengths, monkeypatch, native: bool):
-    """Outputs, final (h, c), every step's cell and the gradients of a fixed random projection
-    of all of them with respect to x, h0, c0 and every parameter, on one path."""
+    """Outputs, the final state, every step's state (c, and FGR's gates) and the gradients of a
+    fixed random projection of all of them with respect to x, the initial state and every
+    parameter, on one path."""
     monkeypatch.setenv("RNNLAB_FUSED", "1" if native else "0")
-    y, (h, c), states = run_cell(cell, x, state0, lengths=lengths, impl="handwritten",
-                                 return_states=True)
+    y, final, states = run_cell(cell, x, state0, lengths=lengths, impl=_impl(cell, native),
+                                return_states=True)
+    parts = [y, *final, *states[1:]]
     gen = torch.Generator().manual_seed(5)
-    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum()
-               for t in (y, h, c, states[1]))
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in parts)
     grads = torch.autograd.grad(loss, [x, *state0, *cell.parameters()])
-    return [y, h, c, states[1], *grads]
+    return [*parts, *grads]
+
+
+def _impl(cell, native: bool) -> str:
+    """The hand-written sequence; switched off, FGR's Python path is the plain step loop."""
+    return "loop" if cell.spec.gate_recurrence and not native else "handwritten"
 
 
 def _assert_close(got, want, dtype):
@@ -76,19 +82,23 @@ def _assert_close(got, want, dtype):
         assert err <= TOL[dtype] * scale, (k, err, scale)
 
 
-def _inputs(dtype, hidden=H, seed=2):
+def _inputs(dtype, hidden=H, seed=2, gates=False):
+    """x and an initial state (h0, c0), with FGR's gates state (3H, in (0, 1)) if ``gates``."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(B, T, D, generator=gen, dtype=dtype).requires_grad_()
     h0 = (0.5 * torch.randn(B, hidden, generator=gen, dtype=dtype)).requires_grad_()
     c0 = (0.5 * torch.randn(B, hidden, generator=gen, dtype=dtype)).requires_grad_()
-    return x, (h0, c0)
+    if not gates:
+        return x, (h0, c0)
+    g0 = torch.rand(B, 3 * hidden, generator=gen, dtype=dtype).requires_grad_()
+    return x, (h0, c0, g0)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
 @pytest.mark.parametrize("variant", NATIVE_VARIANTS)
 def test_native_equals_python_loops(ops, variant, dtype, monkeypatch):
     cell = _cell(variant, dtype)
-    x, state0 = _inputs(dtype)
+    x, state0 = _inputs(dtype, gates=variant == "FGR")
     lengths = torch.tensor([6, 2, 4])
     got = _results(cell, x, state0, lengths, monkeypatch, native=True)
     want = _results(cell, x, state0, lengths, monkeypatch, native=False)
@@ -97,24 +107,29 @@ def test_native_equals_python_loops(ops, variant, dtype, monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
+@pytest.mark.parametrize("variant", ["vanilla", "FGR"])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("hidden", [9, 256], ids=["small", "prepacked"])
-def test_native_product_paths_equal_python(ops, hidden, threads, monkeypatch):
-    # one thread, float32: oneDNN's micro-kernel (brgemm) per step; two threads: addmm; 256:
-    # the prepacked weight (rnnlab.cells.base.StepMatmul)
+@pytest.mark.parametrize("hidden", [9, 256, 300], ids=["small", "blocked", "blocked-tail"])
+def test_native_product_paths_equal_python(ops, hidden, threads, variant, monkeypatch):
+    # one thread, float32: oneDNN's micro-kernel (brgemm) per step, from 4H >= 1024 columns
+    # over a copy of the weight in column blocks of 64 (300: 4H = 1200, a last block of 48);
+    # two threads: addmm, and from 4H x H >= 2^18 (256) the prepacked weight
+    # (rnnlab.cells.base.StepMatmul)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        cell = _cell("vanilla", F32, hidden=hidden)
-        x, state0 = _inputs(F32, hidden=hidden)
+        cell = _cell(variant, F32, hidden=hidden)
+        x, state0 = _inputs(F32, hidden=hidden, gates=variant == "FGR")
         got = _results(cell, x, state0, None, monkeypatch, native=True)
         want = _results(cell, x, state0, None, monkeypatch, native=False)
     finally:
         torch.set_num_threads(before)
-    # a product sums H terms: the tolerance of H <= 9 grows in proportion (n u scale)
+    # a product sums H terms (FGR's gate product 3H): the tolerance of H <= 9 grows in
+    # proportion (n u scale)
+    terms = hidden / H * (3 if variant == "FGR" else 1)
     for k, (a, b) in enumerate(zip(got, want, strict=True)):
         err = (a - b).abs().max().item()
-        assert err <= TOL[F32] * max(1.0, hidden / H) * max(1.0, b.abs().max().item()), (k, err)
+        assert err <= TOL[F32] * max(1.0, terms) * max(1.0, b.abs().max().item()), (k, err)
 
 
 @pytest.mark.parametrize(("batch", "steps"), [(1, 1), (2, 1), (1, 3)])
@@ -133,21 +148,79 @@ def test_native_equals_python_on_degenerate_shapes(ops, batch, steps, monkeypatc
 def test_native_gradcheck(ops, variant):
     cell = _cell(variant, F64, hidden=3)
     spec = cell.spec
+    fgr = spec.gate_recurrence
     flags = (spec.input_gate, spec.forget_gate, spec.output_gate, spec.input_activation,
              spec.output_activation, spec.peepholes, spec.coupled)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, D, generator=gen, dtype=F64, requires_grad=True)
     h0 = torch.randn(2, 3, generator=gen, dtype=F64, requires_grad=True)
     c0 = torch.randn(2, 3, generator=gen, dtype=F64, requires_grad=True)
+    g0 = torch.rand(2, 9, generator=gen, dtype=F64, requires_grad=True)
     params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
     last = torch.tensor([3, 1])
-    peep = params[4:] if spec.peepholes else [None, None, None]
 
-    def fn(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *p):
-        pp = p if spec.peepholes else peep
-        return _LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *pp, last, flags, True)
+    def fn(x, h0, c0, g0, w_ih, w_hh, b_ih, b_hh, *rest):
+        peep = rest[:3] if spec.peepholes else [None, None, None]
+        w_gg = rest[-1] if fgr else None
+        out = _LSTMSequence.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *peep, last, flags, True,
+                                  g0 if fgr else None, w_gg)
+        return tuple(o for o in out if o is not None)  # the gates states: FGR only
 
-    assert torch.autograd.gradcheck(fn, (x, h0, c0, *params))
+    assert torch.autograd.gradcheck(fn, (x, h0, c0, g0, *params))
+
+
+def test_fgr_falls_back_to_the_plain_loop(monkeypatch):
+    """FGR's hand-written sequence is C++ only: switched off, FGR offers the loop alone (as
+    before); with a failed build its "handwritten" runs the step loop itself, unchanged."""
+    cell = _cell("FGR", F64, hidden=4)
+    x, state0 = _inputs(F64, hidden=4, gates=True)
+    want = run_cell(cell, x, state0, impl="loop", return_states=True)
+    monkeypatch.setenv("RNNLAB_FUSED", "0")
+    assert cell.available_impls() == ("loop",)
+    with pytest.raises(ValueError, match="impl='handwritten' is not available"):
+        run_cell(cell, x, state0, impl="handwritten")
+    monkeypatch.setenv("RNNLAB_FUSED", "1")
+    assert cell.available_impls() == ("handwritten", "loop")
+    monkeypatch.setattr(fused.NATIVE, "_tried", True)
+    monkeypatch.setattr(fused.NATIVE, "_ops", None)  # as after a failed build
+    got = run_cell(cell, x, state0, impl="handwritten", return_states=True)
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want),
+                    strict=True):
+        assert torch.equal(a, b)  # the same ops in the same order
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+def test_forward_without_gradient_stores_nothing_else(ops, dtype):
+    """The no-gradient forward (flag bit 7) writes the same c(t), h(t) and no activations."""
+    from rnnlab.cells.lstm import _NO_STORE
+
+    cell = _cell("vanilla", dtype)
+    gen = torch.Generator().manual_seed(1)
+    pre = torch.randn(T, B, 4 * H, generator=gen, dtype=dtype)
+    h0, c0 = (torch.randn(B, H, generator=gen, dtype=dtype) for _ in range(2))
+    bits = _flag_bits((True,) * 6 + (False,))
+    args = (h0, c0, cell.weight_hh.detach(), *(p.detach() for p in cell.parameters()
+                                                if p.dim() == 1 and p.shape[0] == H), None)
+    stored = pre.clone()
+    cells, squashed, hs = ops.lstm_forward(stored, *args, bits)
+    kept = pre.clone()
+    cells2, squashed2, hs2 = ops.lstm_forward(kept, *args, bits | _NO_STORE)
+    # the same instructions on the same numbers, minus some stores: equal bit for bit
+    assert torch.equal(cells, cells2) and torch.equal(hs, hs2)
+    # the input gate's columns: sigmoid values when stored, else still pre-activations
+    assert ((stored[..., :H] > 0) & (stored[..., :H] < 1)).all()
+    assert not ((kept[..., :H] > 0) & (kept[..., :H] < 1)).all()
+    assert squashed2.numel() == 0 and squashed.shape == cells.shape
+    # through a layer: the forward under no_grad (no store) and with a graph (stores)
+    layer = rnn.LSTM(D, H, peepholes=True, batch_first=True, dtype=dtype,
+                     generator=torch.Generator().manual_seed(2))
+    x = torch.randn(B, T, D, generator=gen, dtype=dtype)
+    with torch.no_grad():
+        y_free, (h_free, c_free) = layer(x)
+    y, (h, c) = layer(x.requires_grad_())
+    assert y.requires_grad
+    for a, b in ((y_free, y), (h_free, h), (c_free, c)):
+        assert torch.equal(a, b.detach())
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -178,16 +251,18 @@ def test_layers_with_native_loops_equal_python(ops, kwargs, monkeypatch):
         _assert_close(got, want, F64)
 
 
-def test_double_backward_through_the_native_path(ops, monkeypatch):
-    cell = _cell("vanilla", F64, hidden=4)
-    x, state0 = _inputs(F64, hidden=4)
+@pytest.mark.parametrize("variant", ["vanilla", "FGR"])
+def test_double_backward_through_the_native_path(ops, variant, monkeypatch):
+    cell = _cell(variant, F64, hidden=4)
+    x, state0 = _inputs(F64, hidden=4, gates=variant == "FGR")
     values = []
     for native in (True, False):
         monkeypatch.setenv("RNNLAB_FUSED", "1" if native else "0")
-        y, _, _ = run_cell(cell, x, state0, impl="handwritten")
-        (gx,) = torch.autograd.grad(y.pow(2).sum(), [x], create_graph=True)
-        values.append(torch.autograd.grad(gx.sum(), [cell.weight_hh])[0])
-    _assert_close(values[:1], values[1:], F64)
+        y, final, _ = run_cell(cell, x, state0, impl=_impl(cell, native))
+        (gx,) = torch.autograd.grad(y.pow(2).sum() + final[-1].sum(), [x], create_graph=True)
+        weights = [cell.weight_hh] + ([cell.weight_gg] if variant == "FGR" else [])
+        values.append(torch.autograd.grad(gx.sum(), weights))
+    _assert_close(values[0], values[1], F64)
 
 
 def test_usable_only_for_cpu_float32_and_float64(ops):

@@ -359,7 +359,10 @@ def test_bad_state_and_impl():
         layer(x, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="impl='fused' is not available"):
         RecurrentLayer(cell, impl="fused")(x)
-    with pytest.raises(ValueError, match="impl='handwritten' is not available"):
+    # FGR's hand-written sequence is the C++ loop: refused only while native code is off
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(
+            ValueError, match="impl='handwritten' is not available"):
+        mp.setenv("RNNLAB_FUSED", "0")
         RecurrentLayer(LSTMCell(3, 4, variant="FGR"), impl="handwritten")(x)
     with pytest.raises(ValueError, match=r"state\[1\] \(c\) of LSTMCell must have 4 features"):
         cell(x[:, 0], (torch.zeros(2, 4), torch.zeros(2, 3)))

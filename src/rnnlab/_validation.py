@@ -253,7 +253,8 @@ def raise_if_not_finite(name: str, x: torch.Tensor) -> None:
     is one vectorised reduction without the boolean temporary of ``isfinite(x).all()``. Only a
     sum that is not finite (a NaN/inf, or finite entries whose sum overflows) goes on to the
     full scan, which decides."""
-    if x.is_floating_point() and bool(torch.isfinite(x.detach().sum())):
+    # math.isfinite of the Python float: one small op instead of isfinite + bool on a tensor
+    if x.is_floating_point() and math.isfinite(x.detach().sum().item()):
         return
     if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())

@@ -161,12 +161,14 @@ class _ChoGRUSequence(torch.autograd.Function):
         bias = b_ih if (b_ih is None or b_hh is None) else b_ih + b_hh
         # (time, batch, 3H): pre-activations, overwritten in place by r, z, n
         pre = F.linear(x.transpose(0, 1).contiguous(), w_ih, bias)
-        rec_rz = StepMatmul(w_hh[: 2 * hidden], batch)
-        rec_n = StepMatmul(w_hh[2 * hidden:], batch)
         if native:  # the C++ loop (rnnlab.cells._fused): the same equations, two passes a step
-            # rh: r * h(t-1), what W_hn multiplies
-            rh, hs = fused_ops().gru_cho_forward(pre, h0, w_hh, rec_rz.packed, rec_n.packed)
+            # rh: r * h(t-1), what W_hn multiplies; the prepacked weights only where the
+            # extension uses them (more than one thread: with one, oneDNN's micro-kernel)
+            rz_packed, n_packed = _packed_pair(w_hh, hidden, batch, transpose=False)
+            rh, hs = fused_ops().gru_cho_forward(pre, h0, w_hh, rz_packed, n_packed)
         else:
+            rec_rz = StepMatmul(w_hh[: 2 * hidden], batch)
+            rec_n = StepMatmul(w_hh[2 * hidden:], batch)
             rh = x.new_empty(steps, batch, hidden)
             hs = x.new_empty(steps, batch, hidden)
             _cho_forward_loop(pre, h0, rec_rz, rec_n, rh, hs)
@@ -196,12 +198,13 @@ class _ChoGRUSequence(torch.autograd.Function):
                 d_ext[-1] += d_h_last
             else:
                 d_ext[last, torch.arange(batch, device=x.device)] += d_h_last
-        rec_rz = StepMatmul(w_hh[: 2 * hidden].t(), batch)  # d_rz W_hr,z
-        rec_n = StepMatmul(w_hh[2 * hidden:].t(), batch)  # d_n W_hn
         if ctx.native:
-            d_pre, dh = built_ops().gru_cho_backward(acts, hs, h0, w_hh, rec_rz.packed,
-                                                     rec_n.packed, d_ext)
+            rz_packed, n_packed = _packed_pair(w_hh, hidden, batch, transpose=True)
+            d_pre, dh = built_ops().gru_cho_backward(acts, hs, h0, w_hh, rz_packed, n_packed,
+                                                     d_ext)
         else:
+            rec_rz = StepMatmul(w_hh[: 2 * hidden].t(), batch)  # d_rz W_hr,z
+            rec_n = StepMatmul(w_hh[2 * hidden:].t(), batch)  # d_n W_hn
             dh = _cho_backward_loop(acts, hs, h0, rec_rz, rec_n, d_ext, d_pre)
         needs = ctx.needs_input_grad
         flat = d_pre.view(steps * batch, 3 * hidden)
@@ -214,6 +217,18 @@ class _ChoGRUSequence(torch.autograd.Function):
                                flat[:, 2 * hidden:].t() @ rh.view(steps * batch, hidden)])
         return (dx, dh if needs[1] else None, dw_ih, dw_hh,
                 db if needs[4] else None, db if needs[5] else None, None, None)
+
+
+def _packed_pair(w_hh, hidden, batch, transpose):  # type: ignore[no-untyped-def]
+    """oneDNN's prepacked ``W_hrz`` and ``W_hn`` (transposed for the backward) for the C++
+    loop, or None: with one thread the extension runs oneDNN's micro-kernel on a copy of its
+    own, so the reorder would be wasted (docs/speed.md)."""
+    if torch.get_num_threads() == 1:
+        return None, None
+    rz, n = w_hh[: 2 * hidden], w_hh[2 * hidden:]
+    if transpose:
+        rz, n = rz.t(), n.t()
+    return StepMatmul(rz, batch).packed, StepMatmul(n, batch).packed
 
 
 def _cho_forward_loop(pre, h0, rec_rz, rec_n, rh, hs):  # type: ignore[no-untyped-def]

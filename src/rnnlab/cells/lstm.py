@@ -22,7 +22,7 @@ Parameters follow torch.nn: ``weight_ih`` (4H x D) = [W_i; W_f; W_g; W_o], ``wei
 ``peephole_o`` (H, diagonal) and, for FGR, ``weight_gg`` (3H x 3H, rows = receiving gate i, f, o,
 columns = sending gate i, f, o).
 
-(About 590 lines: the variants are options of one step, and the hand-written whole-sequence
+(About 670 lines: the variants are options of one step, and the hand-written whole-sequence
 forward and backward loops that make them fast have to know each of them; on the CPU those loops
 run in C++, :mod:`rnnlab.cells._fused`, whose dispatch and weight gradients live here.)
 """
@@ -38,11 +38,13 @@ from torch import nn
 
 from rnnlab._validation import check_bool, check_number
 from rnnlab.cells._fused import built_ops, fused_ops
+from rnnlab.cells._fused import enabled as fused_enabled
 from rnnlab.cells._fused import usable as fused_usable
 from rnnlab.cells.base import (
     State,
     StepMatmul,
     TorchLayoutCell,
+    _loop,
     add_affine_parameters,
     affine_weights,
     fused_rnn,
@@ -266,7 +268,9 @@ class LSTMCell(TorchLayoutCell):
         impls: list[str] = []
         if self.is_torch_lstm and not return_states:  # the kernel does not return c(t)
             impls.append("fused")
-        if not self.spec.gate_recurrence:
+        # FGR's hand-written sequence is the C++ loop only: offered while native code is on
+        # (RNNLAB_FUSED); where it cannot run (CUDA, a failed build) _sequence runs the loop
+        if not self.spec.gate_recurrence or fused_enabled():
             impls.append("handwritten")
         return (*impls, "loop")
 
@@ -281,18 +285,31 @@ class LSTMCell(TorchLayoutCell):
                  s.output_activation, s.peepholes, s.coupled)
         # the tensors the loop reads (not parameters(): its generator costs more than the
         # check)
+        fgr = s.gate_recurrence
         native = fused_usable(x, state0[0], state0[1], self.weight_ih, self.weight_hh,
                               self.bias_ih, self.bias_hh, self.peephole_i, self.peephole_f,
-                              self.peephole_o)
-        outputs, cells, h_last, c_last = _LSTMSequence.apply(
+                              self.peephole_o, state0[2] if fgr else None, self.weight_gg)
+        if fgr and not native:
+            # FGR's hand-written sequence exists only in C++: elsewhere the plain loop
+            return _loop(self, x, state0, lengths, return_states)
+        outputs, cells, h_last, c_last, g_states, g_last = _LSTMSequence.apply(
             x, state0[0], state0[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             self.peephole_i, self.peephole_f, self.peephole_o, last, flags, native,
+            state0[2] if fgr else None, self.weight_gg,
+            # the forward's own grad mode (inside an autograd.Function it is always off)
+            torch.is_grad_enabled(),
         )
         if lengths is not None:
             steps = torch.arange(x.shape[1], device=x.device)
             keep = (steps[None, :] < lengths[:, None]).unsqueeze(-1)
             outputs = torch.where(keep, outputs, 0.0)
-            cells = torch.where(keep, cells, 0.0) if return_states else cells
+            if return_states:
+                cells = torch.where(keep, cells, 0.0)
+                if fgr:
+                    g_states = torch.where(keep, g_states, 0.0)
+        if fgr:
+            return (outputs, (h_last, c_last, g_last),
+                    (outputs, cells, g_states) if return_states else None)
         return outputs, (h_last, c_last), ((outputs, cells) if return_states else None)
 
     def extra_repr(self) -> str:
@@ -303,6 +320,10 @@ class LSTMCell(TorchLayoutCell):
         )
 
 
+#: flag bit of the C++ forward: store only c(t) and h(t) (no backward will follow)
+_NO_STORE = 1 << 7
+
+
 @functools.lru_cache(maxsize=64)  # one entry per variant; called once per sequence
 def _flag_bits(flags: tuple[bool, ...]) -> int:
     """The variant flags as the C++ loop's bit set (bit k = ``flags[k]``)."""
@@ -310,7 +331,7 @@ def _flag_bits(flags: tuple[bool, ...]) -> int:
 
 
 class _LSTMSequence(torch.autograd.Function):
-    """A whole LSTM sequence (any variant but FGR) with a hand-written backward pass.
+    """A whole LSTM sequence (any variant) with a hand-written backward pass.
 
     Forward: the input projection of all steps is one matrix product; each step is one
     ``addmm`` and the gate math, written straight into preallocated (time, batch, ...) buffers.
@@ -324,7 +345,15 @@ class _LSTMSequence(torch.autograd.Function):
     The two time loops exist twice: in torch ops (:func:`_forward_loop`,
     :func:`_backward_loop`; a few in-place element-wise kernels per step) and, with ``native``,
     as one C++ pass per step (``rnnlab/cells/_fused/fused_cells.cpp``, the same equations;
-    CPU, float32/float64). Everything around the loops is shared.
+    CPU, float32/float64). Everything around the loops is shared. A forward that no backward
+    will follow (no input needs a gradient) has the C++ loop store only c(t) and h(t).
+
+    FGR (``w_gg`` given, ``gs0`` the initial gates state): C++ only (the Python fallback of FGR
+    is the plain step loop); per step one more product, ``gs(t-1) W_gg^T`` into the i, f, o
+    pre-activations, and backward ``d_ifo(t+1) W_gg`` into the gradient of gs(t);
+    ``dW_gg = sum_t d_ifo(t)^T gs(t-1)`` over the whole sequence. The outputs then include
+    every step's gates state (time-major i, f, o of the gates buffer) and the final one, else
+    None.
 
     Double backward (``create_graph=True``): the hand-written pass works on stored activations
     that carry no graph, so its result could not be differentiated again (torch's
@@ -336,8 +365,12 @@ class _LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, last, flags,
-                native=False):
+                native=False, gs0=None, w_gg=None, grad_mode=True):
         batch = x.shape[0]
+        fgr = w_gg is not None
+        # called under no_grad, or no input needs a gradient: no backward will follow, so the
+        # C++ loop stores only c(t) and h(t) (not FGR: its gates are its state)
+        store = (grad_mode and any(ctx.needs_input_grad)) or fgr or not native
         bias = None if b_ih is None else b_ih + b_hh
         # (time, batch, 4H): pre-activations, then overwritten in place by the activations
         # (x made time-major first: a strided input sends linear to a slower batched product)
@@ -348,40 +381,53 @@ class _LSTMSequence(torch.autograd.Function):
                 x.shape[1], batch, -1)
         else:
             gates = F.linear(x_tm, w_ih, bias)
-        rec = StepMatmul(w_hh, batch)  # h W_hh^T, one per step
         if native:
+            # h W_hh^T, one per step: oneDNN's micro-kernel in the extension with one thread
+            # (faster than the prepacked weight, whose reorder costs too), else as StepMatmul
+            packed = None if torch.get_num_threads() == 1 else StepMatmul(w_hh, batch).packed
             cells, squashed, hs = ops.lstm_forward(
-                gates, h0, c0, w_hh, p_i, p_f, p_o, rec.packed, _flag_bits(flags))
-            squashed = squashed if flags[4] else cells
+                gates, h0, c0, w_hh, p_i, p_f, p_o, packed,
+                _flag_bits(flags) | (0 if store else _NO_STORE), w_gg, gs0)
+            squashed = squashed if flags[4] and store else cells
         else:
+            rec = StepMatmul(w_hh, batch)  # h W_hh^T, one per step
             cells, squashed, hs = _forward_loop(gates, h0, c0, rec, p_i, p_f, p_o, flags)
+        rows = None if last is None else torch.arange(batch, device=x.device)
         if last is None:
             h_last, c_last = hs[-1].clone(), cells[-1].clone()
         else:
-            rows = torch.arange(batch, device=x.device)
             h_last, c_last = hs[last, rows], cells[last, rows]
+        g_states = g_last = None
+        if fgr:
+            hidden = w_hh.shape[1]
+            # gs(t) = (i, f, o)(t): the gates buffer without g's columns
+            g_tm = torch.cat([gates[..., :2 * hidden], gates[..., 3 * hidden:]], -1)
+            g_last = g_tm[-1] if last is None else g_tm[last, rows]
+            g_states = g_tm.transpose(0, 1)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, gates, cells,
-                              squashed, hs, last)
+                              squashed, hs, last, gs0, w_gg)
         ctx.flags = flags
         ctx.native = native
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)
-        return hs.transpose(0, 1), cells.transpose(0, 1), h_last, c_last
+        return hs.transpose(0, 1), cells.transpose(0, 1), h_last, c_last, g_states, g_last
 
     @staticmethod
-    def backward(ctx, d_out, d_cells, d_h_last, d_c_last):
+    def backward(ctx, d_out, d_cells, d_h_last, d_c_last, d_g_states=None, d_g_last=None):
         # autograd runs a backward with grad mode on exactly when it was asked for create_graph
         if torch.is_grad_enabled():
-            return _differentiable_backward(ctx, (d_out, d_cells, d_h_last, d_c_last))
+            return _differentiable_backward(
+                ctx, (d_out, d_cells, d_h_last, d_c_last, d_g_states, d_g_last))
         (x, h0, c0, w_ih, w_hh, _, _, p_i, p_f, p_o, gates, cells, squashed, hs,
-         last) = ctx.saved_tensors
+         last, gs0, w_gg) = ctx.saved_tensors
         peep = ctx.flags[5]
         steps, batch, hidden = cells.shape
         # the gradient reaching h(t) from outside the recurrence: d_out, plus d_h_last at each
         # sequence's own last step (likewise for c(t)); summed over the whole sequence at once
         d_h_ext = None if d_out is None else d_out.transpose(0, 1)
         d_c_ext = None if d_cells is None else d_cells.transpose(0, 1)
-        if d_h_last is not None or d_c_last is not None:
+        d_g_ext = None if d_g_states is None else d_g_states.transpose(0, 1)
+        if d_h_last is not None or d_c_last is not None or d_g_last is not None:
             at_last = torch.zeros(steps, batch, 1, dtype=x.dtype, device=x.device)
             if last is None:
                 at_last[-1] = 1.0
@@ -393,12 +439,19 @@ class _LSTMSequence(torch.autograd.Function):
             if d_c_last is not None:
                 d_c_ext = (torch.mul(at_last, d_c_last) if d_c_ext is None
                            else torch.addcmul(d_c_ext, at_last, d_c_last))
-        rec = StepMatmul(w_hh.t(), batch)  # d_pre W_hh, one per step
+            if d_g_last is not None:
+                d_g_ext = (torch.mul(at_last, d_g_last) if d_g_ext is None
+                           else torch.addcmul(d_g_ext, at_last, d_g_last))
+        d_gs0 = None
         if ctx.native:
-            d_pre, dh, dc = built_ops().lstm_backward(
-                gates, cells, squashed, c0, w_hh, p_i, p_f, p_o, rec.packed, d_h_ext, d_c_ext,
-                _flag_bits(ctx.flags))
+            # d_pre W_hh, one per step (see forward for the product's form)
+            packed = (None if torch.get_num_threads() == 1
+                      else StepMatmul(w_hh.t(), batch).packed)
+            d_pre, dh, dc, d_gs0 = built_ops().lstm_backward(
+                gates, cells, squashed, c0, w_hh, p_i, p_f, p_o, packed, d_h_ext, d_c_ext,
+                _flag_bits(ctx.flags), w_gg, d_g_ext)
         else:
+            rec = StepMatmul(w_hh.t(), batch)  # d_pre W_hh, one per step
             d_pre, dh, dc = _backward_loop(gates, cells, squashed, c0, w_hh, rec, p_i, p_f,
                                            p_o, d_h_ext, d_c_ext, ctx.flags)
         needs = ctx.needs_input_grad
@@ -422,8 +475,17 @@ class _LSTMSequence(torch.autograd.Function):
                 dp_f = (d_pre[..., hidden:2 * hidden] * c_prev_all).sum((0, 1))
             if needs[9]:
                 dp_o = (d_pre[..., 3 * hidden:] * cells).sum((0, 1))
+        dw_gg = None
+        if w_gg is not None and needs[14]:
+            # dW_gg = sum_t d_ifo(t)^T gs(t-1), rows receiving, columns sending gate
+            d_ifo = torch.cat([d_pre[..., :2 * hidden], d_pre[..., 3 * hidden:]], -1)
+            gs_prev = torch.cat([gs0.unsqueeze(0), torch.cat(
+                [gates[:-1, :, :2 * hidden], gates[:-1, :, 3 * hidden:]], -1)])
+            dw_gg = built_ops().linear(d_ifo.view(steps * batch, -1).t(),
+                                       gs_prev.view(steps * batch, -1).t(), None)
         return (dx, dh if needs[1] else None, dc if needs[2] else None, dw_ih, dw_hh, db, db,
-                dp_i, dp_f, dp_o, None, None, None)
+                dp_i, dp_f, dp_o, None, None, None,
+                d_gs0 if w_gg is not None and needs[13] else None, dw_gg, None)
 
 
 def _native_weight_grads(d_pre, x, h0, hs, w_ih, needs, has_bias):  # type: ignore[no-untyped-def]
@@ -570,26 +632,35 @@ def _differentiable_backward(ctx, grads):  # type: ignore[no-untyped-def]
     forward recomputed from the saved inputs with :func:`_lstm_step` (the cell's own step, so the
     same equations) and differentiated with ``create_graph=True``
     (:func:`rnnlab.cells.base.recomputed_vjp`)."""
-    (x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, _, _, _, _, last) = ctx.saved_tensors
-    inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o]
-    spec = LSTMVariant(*ctx.flags)
+    (x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, _, _, _, _, last, gs0,
+     w_gg) = ctx.saved_tensors
+    inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, p_i, p_f, p_o, gs0, w_gg]
+    fgr = w_gg is not None
+    spec = LSTMVariant(*ctx.flags, gate_recurrence=fgr)
+    needs = ctx.needs_input_grad
+    needs = (*needs[:10], *(needs[13:15] if len(needs) > 13 else (False, False)))
 
-    def recompute(ax, ah0, ac0, aw_ih, aw_hh, ab_ih, ab_hh, ap_i, ap_f, ap_o):  # type: ignore
+    def recompute(ax, ah0, ac0, aw_ih, aw_hh, ab_ih, ab_hh, ap_i, ap_f, ap_o, ags0,
+                  aw_gg):  # type: ignore[no-untyped-def]
         bias = None if ab_ih is None else ab_ih + ab_hh
-        state: State = (ah0, ac0)
-        hs, cs = [], []
+        state: State = (ah0, ac0, ags0) if fgr else (ah0, ac0)
+        hs, cs, gs = [], [], []
         for u_t in F.linear(ax, aw_ih, bias).unbind(1):
-            state = _lstm_step(spec, u_t, state, aw_hh, ap_i, ap_f, ap_o, None)
+            state = _lstm_step(spec, u_t, state, aw_hh, ap_i, ap_f, ap_o, aw_gg)
             hs.append(state[0])  # type: ignore[index]
             cs.append(state[1])  # type: ignore[index]
+            if fgr:
+                gs.append(state[2])  # type: ignore[index]
         out, cells = torch.stack(hs, 1), torch.stack(cs, 1)
+        g_all = torch.stack(gs, 1) if fgr else None
         if last is None:
-            return out, cells, hs[-1], cs[-1]
+            return out, cells, hs[-1], cs[-1], g_all, (gs[-1] if fgr else None)
         rows = torch.arange(x.shape[0], device=x.device)
-        return out, cells, out[rows, last], cells[rows, last]
+        return (out, cells, out[rows, last], cells[rows, last], g_all,
+                g_all[rows, last] if fgr else None)
 
-    result = recomputed_vjp(inputs, ctx.needs_input_grad[:len(inputs)], recompute, grads)
-    return (*result, None, None, None)
+    result = recomputed_vjp(inputs, needs, recompute, grads)
+    return (*result[:10], None, None, None, *result[10:], None)
 
 
 __all__ = ["VARIANTS", "LSTMCell", "LSTMVariant"]

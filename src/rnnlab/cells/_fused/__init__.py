@@ -1,13 +1,14 @@
 """The fused CPU loops of the hand-written LSTM and Cho-GRU sequences, a C++ extension.
 
 ``fused_cells.cpp`` (next to this file) holds the time loops of
-:class:`rnnlab.cells.lstm._LSTMSequence` (every Greff et al. variant but FGR) and of
-:class:`rnnlab.cells.gru._ChoGRUSequence`, forward and backward through time, and the whole
-sequence's products (``linear``), as registered torch ops (``torch.ops.rnnlab_fused``): per step
-one matrix product per recurrent weight block and one vectorised pass of the gate math
-(``at::vec``), where the Python loops launch one torch op per gate. The equations, and the
-weight gradients around the loops, are those of :mod:`rnnlab.cells.lstm` and
-:mod:`rnnlab.cells.gru`.
+:class:`rnnlab.cells.lstm._LSTMSequence` (every Greff et al. variant; FGR's gate-to-gate
+recurrence is one more product per step) and of :class:`rnnlab.cells.gru._ChoGRUSequence`,
+forward and backward through time, and the whole sequence's products (``linear``), as
+registered torch ops (``torch.ops.rnnlab_fused``): per step one matrix product per recurrent
+weight block and one vectorised pass of the gate math (``at::vec``), where the Python loops
+launch one torch op per gate. A forward that no backward follows stores only the states. The
+equations, and the weight gradients around the loops, are those of :mod:`rnnlab.cells.lstm` and
+:mod:`rnnlab.cells.gru`; FGR's Python counterpart is the plain step loop.
 
 The extension is built and loaded by :class:`rnnlab._native.NativeOps` (compiled on first use
 with g++ and ninja into torch's extension cache, once per machine, source version, torch version

@@ -1,5 +1,5 @@
 // Fused CPU loops of rnnlab's hand-written LSTM sequence (rnnlab.cells.lstm._LSTMSequence:
-// Greff et al. 2017's variants but FGR, peepholes) and Cho-form GRU sequence
+// Greff et al. 2017's variants, peepholes, FGR's gate recurrence) and Cho-form GRU sequence
 // (rnnlab.cells.gru._ChoGRUSequence): per step one matrix product per recurrent weight block and
 // one vectorised pass of the gate math (at::vec, i.e. Sleef's exp/tanh as torch's own kernels
 // use), forward and backward through time; plus the whole-sequence products around the loops.
@@ -23,12 +23,13 @@ namespace {
 using at::Tensor;
 
 // Flags of the LSTM variant, bit k = (input_gate, forget_gate, output_gate, input_activation,
-// output_activation, peepholes, coupled): the order of rnnlab.cells.lstm.LSTMVariant's fields.
+// output_activation, peepholes, coupled): the order of rnnlab.cells.lstm.LSTMVariant's fields;
+// bit 7 (no_store): a forward that no backward will follow, which stores only c(t) and h(t).
 struct Flags {
-  bool use_i, use_f, use_o, act_g, act_s, peep, coupled;
+  bool use_i, use_f, use_o, act_g, act_s, peep, coupled, no_store;
   explicit Flags(int64_t bits)
       : use_i(bits & 1), use_f(bits & 2), use_o(bits & 4), act_g(bits & 8), act_s(bits & 16),
-        peep(bits & 32), coupled(bits & 64) {}
+        peep(bits & 32), coupled(bits & 64), no_store(bits & 128) {}
 };
 
 template <typename V>
@@ -37,21 +38,77 @@ inline V sigmoid(const V& x) {
   return (V(1) + x.neg().exp()).reciprocal();
 }
 
+// tanh in float32 from one exp and one division, 2.6x faster than Sleef's tanh here (0.47 vs
+// 1.22 ns per value, docs/speed.md): sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) in (0, 1],
+// whose absolute error is about that of e (<= 9e-8 measured against float64), and for
+// |x| < 1/8, where 1 - e loses relative accuracy, the Taylor polynomial of tanh to x^11
+// (truncation error < 1e-13 relative there). NaN and +-inf as tanh. float64 keeps Sleef's.
+template <typename V>
+inline V tanh_(const V& x) {
+  using T = typename V::value_type;
+  if constexpr (std::is_same_v<T, float>) {
+    const V ax = x.abs();
+    const V e = (ax * V(-2.0f)).exp();
+    const V t = (V(1.0f) - e) / (V(1.0f) + e);
+    const V x2 = x * x;
+    V p = at::vec::fmadd(x2, V(62.0f / 2835.0f), V(-17.0f / 315.0f));
+    p = at::vec::fmadd(x2, p, V(2.0f / 15.0f));
+    p = at::vec::fmadd(x2, p, V(-1.0f / 3.0f));
+    p = at::vec::fmadd(x2, p, V(1.0f));
+    const V signed_t = V::blendv(t, t.neg(), x < V(0.0f));
+    return V::blendv(signed_t, x * p, ax < V(0.125f));
+  } else {
+    return x.tanh();
+  }
+}
+
 // c += a @ B for one step of a recurrence, with a (batch x K) and c (batch x N) rows of the
-// time-major buffers and B (K x N) the same at every step. Three ways, fastest first:
-// oneDNN's prepacked weight when the caller gives one (float32, large weights; see
-// rnnlab.cells.base.StepMatmul); oneDNN's batch-reduce GEMM micro-kernel through
-// at::native::cpublas::brgemm (float32, one thread: measured 2-3x faster than one addmm per
-// step here, see docs/speed.md); else one addmm.
+// time-major buffers and B (K x N) the same at every step. Two ways: oneDNN's batch-reduce GEMM
+// micro-kernel through at::native::cpublas::brgemm (float32, one thread: measured 2-3x faster
+// than one addmm per step, and faster than oneDNN's prepacked weight, see docs/speed.md), with
+// B copied once per call into column blocks of kColBlock (each block's K x kColBlock entries
+// contiguous, so a step streams B in order); else one addmm per step, or oneDNN's prepacked
+// weight when the caller gives one (float32 with several threads, large weights; see
+// rnnlab.cells.base.StepMatmul).
 class StepProduct {
  public:
+  // column blocks from this many columns on (below, one block: measured equal at N = 512)
+  static constexpr int64_t kBlockFrom = 1024;
+  static constexpr int64_t kColBlock = 64;
+
   // b_kn: B as a (K x N) tensor (any strides); packed: oneDNN's reorder of B^T, or none
   StepProduct(const Tensor& b_kn, const std::optional<Tensor>& packed)
       : b_kn_(b_kn), packed_(packed) {
 #ifdef CPUBLAS_BRGEMM_F32F32F32
-    use_brgemm_ = !packed_.has_value() && b_kn.scalar_type() == at::kFloat &&
-                  at::get_num_threads() == 1;
-    if (use_brgemm_) b_dense_ = b_kn.contiguous();
+    use_brgemm_ = b_kn.scalar_type() == at::kFloat && at::get_num_threads() == 1;
+    if (use_brgemm_) {
+      k_ = b_kn.size(0);
+      n_ = b_kn.size(1);
+      block_ = n_ >= kBlockFrom ? kColBlock : n_;
+      if (block_ == n_ && b_kn.is_contiguous()) {
+        b_blocked_ = b_kn;  // one block: B itself (e.g. W_hh in the backward)
+      } else {
+        b_blocked_ = at::empty({k_ * n_}, b_kn.options());
+        for (int64_t j = 0; j < n_; j += block_) {
+          const int64_t w = std::min(block_, n_ - j);
+          b_blocked_.narrow(0, k_ * j, k_ * w).view({k_, w}).copy_(b_kn.narrow(1, j, w));
+        }
+      }
+    }
+#endif
+  }
+
+  // c (M x N, row stride ldc) = or += a (M x K, row stride lda) @ B, in the brgemm mode
+  void run(float* c, int64_t ldc, const float* a, int64_t lda, int64_t m, bool accumulate) const {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    const float* b = b_blocked_.data_ptr<float>();
+    for (int64_t j = 0; j < n_; j += block_) {
+      const int64_t w = std::min(block_, n_ - j);
+      at::native::cpublas::brgemm(m, w, k_, lda, w, ldc, accumulate, a, b + k_ * j, c + j,
+                                  false);
+    }
+#else
+    TORCH_CHECK(false, "StepProduct::run needs the brgemm mode");
 #endif
   }
 
@@ -60,16 +117,12 @@ class StepProduct {
   template <typename scalar_t>
   void add_(scalar_t* c, int64_t ldc, const scalar_t* a, int64_t m, const Tensor& c_view,
             const Tensor& a_view) const {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (use_brgemm_) {
-        const int64_t k = b_dense_.size(0), n = b_dense_.size(1);
-        at::native::cpublas::brgemm(m, n, k, k, n, ldc, true, a, b_dense_.data_ptr<float>(), c,
-                                    false);
+        run(c, ldc, a, k_, m, true);
         return;
       }
     }
-#endif
     Tensor cv = c_view;
     if (packed_.has_value()) {
       cv.add_(linear(a_view));
@@ -81,14 +134,12 @@ class StepProduct {
   // c (M x N, contiguous) = a @ B, in the dense (brgemm) mode only
   template <typename scalar_t>
   void set_(scalar_t* c, const scalar_t* a, int64_t m) const {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
     if constexpr (std::is_same_v<scalar_t, float>) {
-      const int64_t k = b_dense_.size(0), n = b_dense_.size(1);
-      at::native::cpublas::brgemm(m, n, k, k, n, n, false, a, b_dense_.data_ptr<float>(), c,
-                                  false);
-      return;
+      if (use_brgemm_) {
+        run(c, n_, a, k_, m, false);
+        return;
+      }
     }
-#endif
     TORCH_CHECK(false, "StepProduct::set_ needs the brgemm mode");
   }
 
@@ -97,16 +148,12 @@ class StepProduct {
   template <typename scalar_t>
   void mm(scalar_t* c, int64_t ldc, const scalar_t* a, int64_t lda, int64_t m, bool accumulate,
           const Tensor& c_view, const Tensor& a_view) const {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (use_brgemm_) {
-        const int64_t k = b_dense_.size(0), n = b_dense_.size(1);
-        at::native::cpublas::brgemm(m, n, k, lda, n, ldc, accumulate, a,
-                                    b_dense_.data_ptr<float>(), c, false);
+        run(c, ldc, a, lda, m, accumulate);
         return;
       }
     }
-#endif
     Tensor cv = c_view;
     if (packed_.has_value()) {
       Tensor r = linear(a_view.contiguous());
@@ -118,7 +165,7 @@ class StepProduct {
     }
   }
 
-  // true when add_ works on the pointers alone (no tensor views needed)
+  // true when the products work on the pointers alone (no tensor views needed)
   bool dense() const { return use_brgemm_; }
 
   void release() const {
@@ -127,7 +174,7 @@ class StepProduct {
 #endif
   }
 
-  bool packed() const { return packed_.has_value(); }
+  bool packed() const { return !use_brgemm_ && packed_.has_value(); }
 
   // a @ B with the prepacked weight
   Tensor linear(const Tensor& a) const {
@@ -142,9 +189,10 @@ class StepProduct {
   }
 
  private:
-  Tensor b_kn_, b_dense_;
+  Tensor b_kn_, b_blocked_;
   std::optional<Tensor> packed_;
   bool use_brgemm_ = false;
+  int64_t k_ = 0, n_ = 0, block_ = 1;
 };
 
 // x (R x K) @ w^T + bias (R x N; w: N x K, any strides) for the whole-sequence products: the
@@ -201,22 +249,36 @@ void for_each_chunk(int64_t batch, int64_t hidden, const F& f) {
 }
 
 // ------------------------------------------------------------------------------------------
-// LSTM forward: gates (T, B, 4H) holds W x + b on entry and i, f, g, o on exit.
+// LSTM forward: gates (T, B, 4H) holds W x + b on entry and i, f, g, o on exit (unless
+// no_store). FGR (gate recurrence, rec_gg given): a_k(t) += [gs(t-1) W_gg^T]_k for k in i, f, o,
+// with gs(t) = (i(t), f(t), o(t)) and gs(-1) = gs0.
 template <typename scalar_t>
 void lstm_forward_steps(Tensor& gates, const Tensor& h0, const Tensor& c0, const StepProduct& rec,
                         const scalar_t* p_i, const scalar_t* p_f, const scalar_t* p_o,
-                        const Flags& s, Tensor& cells, Tensor& squashed, Tensor& hs) {
+                        const Flags& s, const StepProduct* rec_gg, const Tensor& gs0,
+                        Tensor& cells, Tensor& squashed, Tensor& hs) {
   using V = at::vec::Vectorized<scalar_t>;
   const int64_t steps = gates.size(0), batch = gates.size(1), hidden = hs.size(2);
   const int64_t W = V::size();
   const V one(1);
   const int64_t bh = batch * hidden;
+  const bool store = !s.no_store;
   scalar_t* const g_base = gates.data_ptr<scalar_t>();
   scalar_t* const c_base = cells.data_ptr<scalar_t>();
-  scalar_t* const s_base = s.act_s ? squashed.data_ptr<scalar_t>() : c_base;
+  scalar_t* const s_base = (s.act_s && store) ? squashed.data_ptr<scalar_t>() : c_base;
   scalar_t* const h_base = hs.data_ptr<scalar_t>();
   Tensor rec_buf = rec.dense() ? at::empty({batch, 4 * hidden}, gates.options()) : Tensor();
   scalar_t* const rec_ptr = rec.dense() ? rec_buf.data_ptr<scalar_t>() : nullptr;
+  // FGR: the previous gates (B, 3H) and their product with W_gg^T (B, 3H), small buffers
+  Tensor gs_buf, gg_buf;
+  scalar_t* gs_ptr = nullptr;
+  scalar_t* gg_ptr = nullptr;
+  if (rec_gg != nullptr) {
+    gs_buf = gs0.contiguous().clone();
+    gg_buf = at::empty({batch, 3 * hidden}, gates.options());
+    gs_ptr = gs_buf.data_ptr<scalar_t>();
+    gg_ptr = gg_buf.data_ptr<scalar_t>();
+  }
   for (int64_t t = 0; t < steps; ++t) {
     scalar_t* gp = g_base + t * 4 * bh;
     const scalar_t* hprev = t == 0 ? h0.data_ptr<scalar_t>() : h_base + (t - 1) * bh;
@@ -232,6 +294,9 @@ void lstm_forward_steps(Tensor& gates, const Tensor& h0, const Tensor& c0, const
       rec_out = rec_step.data_ptr<scalar_t>();
     } else {
       rec.add_(gp, 4 * hidden, hprev, batch, gates[t], t == 0 ? h0 : hs[t - 1]);
+    }
+    if (rec_gg != nullptr) {
+      rec_gg->mm(gg_ptr, 3 * hidden, gs_ptr, 3 * hidden, batch, false, gg_buf, gs_buf);
     }
     const scalar_t* cprev = t == 0 ? c0.data_ptr<scalar_t>() : c_base + (t - 1) * bh;
     scalar_t* cp = c_base + t * bh;
@@ -259,27 +324,41 @@ void lstm_forward_steps(Tensor& gates, const Tensor& h0, const Tensor& c0, const
             a_g = a_g + V::loadu(ri + 2 * hidden + j, n);
             a_o = a_o + V::loadu(ri + 3 * hidden + j, n);
           }
+          if (gg_ptr != nullptr) {
+            const scalar_t* rg = gg_ptr + b * 3 * hidden + j;
+            a_i = a_i + V::loadu(rg, n);
+            a_f = a_f + V::loadu(rg + hidden, n);
+            a_o = a_o + V::loadu(rg + 2 * hidden, n);
+          }
           if (s.peep) {
             a_i = a_i + c_prev * V::loadu(p_i + j, n);
             a_f = a_f + c_prev * V::loadu(p_f + j, n);
           }
           V i = s.use_i ? sigmoid(a_i) : one;
           V f = s.coupled ? one - i : (s.use_f ? sigmoid(a_f) : one);
-          V g = s.act_g ? a_g.tanh() : a_g;
+          V g = s.act_g ? tanh_(a_g) : a_g;
           V c = f * c_prev + i * g;
           V o = one;
           if (s.use_o) {
             if (s.peep) a_o = a_o + c * V::loadu(p_o + j, n);
             o = sigmoid(a_o);
           }
-          V sq = s.act_s ? c.tanh() : c;
+          V sq = s.act_s ? tanh_(c) : c;
           V h = s.use_o ? o * sq : sq;
-          i.store(gi + j, n);
-          f.store(gf + j, n);
-          g.store(gg + j, n);
-          o.store(go + j, n);
+          if (store) {
+            i.store(gi + j, n);
+            f.store(gf + j, n);
+            g.store(gg + j, n);
+            o.store(go + j, n);
+            if (s.act_s) sq.store(sb + j, n);
+          }
+          if (gs_ptr != nullptr) {
+            scalar_t* gsb = gs_ptr + b * 3 * hidden + j;
+            i.store(gsb, n);
+            f.store(gsb + hidden, n);
+            o.store(gsb + 2 * hidden, n);
+          }
           c.store(cb + j, n);
-          if (s.act_s) sq.store(sb + j, n);
           h.store(hb + j, n);
         }
       }
@@ -291,37 +370,49 @@ void lstm_forward_steps(Tensor& gates, const Tensor& h0, const Tensor& c0, const
 std::vector<Tensor> lstm_forward(Tensor gates, const Tensor& h0, const Tensor& c0,
                                  const Tensor& w_hh, const std::optional<Tensor>& p_i,
                                  const std::optional<Tensor>& p_f, const std::optional<Tensor>& p_o,
-                                 const std::optional<Tensor>& packed_w_hh, int64_t flags) {
+                                 const std::optional<Tensor>& packed_w_hh, int64_t flags,
+                                 const std::optional<Tensor>& w_gg,
+                                 const std::optional<Tensor>& gs0) {
   TORCH_CHECK(gates.is_contiguous() && gates.dim() == 3, "gates must be contiguous (T, B, 4H)");
   const Flags s(flags);
   const int64_t steps = gates.size(0), batch = gates.size(1), hidden = w_hh.size(1);
   TORCH_CHECK(gates.size(2) == 4 * hidden, "gates must have 4H columns");
   TORCH_CHECK(!s.peep || (p_i.has_value() && p_f.has_value() && p_o.has_value()),
               "peepholes flagged but not given");
+  const bool fgr = w_gg.has_value() && w_gg->defined();
+  TORCH_CHECK(!fgr || (gs0.has_value() && gs0->defined() && !s.no_store && s.use_i && s.use_f &&
+                       s.use_o && !s.coupled),
+              "the gate recurrence needs gs0, all three gates and stored activations");
   Tensor cells = at::empty({steps, batch, hidden}, gates.options());
-  Tensor squashed = s.act_s ? at::empty_like(cells) : at::empty({0}, gates.options());
+  Tensor squashed =
+      (s.act_s && !s.no_store) ? at::empty_like(cells) : at::empty({0}, gates.options());
   Tensor hs = at::empty_like(cells);
   Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
   StepProduct rec(w_hh.t(), packed_w_hh);
+  std::optional<StepProduct> rec_gg;
+  if (fgr) rec_gg.emplace(w_gg->t(), std::nullopt);  // gs W_gg^T
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "rnnlab_lstm_forward", [&] {
     std::optional<Tensor> pi, pf, po;
     if (s.peep) { pi = p_i->contiguous(); pf = p_f->contiguous(); po = p_o->contiguous(); }
     lstm_forward_steps<scalar_t>(gates, h0c, c0c, rec, ptr_or_null<scalar_t>(pi),
-                                 ptr_or_null<scalar_t>(pf), ptr_or_null<scalar_t>(po), s, cells,
+                                 ptr_or_null<scalar_t>(pf), ptr_or_null<scalar_t>(po), s,
+                                 fgr ? &*rec_gg : nullptr, fgr ? *gs0 : Tensor(), cells,
                                  squashed, hs);
   });
   return {cells, squashed, hs};
 }
 
 // LSTM backward through time: the gradient of every step's gate pre-activations (rows of
-// removed gates zero), and of h0, c0. d_h_ext / d_c_ext (T, B, H): the gradient reaching h(t),
-// c(t) from outside the recurrence (absent: zero).
+// removed gates zero), and of h0, c0 (and for FGR of gs0). d_h_ext / d_c_ext (T, B, H),
+// d_g_ext (T, B, 3H): the gradient reaching h(t), c(t), gs(t) from outside the recurrence
+// (absent: zero).
 template <typename scalar_t>
 void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor& squashed,
                          const Tensor& c0, const StepProduct& rec, const scalar_t* p_i,
                          const scalar_t* p_f, const scalar_t* p_o, const Tensor& d_h_ext,
-                         const Tensor& d_c_ext, const Flags& s, Tensor& d_pre, Tensor& dh,
-                         Tensor& dc) {
+                         const Tensor& d_c_ext, const Flags& s, const StepProduct* rec_gg,
+                         const Tensor& d_g_ext, Tensor& d_pre, Tensor& dh, Tensor& dc,
+                         Tensor& d_gs) {
   using V = at::vec::Vectorized<scalar_t>;
   const int64_t steps = gates.size(0), batch = gates.size(1), hidden = cells.size(2);
   const int64_t W = V::size();
@@ -331,6 +422,14 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
   scalar_t* const dh_ptr = dh.data_ptr<scalar_t>();
   scalar_t* const dpre_base = d_pre.data_ptr<scalar_t>();
   const scalar_t* const ext_base = d_h_ext.defined() ? d_h_ext.data_ptr<scalar_t>() : nullptr;
+  // FGR: the gradient of gs(t) (B, 3H) and the pre-activation gradients of i, f, o of step
+  // t + 1 side by side (B, 3H), what W_gg multiplies
+  const bool fgr = rec_gg != nullptr;
+  Tensor difo = fgr ? at::empty({batch, 3 * hidden}, gates.options()) : Tensor();
+  scalar_t* const difo_ptr = fgr ? difo.data_ptr<scalar_t>() : nullptr;
+  scalar_t* const dgs_ptr = fgr ? d_gs.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* const gext_base =
+      (fgr && d_g_ext.defined()) ? d_g_ext.data_ptr<scalar_t>() : nullptr;
   // dh = dpre(t) @ W_hh added to dh
   auto add_recurrent = [&](int64_t t) {
     if (rec.dense()) {
@@ -338,6 +437,10 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
     } else {
       rec.add_(dh_ptr, hidden, dpre_base + t * 4 * bh, batch, dh, d_pre[t]);
     }
+  };
+  // d_gs (+)= difo @ W_gg
+  auto gate_recurrent = [&](bool accumulate) {
+    rec_gg->mm(dgs_ptr, 3 * hidden, difo_ptr, 3 * hidden, batch, accumulate, d_gs, difo);
   };
   for (int64_t t = steps - 1; t >= 0; --t) {
     // dh(t) = the external gradient + the recurrence's d_pre(t+1) W_hh
@@ -347,6 +450,15 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
       std::fill(dh_ptr, dh_ptr + bh, scalar_t(0));
     }
     if (t < steps - 1) add_recurrent(t + 1);
+    if (fgr) {
+      // d gs(t) = the external gradient + d_ifo(t+1) W_gg
+      if (gext_base != nullptr) {
+        std::copy(gext_base + t * 3 * bh, gext_base + (t + 1) * 3 * bh, dgs_ptr);
+      } else {
+        std::fill(dgs_ptr, dgs_ptr + 3 * bh, scalar_t(0));
+      }
+      if (t < steps - 1) gate_recurrent(true);
+    }
     const scalar_t* gp = gates.data_ptr<scalar_t>() + t * 4 * bh;
     const scalar_t* cprev =
         t == 0 ? c0.data_ptr<scalar_t>() : cells.data_ptr<scalar_t>() + (t - 1) * bh;
@@ -377,10 +489,18 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
           V c_prev = V::loadu(cpb + j, n), sq = V::loadu(sb + j, n);
           V i = V::loadu(gi + j, n), f = V::loadu(gf + j, n);
           V g = V::loadu(gg + j, n), o = V::loadu(go + j, n);
+          // FGR: the gradient reaching the activations i, f, o through gs(t)
+          V e_i = zero, e_f = zero, e_o = zero;
+          if (fgr) {
+            const scalar_t* e = dgs_ptr + b * 3 * hidden + j;
+            e_i = V::loadu(e, n);
+            e_f = V::loadu(e + hidden, n);
+            e_o = V::loadu(e + 2 * hidden, n);
+          }
           // h = o * s
           V d_o = zero, d_s = d_h;
           if (s.use_o) {
-            d_o = d_h * sq * (one - o) * o;
+            d_o = (fgr ? d_h * sq + e_o : d_h * sq) * (one - o) * o;
             d_s = d_h * o;
           }
           d_c = d_c + (s.act_s ? d_s * (one - sq * sq) : d_s);
@@ -390,12 +510,15 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
           if (s.use_i) {
             V di = d_c * g;
             if (s.coupled) di = di - d_c * c_prev;  // f = 1 - i
+            if (fgr) di = di + e_i;
             d_i = di * (one - i) * i;
             d_g = d_c * i;
           }
           if (s.act_g) d_g = d_g * (one - g * g);
           V d_f = zero;
-          if (s.use_f && !s.coupled) d_f = d_c * c_prev * (one - f) * f;
+          if (s.use_f && !s.coupled) {
+            d_f = (fgr ? d_c * c_prev + e_f : d_c * c_prev) * (one - f) * f;
+          }
           V d_cp = (s.use_f || s.coupled) ? d_c * f : d_c;
           if (s.peep) {
             if (s.use_i) d_cp = d_cp + d_i * V::loadu(p_i + j, n);
@@ -406,12 +529,19 @@ void lstm_backward_steps(const Tensor& gates, const Tensor& cells, const Tensor&
           d_g.store(dg_p + j, n);
           d_o.store(do_p + j, n);
           d_cp.store(dcb + j, n);
+          if (fgr) {
+            scalar_t* q = difo_ptr + b * 3 * hidden + j;
+            d_i.store(q, n);
+            d_f.store(q + hidden, n);
+            d_o.store(q + 2 * hidden, n);
+          }
         }
       }
     });
   }
   std::fill(dh_ptr, dh_ptr + bh, scalar_t(0));
   add_recurrent(0);
+  if (fgr) gate_recurrent(false);  // d gs0 = d_ifo(0) W_gg
   rec.release();
 }
 
@@ -422,25 +552,34 @@ std::vector<Tensor> lstm_backward(const Tensor& gates, const Tensor& cells,
                                   const std::optional<Tensor>& p_o,
                                   const std::optional<Tensor>& packed_w_hh_t,
                                   const std::optional<Tensor>& d_h_ext,
-                                  const std::optional<Tensor>& d_c_ext, int64_t flags) {
+                                  const std::optional<Tensor>& d_c_ext, int64_t flags,
+                                  const std::optional<Tensor>& w_gg,
+                                  const std::optional<Tensor>& d_g_ext) {
   const Flags s(flags);
   const int64_t batch = gates.size(1), hidden = w_hh.size(1);
   TORCH_CHECK(gates.is_contiguous() && cells.is_contiguous(), "saved buffers must be contiguous");
+  TORCH_CHECK(!s.no_store, "no backward after a forward that stored no activations");
+  const bool fgr = w_gg.has_value() && w_gg->defined();
   Tensor d_pre = at::empty_like(gates);
   Tensor dh = at::empty({batch, hidden}, gates.options());
   Tensor dc = at::zeros({batch, hidden}, gates.options());
+  Tensor d_gs = at::empty({fgr ? batch : 0, 3 * hidden}, gates.options());
   Tensor dhe = (d_h_ext.has_value() && d_h_ext->defined()) ? d_h_ext->contiguous() : Tensor();
   Tensor dce = (d_c_ext.has_value() && d_c_ext->defined()) ? d_c_ext->contiguous() : Tensor();
+  Tensor dge = (fgr && d_g_ext.has_value() && d_g_ext->defined()) ? d_g_ext->contiguous()
+                                                                    : Tensor();
   StepProduct rec(w_hh, packed_w_hh_t);  // d_pre(t+1) @ W_hh
+  std::optional<StepProduct> rec_gg;
+  if (fgr) rec_gg.emplace(*w_gg, std::nullopt);  // d_ifo @ W_gg
   Tensor c0c = c0.contiguous();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "rnnlab_lstm_backward", [&] {
     std::optional<Tensor> pi, pf, po;
     if (s.peep) { pi = p_i->contiguous(); pf = p_f->contiguous(); po = p_o->contiguous(); }
     lstm_backward_steps<scalar_t>(gates, cells, squashed, c0c, rec, ptr_or_null<scalar_t>(pi),
                                   ptr_or_null<scalar_t>(pf), ptr_or_null<scalar_t>(po), dhe, dce,
-                                  s, d_pre, dh, dc);
+                                  s, fgr ? &*rec_gg : nullptr, dge, d_pre, dh, dc, d_gs);
   });
-  return {d_pre, dh, dc};
+  return {d_pre, dh, dc, d_gs};
 }
 
 // ------------------------------------------------------------------------------------------
@@ -593,10 +732,11 @@ TORCH_LIBRARY(rnnlab_fused, m) {
   m.def("gru_cho_backward(Tensor acts, Tensor hs, Tensor h0, Tensor w_hh, Tensor? packed_rz_t, "
         "Tensor? packed_n_t, Tensor? d_ext) -> Tensor[]");
   m.def("lstm_forward(Tensor(a!) gates, Tensor h0, Tensor c0, Tensor w_hh, Tensor? p_i, "
-        "Tensor? p_f, Tensor? p_o, Tensor? packed_w_hh, int flags) -> Tensor[]");
+        "Tensor? p_f, Tensor? p_o, Tensor? packed_w_hh, int flags, Tensor? w_gg=None, "
+        "Tensor? gs0=None) -> Tensor[]");
   m.def("lstm_backward(Tensor gates, Tensor cells, Tensor squashed, Tensor c0, Tensor w_hh, "
         "Tensor? p_i, Tensor? p_f, Tensor? p_o, Tensor? packed_w_hh_t, Tensor? d_h_ext, "
-        "Tensor? d_c_ext, int flags) -> Tensor[]");
+        "Tensor? d_c_ext, int flags, Tensor? w_gg=None, Tensor? d_g_ext=None) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab_fused, CPU, m) {
