@@ -15,7 +15,8 @@ the ``2K`` best extensions), so their best outputs are compared too.
 
 Reported: training tokens per second (forward + backward + Adam, target tokens), beam-search
 sentences per second, and the ratios ours / plain, medians of ``--repeats`` alternating rounds
-(``--clock cpu``: the process's CPU time instead of wall time, for a loaded machine).
+(``--clock cpu``: the process's CPU time instead of wall time, for a loaded machine);
+``--sweep 16,64,256`` adds the beam-search ratio at those numbers of sentences.
 Target (issue 14, part 7): batched beam search at least 5x faster than the per-sentence loop on
 the CPU. The exit code is 1 when it misses.
 """
@@ -151,6 +152,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sweep", default="",
+                    help="comma-separated sentence counts: also print the beam-search ratio at "
+                         "each (after the main report; e.g. 16,64,256)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or this process's CPU time (steadier on a shared machine; "
                          "with one thread the two agree when the machine is idle)")
@@ -228,6 +232,24 @@ def main() -> int:
     print(f"{'training tokens/s':28s}{tr_o:12.0f}{tr_p:12.0f}{tr_o / tr_p:12.2f}")
     print(f"{'beam search sentences/s':28s}{bm_o:12.1f}{bm_p:12.1f}{bm_o / bm_p:12.2f}")
     ok = bm_o / bm_p >= TARGET or dev.type != "cpu"
+    for count in (int(c) for c in args.sweep.split(",") if c.strip()):
+        ssrc, ssl, _, _ = (x.to(dev) for x in _data(torch.Generator().manual_seed(count),
+                                                     count, args.vocab, 10, 20))
+
+        def run_o(ssrc=ssrc, ssl=ssl):
+            beam_search(ours, ssrc, ssl, beam_size=args.beam, max_len=args.max_len)
+
+        def run_p(ssrc=ssrc, ssl=ssl):
+            for i in range(ssrc.shape[0]):
+                plain.beam_one(ssrc[i], ssl[i], args.beam, args.max_len)
+
+        run_o()
+        sweep = {"ours": [], "plain": []}
+        for _ in range(args.repeats):
+            sweep["ours"].append(timed(run_o))
+            sweep["plain"].append(timed(run_p))
+        so, sp = (count / statistics.median(sweep[k]) for k in ("ours", "plain"))
+        print(f"{f'beam sentences/s, {count} sentences':28s}{so:12.1f}{sp:12.1f}{so / sp:12.2f}")
     print(f"target: batched beam >= {TARGET}x the per-sentence loop on the CPU: "
           f"{'met' if ok else 'MISSED'}")
     return 0 if ok else 1

@@ -130,6 +130,24 @@ def test_bahdanau_learns_reversal(tmp_path):
     assert result.rows[0]["exact_match"] > 0.9
 
 
+def test_number_translation_task_tiny(tmp_path):
+    """German -> English number words: test numbers held out of training, a heat-map drawn."""
+    from rnnlab.experiments.seq2seq import Seq2SeqConfig, make_task
+
+    opts = {"tasks": "numbers-de-en", "models": "bahdanau", "epochs": "1", "train-size": "40",
+            "test-size": "8", "hidden-size": "8", "embed-size": "4", "number-high": "30"}
+    result, run_dir = run_experiment("seq2seq", opts, out_dir=tmp_path / "num")
+    assert {r["task"] for r in result.rows} == {"numbers-de-en"}
+    assert sum(r["n"] for r in result.rows) == 8
+    train, test, _ = make_task(Seq2SeqConfig(number_high=30, train_size=40, test_size=8),
+                               "numbers-de-en", 0)
+    assert not {i["number"] for i in train.info} & {i["number"] for i in test.info}
+    assert all(i["target"] == "en" for i in test.info)
+    # an output may be empty after one epoch; when there is one, its heat-map is drawn
+    assert {p.name for p in run_dir.glob("attention_*.png")} <= {
+        "attention_numbers-de-en_bahdanau.png"}
+
+
 def test_attention_heatmap_png(tmp_path):
     import matplotlib
 

@@ -123,3 +123,19 @@ def test_paper_readout_for_bahdanau(tmp_path):
     params = {r["model"]: r["params"] for r in result.rows}
     assert abs(params["cho"] - params["bahdanau"]) / params["bahdanau"] < 0.15
     assert len(translate(run_dir / "models" / "reverse-bahdanau-seed0", ["123"])) == 1
+
+
+def test_paper_readout_for_cho(tmp_path):
+    opts = {**OPTS, "models": "bahdanau,cho", "epochs": "1", "cho-readout": "maxout"}
+    result, run_dir = run_experiment("seq2seq", opts, out_dir=tmp_path / "cho")
+    from rnnlab.experiments._seq2seq_common import count_parameters, load_translator
+
+    cho, *_, meta = load_translator(run_dir / "models" / "reverse-cho-seed0")
+    assert meta["kwargs"]["readout"] == "maxout" and hasattr(cho, "deep_output")
+    bahdanau, *_, meta = load_translator(run_dir / "models" / "reverse-bahdanau-seed0")
+    assert meta["kwargs"].get("readout", "linear") == "linear"
+    # matched to the (linear) bahdanau model's parameter count, at its own (maxout) width
+    params = {r["model"]: r["params"] for r in result.rows}
+    assert params["cho"] == count_parameters(cho) and params["bahdanau"] == count_parameters(
+        bahdanau)
+    assert abs(params["cho"] - params["bahdanau"]) / params["bahdanau"] < 0.15

@@ -1,5 +1,6 @@
-"""Bahdanau et al.'s (2015, App. A.2.2) deep output with a maxout layer: shapes, a hand
-computation of the whole readout, the gradient against finite differences, decoding."""
+"""The deep output with a maxout layer of Bahdanau et al. (2015, App. A.2.2) and of Cho et al.
+(2014, Sec. 4.1 and App. A; ``context="last_state"``): shapes, a hand computation of every
+logit, the gradient against finite differences, decoding."""
 
 from __future__ import annotations
 
@@ -87,25 +88,87 @@ def test_maxout_readout_against_hand_computation(cell):
             prev = tgt[:, t]
 
 
-def test_maxout_readout_gradient_against_finite_differences():
-    m = _model()
+def _gradcheck(m: Seq2Seq, names: tuple[str, ...]) -> bool:
+    """``gradcheck`` of the teacher-forced log-probabilities in the parameters ``names``:
+    float64 central differences (torch's eps 1e-6) against the analytic gradient; its
+    tolerances (atol 1e-5, rtol 1e-3) are far above the O(eps^2) truncation error, and no two
+    maxout inputs are closer than eps here, so the max is differentiable at this point."""
     src, sl, tgt = _batch()
-    names = ("deep_output.weight", "readout.weight", "attn.v.weight", "embedding.weight")
     params = {k: v.detach().clone().requires_grad_(True)
               for k, v in m.named_parameters() if k in names}
+    assert set(params) == set(names)
 
     def f(*tensors):
         out = torch.func.functional_call(m, dict(zip(names, tensors, strict=True)),
                                          (src, sl, tgt))
         return torch.log_softmax(out.logits, -1)
 
-    # float64 finite differences (torch's default eps 1e-6); no two maxout inputs are closer
-    # than eps here, so the max is differentiable at this point
-    assert torch.autograd.gradcheck(f, tuple(params[k] for k in names))
+    return torch.autograd.gradcheck(f, tuple(params[k] for k in names))
 
 
-def test_maxout_model_decodes():
-    m = _model()
+def test_maxout_readout_gradient_against_finite_differences():
+    assert _gradcheck(_model(), ("deep_output.weight", "readout.weight", "attn.v.weight",
+                                 "embedding.weight"))
+
+
+def _cho(cell: str = "gru", **kw) -> Seq2Seq:
+    opts = dict(context="last_state", embed_size=4, hidden_size=6, cell=cell, seed=1,
+                readout="maxout", maxout_size=3)
+    opts.update(kw)
+    return Seq2Seq(9, 7, **opts).double().eval()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cho_maxout_readout_against_hand_computation(cell):
+    m = _cho(cell)
+    src, sl, tgt = _batch()
+    # [O_h O_y O_c] reads [h_t; E y_{t-1}; c] (6 + 4 + 6) into 2l = 6; G: l = 3 -> 7
+    assert m.deep_output.weight.shape == (6, 16) and m.readout.weight.shape == (7, 3)
+    with torch.no_grad():
+        logits = m(src, sl, tgt).logits
+        stepped = m(src, sl, tgt, step_by_step=True).logits
+        out_enc = m.encode(src, sl)[0]
+        # c: the (unidirectional, one-layer) encoder's output at each source's own last step
+        c = torch.stack([out_enc[b, int(sl[b]) - 1] for b in range(3)])
+        h = torch.tanh(c @ m.bridge.weight.T + m.bridge.bias)  # h_0 = tanh(V c)
+        Cell = torch.nn.GRUCell if cell == "gru" else torch.nn.LSTMCell
+        rnn = Cell(4 + 6, 6).double()
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(rnn, name).copy_(getattr(m.rnn, name + "_l0"))
+        state = (h,) if cell == "gru" else (h, torch.zeros_like(h))
+        prev = torch.full((3,), BOS)
+        O_all, b_o = m.deep_output.weight, m.deep_output.bias
+        G, b_g = m.readout.weight, m.readout.bias
+        for t in range(tgt.shape[1]):
+            e = m.embedding.weight[prev]
+            x = torch.cat([e, c], -1)  # c fed at every step
+            state = (rnn(x, state[0]),) if cell == "gru" else rnn(x, state)
+            for b in range(3):
+                pre = O_all @ torch.cat([state[0][b], e[b], c[b]]) + b_o  # reads h_t, current
+                s_max = torch.stack([max(pre[2 * j], pre[2 * j + 1]) for j in range(3)])
+                ref = G @ s_max + b_g
+                # float64, ~40 multiply-adds per output of O(1) terms: rounding ~1e-15
+                torch.testing.assert_close(logits[b, t], ref, atol=1e-12, rtol=0)
+                torch.testing.assert_close(stepped[b, t], ref, atol=1e-12, rtol=0)
+            prev = tgt[:, t]
+
+
+def test_cho_maxout_gradient_against_finite_differences():
+    assert _gradcheck(_cho(), ("deep_output.weight", "deep_output.bias", "readout.weight",
+                               "bridge.weight", "embedding.weight"))
+
+
+def test_cho_maxout_parameter_count():
+    lin = Seq2Seq(9, 7, context="last_state", embed_size=4, hidden_size=6, cell="gru")
+    mo = _cho(maxout_size=5)
+    # the linear readout (16 + 1) * 7 becomes (16 + 1) * 10 + (5 + 1) * 7
+    diff = sum(p.numel() for p in mo.parameters()) - sum(p.numel() for p in lin.parameters())
+    assert diff == 17 * 10 + 6 * 7 - 17 * 7
+
+
+@pytest.mark.parametrize("build", [_model, _cho], ids=["bahdanau", "cho"])
+def test_maxout_model_decodes(build):
+    m = build()
     src, sl, _ = _batch()
     greedy = greedy_decode(m, src, sl, max_len=6)
     hyps = beam_search(m, src, sl, beam_size=1, max_len=6)
@@ -122,8 +185,11 @@ def test_maxout_model_decodes():
 def test_maxout_bad_input():
     with pytest.raises(ValueError, match="attention='bahdanau'"):
         Seq2Seq(9, 7, attention="dot", readout="maxout")
-    with pytest.raises(ValueError, match="attention='bahdanau'"):
-        Seq2Seq(9, 7, context="last_state", readout="maxout")
+    with pytest.raises(ValueError, match="initial_state' has no c"):
+        Seq2Seq(9, 7, context="initial_state", readout="maxout")
+    with pytest.raises(ValueError, match="Luong"):
+        Seq2Seq(9, 7, attention="general", readout="maxout")
+    assert Seq2Seq(9, 7, context="last_state", readout="maxout").maxout_size == 32
     with pytest.raises(ValueError, match="readout"):
         Seq2Seq(9, 7, readout="softmax")
     with pytest.raises(ValueError, match="maxout_size"):

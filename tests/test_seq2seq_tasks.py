@@ -190,6 +190,31 @@ def test_number_words_between_languages_not_monotone():
         number_words(2, source="klingon")
 
 
+def test_number_split_holds_numbers_out():
+    from num2words import num2words
+
+    from rnnlab.tasks.seq2seq.data import number_split
+
+    train, test = number_split(300, 50, low=0, high=99, held_out=0.2, source="de",
+                               target="en", seed=4)
+    seen = {i["number"] for i in train.info}
+    held = {i["number"] for i in test.info}
+    assert not seen & held and held <= set(range(100)) and len(held) <= 20
+    assert len(seen) > 60  # 300 draws from the 80 training numbers
+    for i, s, t in zip(test.info, test.sources, test.targets, strict=True):
+        assert "".join(s) == num2words(i["number"], lang="de")
+        assert _parse_english("".join(t)) == i["number"]  # independent of num2words
+    again = number_split(300, 50, low=0, high=99, held_out=0.2, source="de", target="en",
+                         seed=4)
+    assert again[1].sources == test.sources and again[0].targets == train.targets
+    p = number_words(40, numbers=[7, 21], source="de", seed=1)
+    assert {i["number"] for i in p.info} == {7, 21}
+    with pytest.raises(ValueError, match="held_out"):
+        number_split(5, 5, held_out=1.0)
+    with pytest.raises(ValueError, match="numbers is empty"):
+        number_words(3, numbers=[])
+
+
 # ---------------------------------------------------------------------------------- pointers
 def _monotone_chain_ccw(pts: np.ndarray) -> list[int]:
     """Andrew's monotone chain, counter-clockwise, as an independent hull reference."""

@@ -6,6 +6,7 @@ fixed-context RNNenc falls with sentence length, the attention RNNsearch does no
 Models (:class:`rnnlab.seq2seq.Seq2Seq`; ``--models``):
 
 * ``cho``: context = the encoder's last state, fed at every decoder step (Cho et al. 2014), GRU;
+  with ``--cho-readout maxout`` the paper's deep output with a maxout layer (their Sec. 4.1);
 * ``sutskever``: context = the initial state of a 2-layer LSTM decoder (Sutskever et al. 2014);
 * ``sutskever-rev``: the same with every source reversed (their trick);
 * ``bahdanau``: additive attention, bidirectional GRU encoder (Bahdanau et al. 2015); with
@@ -23,7 +24,12 @@ Tasks (``--tasks``), each generated offline by :mod:`rnnlab.tasks.seq2seq`:
 * ``dates``: a date written by CLDR patterns (babel) in locales of ``--date-languages``,
   target ISO 8601; tested on held-out locales (never seen in training);
 * ``numbers``: German number words to digits (num2words; "einundzwanzig" -> "21": the units
-  come before the tens, the alignment is not monotone).
+  come before the tens, the alignment is not monotone);
+* ``numbers-de-en``: German number words to English number words ("einundzwanzig" ->
+  "twenty-one", "dreihundertvierundfünfzig" -> "three hundred and fifty-four"), numbers
+  ``0..--number-high``, a fifth of them held out of training (the test set has only those), so
+  the models must compose words they saw in other combinations, across a non-monotone
+  alignment.
 
 Every model is trained by :class:`rnnlab.train.Trainer` (Adam, norm clipping, checkpoints in
 ``jobs/<task>-<model>-seed<k>/``, so that ``--resume`` continues a stopped run; optional early
@@ -70,6 +76,7 @@ from rnnlab.tasks.seq2seq import (
     signatures,
     token_task,
 )
+from rnnlab.tasks.seq2seq.data import number_split
 
 MODELS: dict[str, dict[str, Any]] = {
     "cho": {"context": "last_state", "cell": "gru"},
@@ -81,13 +88,14 @@ MODELS: dict[str, dict[str, Any]] = {
     "luong": {"context": "attention", "attention": "general", "input_feeding": True,
               "cell": "lstm"},
 }
-TASKS = ("reverse", "copy", "sort", "dates", "numbers")
+TASKS = ("reverse", "copy", "sort", "dates", "numbers", "numbers-de-en")
 REFERENCE = "bahdanau"
 
 
 @dataclass
 class Seq2SeqConfig(TrainingOptions):
-    tasks: tuple[str, ...] = option(("reverse", "dates"), "tasks to run", choices=TASKS)
+    tasks: tuple[str, ...] = option(("reverse", "dates", "numbers-de-en"), "tasks to run",
+                                    choices=TASKS)
     models: tuple[str, ...] = option(tuple(MODELS), "models to compare", choices=tuple(MODELS))
     hidden_size: int = option(48, "width of the bahdanau model; the others match its parameter "
                                   "count", low=4)
@@ -99,10 +107,16 @@ class Seq2SeqConfig(TrainingOptions):
     date_languages: tuple[str, ...] = option(("en", "de", "fr", "es", "it", "nl", "pt"),
                                              "languages of the date locales (CLDR)")
     held_out_locales: int = option(20, "date locales held out of training", low=1)
+    number_high: int = option(999, "numbers-de-en: the numbers 0..N, a fifth of them held out "
+                                   "of training", low=10)
     bahdanau_readout: str = option("linear", "output layer of the bahdanau model: linear, or "
                                              "maxout (the paper's deep output, their App. "
                                              "A.2.2; the other models are matched to its "
                                              "parameter count)", choices=("linear", "maxout"))
+    cho_readout: str = option("linear", "output layer of the cho model: linear, or maxout "
+                                        "(Cho et al. 2014's deep output, their Sec. 4.1; "
+                                        "matched to the bahdanau model's parameter count "
+                                        "like the others)", choices=("linear", "maxout"))
 
     def validate(self) -> None:
         super().validate()
@@ -125,23 +139,34 @@ def make_task(cfg: Seq2SeqConfig, task: str, seed: int) -> tuple[Pairs, Pairs, s
                                         test_locales=cfg.held_out_locales, seed=seed,
                                         start=dt.date(2000, 1, 1), end=dt.date(2099, 12, 31))
         return train, test, "char"
+    if task == "numbers-de-en":
+        train, test = number_split(cfg.train_size, cfg.test_size, source="de", target="en",
+                                   low=0, high=cfg.number_high, held_out=0.2, seed=seed)
+        return train, test, "char"
     train = number_words(cfg.train_size, source="de", low=0, high=9999, seed=seed)
     test = number_words(cfg.test_size, source="de", low=0, high=9999, seed=seed + 10_000)
     return train, test, "char"
 
 
+def readouts(cfg: Seq2SeqConfig) -> dict[str, str]:
+    """The output layer of each model that has a choice (the others' readout is fixed)."""
+    return {"bahdanau": cfg.bahdanau_readout, "cho": cfg.cho_readout}
+
+
 def build(name: str, width: int, src_vocab: Vocabulary, tgt_vocab: Vocabulary,
-          embed_size: int, max_len: int, seed: int, bahdanau_readout: str = "linear"
+          embed_size: int, max_len: int, seed: int, readout: dict[str, str] | None = None
           ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Model ``name`` (:data:`MODELS`) with the output layer ``readout[name]`` if given."""
     spec = MODELS[name]
-    if name == "bahdanau" and bahdanau_readout != "linear":
-        spec = {**spec, "readout": bahdanau_readout}
+    kind = (readout or {}).get(name, "linear")
+    if kind != "linear":
+        spec = {**spec, "readout": kind}
     return build_seq2seq(spec, width, src_vocab, tgt_vocab, embed_size, max_len, seed)
 
 
 def _width_model(name: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, embed_size: int,
-                 width: int) -> torch.nn.Module:
-    return build(name, width, src_vocab, tgt_vocab, embed_size, 64, 0)[0]
+                 readout: dict[str, str], width: int) -> torch.nn.Module:
+    return build(name, width, src_vocab, tgt_vocab, embed_size, 64, 0, readout)[0]
 
 
 def run_one(cfg: Seq2SeqConfig, ctx: RunContext, task: str, name: str, seed: int,
@@ -153,7 +178,7 @@ def run_one(cfg: Seq2SeqConfig, ctx: RunContext, task: str, name: str, seed: int
                   max(len(t) for t in train.targets + test.targets)) + 8
     torch.manual_seed(seed)
     model, kwargs = build(name, width, src_vocab, tgt_vocab, cfg.embed_size, max_len, seed,
-                          cfg.bahdanau_readout)
+                          readouts(cfg))
     job = f"{task}-{name}-seed{seed}"
     epochs = fit_model(ctx, job, model, encode_pairs(train, src_vocab, tgt_vocab), cfg, seed)
     max_tgt = max(len(t) for t in test.targets) + 5
@@ -170,8 +195,9 @@ def run_one(cfg: Seq2SeqConfig, ctx: RunContext, task: str, name: str, seed: int
                     src_vocab, tgt_vocab, tok, {"task": task, "model": name, "seed": seed})
     example = None
     shown = [i for i in range(len(test)) if best[i] and attns[i] is not None]
-    if shown:  # the longest source up to 40 tokens with a non-empty output
-        k = max(shown, key=lambda i: (len(test.sources[i]) <= 40, len(test.sources[i])))
+    if shown:  # the longest source up to 40 tokens with a non-empty output, a right one first
+        k = max(shown, key=lambda i: (len(test.sources[i]) <= 40, best[i] == test.targets[i],
+                                      len(test.sources[i])))
         example = (test.sources[k], best[k], attns[k])
     return rows, example
 
@@ -195,14 +221,14 @@ def run(cfg: Seq2SeqConfig, ctx: RunContext) -> ExperimentResult:
                 src_vocab = Vocabulary.build(train.sources)
                 tgt_vocab = Vocabulary.build(train.targets)
                 ref, _ = build(REFERENCE, cfg.hidden_size, src_vocab, tgt_vocab,
-                               cfg.embed_size, 64, seed, cfg.bahdanau_readout)
+                               cfg.embed_size, 64, seed, readouts(cfg))
                 target = count_parameters(ref)
                 for name in cfg.models:
                     key = (task, name)
                     if key not in widths:
                         widths[key] = cfg.hidden_size if name == REFERENCE else match_width(
                             functools.partial(_width_model, name, src_vocab, tgt_vocab,
-                                              cfg.embed_size), target)
+                                              cfg.embed_size, readouts(cfg)), target)
                     rows, ex = run_one(cfg, ctx, task, name, seed, data,
                                        (src_vocab, tgt_vocab), widths[key])
                     for r in rows:

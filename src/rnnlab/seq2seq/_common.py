@@ -11,6 +11,7 @@ from torch import nn
 import rnnlab.nn as rnn
 from rnnlab._tree import tree_map
 from rnnlab._validation import check_choice, check_positive_int
+from rnnlab.seq2seq._kernels import inference_ops
 
 CELLS = {"lstm": rnn.LSTM, "gru": rnn.GRU}
 
@@ -54,8 +55,17 @@ def additive_energy(query: torch.Tensor, keys: torch.Tensor, v: nn.Linear) -> to
     The sum is the largest elementwise tensor of an attention step (batch x source x attention
     size): torch's CPU ``tanh`` ran 8x slower than its ``sigmoid`` here, the factor 2 rides on
     the addition (one pass), and without gradients the sum (a temporary) is transformed in place
-    instead of allocating new large buffers (docs/seq2seq.md, Speed)."""
+    instead of allocating new large buffers (docs/seq2seq.md, Speed).
+
+    A decoder step (``query`` ``(N, 1, A)``, ``keys`` ``(N, S, A)``) without gradients on the CPU
+    runs the C++ kernel ``rnnlab_seq2seq.additive_energy`` (rnnlab.seq2seq._kernels: the same
+    sum, ``tanh`` from torch's vectorised ``exp``, no ``(N, S, A)`` temporary)."""
     w = v.weight[0]
+    if query.dim() == 3 and keys.dim() == 3 and query.shape[1] == 1 \
+            and query.shape[0] == keys.shape[0]:
+        ops = inference_ops(query, keys, w)
+        if ops is not None:
+            return ops.additive_energy(query[:, 0], keys, w)
     z = torch.add(query * 2.0, keys, alpha=2.0)
     s = z.sigmoid() if torch.is_grad_enabled() and z.requires_grad else z.sigmoid_()
     return s @ (2.0 * w) - w.sum()

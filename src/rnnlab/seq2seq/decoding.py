@@ -5,6 +5,9 @@ Both work on any model of the decoding protocol (``Seq2Seq``, ``PointerNetwork``
 tensors), ``start_tokens(memory)``, ``step(prev, state, memory) -> (log_probs (N, V), state,
 attention (N, S) or None)``, ``num_outputs(memory)``, ``decode_lengths(memory, max_len)`` (the
 longest output per sentence, a CPU tensor) and ``eos_id`` (None: outputs end at their length).
+A model whose ``step`` takes ``normalize=False`` (``Seq2Seq``) returns logits then; beam search
+on the CPU then normalises inside its C++ kernel (a log-sum-exp per row, log-probabilities
+formed only for the candidates that may be kept).
 
 Beam search (e.g. Sutskever et al. 2014, Sec. 3.1; the scoring of Wu et al. 2016, "Google's
 neural machine translation system", Sec. 7): at each step the ``K`` alive hypotheses of a sentence
@@ -20,6 +23,7 @@ length, so an alive hypothesis with total ``s <= 0`` can reach at most ``s / lp(
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import NamedTuple
 
@@ -27,6 +31,7 @@ import torch
 
 from rnnlab._validation import check_choice, check_int, check_number
 from rnnlab.seq2seq._common import reorder
+from rnnlab.seq2seq._kernels import inference_ops
 
 PENALTIES = ("none", "average", "gnmt")
 
@@ -140,51 +145,119 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     kept = torch.full((B, n_best), -math.inf, dtype=f64, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     sentence = torch.arange(B, device=device)[:, None]
-    ranks = torch.arange(2 * K, device=device)[None, :]
     parents: list[torch.Tensor] = []  # (B, K) per step: the beam each alive one extends
     toks: list[torch.Tensor] = []  # (B, K) per step: its last token
     attns: list[torch.Tensor] = []  # (B, K_t, S) per step, K_t beams in the step's rows
     fin: list[tuple[torch.Tensor, ...]] = []  # per step: score, log_prob, parent, last token
+    # the C++ bookkeeping normalises the logits itself where the model can return them
+    logits = inference_ops(memory[0], scores) is not None and _returns_logits(model)
     for t in range(int(limits.max())):
-        logp, state, attn = model.step(prev, state, memory)
+        if logits:
+            logp, state, attn = model.step(prev, state, memory, normalize=False)
+        else:
+            logp, state, attn = model.step(prev, state, memory)
         Kt = scores.shape[1]
         if attn is not None:
             attns.append(attn.view(B, Kt, -1))
-        # float64 totals (float32 log-probabilities promoted in the addition itself)
-        cand = (scores[:, :, None] + logp.view(B, Kt, V)).view(B, Kt * V)
-        n = min(2 * K, Kt * V)
-        top, idx = cand.topk(n, dim=1)
-        beam, tok = idx // V, idx % V
-        rank = ranks[:, :n]
-        finite = torch.isfinite(top)
-        stop = (t + 1 >= limits_d)[:, None].expand(B, n)
-        if eos is not None:
-            stop = stop | (tok == eos)
         lp = float(length_penalty_value(t + 1, kind, alpha))
-        final = (stop & finite & (rank < K))[:, :K]
-        fin_score = torch.where(final, top[:, :K] / lp, -math.inf)
-        fin.append((fin_score, top[:, :K], beam[:, :K], tok[:, :K]))
-        kept = torch.cat([kept, fin_score], dim=1).topk(n_best, dim=1).values
-        # the K best extensions that do not stop stay alive
-        key = torch.where(stop | ~finite, rank + n, rank)
-        keep = key.argsort(dim=1)[:, :K]
-        scores = top.gather(1, keep).masked_fill(stop.gather(1, keep), -math.inf)
-        new_beam, new_tok = beam.gather(1, keep), tok.gather(1, keep)
+        (*finished, kept, scores, new_beam, new_tok, flat, done, all_done) = beam_step(
+            logp, scores, K, limits_d, t, eos, lp, kept, lp_max, done, logits=logits)
+        fin.append(tuple(finished))
         parents.append(new_beam)
         toks.append(new_tok)
-        flat = (sentence * Kt + new_beam).view(-1)
         state = reorder(state, flat)
         if t == 0:  # every later step has K rows per sentence
             memory = reorder(memory, sentence.expand(B, K).reshape(-1))
         prev = new_tok.reshape(-1)
-        # end rule: no alive hypothesis can beat the n_best-th finished one any more
-        best_alive = scores.max(dim=1).values
-        done = done | (t + 1 >= limits_d) | ~torch.isfinite(best_alive) | (
-            best_alive / lp_max <= kept[:, -1])
-        scores = scores.masked_fill(done[:, None], -math.inf)  # a done sentence adds nothing
-        if bool(done.all()):
+        if bool(all_done):
             break
     return _trace_back(fin, parents, toks, attns, n_best, eos)
+
+
+def _returns_logits(model: torch.nn.Module) -> bool:
+    """Whether ``model.step`` takes ``normalize=False`` (then it returns logits)."""
+    try:
+        return "normalize" in inspect.signature(model.step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def beam_step(logp: torch.Tensor, scores: torch.Tensor, K: int, limits: torch.Tensor, t: int,
+              eos: int | None, lp: float, kept: torch.Tensor, lp_max: torch.Tensor,
+              done: torch.Tensor, *, logits: bool = False) -> tuple[torch.Tensor, ...]:
+    """One step of :func:`beam_search`'s bookkeeping for every sentence, from the step's
+    log-probabilities ``logp`` ``(B * Kt, V)`` and the alive totals ``scores`` ``(B, Kt)``
+    (float64) at step ``t`` (0-based) with ``lp = lp(t + 1)``: returns the step's finished
+    hypotheses ``(score, log_prob, parent, last token)`` ``(B, K)`` each (score ``-inf`` where
+    none), the ``n_best`` best finished scores so far ``kept``, the new alive ``scores``
+    ``(B, K)``, their parent beams and last tokens ``(B, K)``, the rows of their parents ``(B *
+    K,)`` (``b * Kt + parent``), ``done`` ``(B,)`` and whether all are done (a 0-d bool tensor).
+
+    On the CPU one C++ kernel (``rnnlab_seq2seq.beam_step``) does it all; elsewhere (or with
+    ``RNNLAB_FUSED=0``) :func:`_beam_step_torch`, the same computation in torch ops (the same
+    float64 operations, so the same values; see :func:`top_candidates` for exact ties).
+    ``logits=True``: ``logp`` holds logits; the kernel forms ``x - logsumexp(row)`` (as
+    ``log_softmax``, equal up to its rounding) for the candidates that may enter only, without
+    writing the ``(B * Kt, V)`` log-probabilities."""
+    ops = inference_ops(logp, scores, kept, lp_max)
+    if ops is not None:
+        return tuple(ops.beam_step(logp, scores, K, limits, t, -1 if eos is None else eos, lp,
+                                   kept, lp_max, done, logits))
+    if logits:
+        logp = torch.log_softmax(logp, dim=-1)
+    return _beam_step_torch(logp, scores, K, limits, t, eos, lp, kept, lp_max, done)
+
+
+def _beam_step_torch(logp: torch.Tensor, scores: torch.Tensor, K: int, limits: torch.Tensor,
+                     t: int, eos: int | None, lp: float, kept: torch.Tensor,
+                     lp_max: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    B, Kt = scores.shape
+    V = logp.shape[1]
+    n = min(2 * K, Kt * V)
+    top, idx = top_candidates(logp, scores, n)
+    beam, tok = idx // V, idx % V
+    rank = torch.arange(n, device=top.device)[None, :]
+    finite = torch.isfinite(top)
+    stop = (t + 1 >= limits)[:, None].expand(B, n)
+    if eos is not None:
+        stop = stop | (tok == eos)
+    final = (stop & finite & (rank < K))[:, :K]
+    fin_score = torch.where(final, top[:, :K] / lp, -math.inf)
+    kept = torch.cat([kept, fin_score], dim=1).topk(kept.shape[1], dim=1).values
+    # the K best extensions that do not stop stay alive
+    key = torch.where(stop | ~finite, rank + n, rank)
+    keep = key.argsort(dim=1)[:, :K]
+    scores = top.gather(1, keep).masked_fill(stop.gather(1, keep), -math.inf)
+    new_beam, new_tok = beam.gather(1, keep), tok.gather(1, keep)
+    flat = (torch.arange(B, device=top.device)[:, None] * Kt + new_beam).view(-1)
+    # end rule: no alive hypothesis can beat the n_best-th finished one any more
+    best_alive = scores.max(dim=1).values
+    done = done | (t + 1 >= limits) | ~torch.isfinite(best_alive) | (
+        best_alive / lp_max <= kept[:, -1])
+    scores = scores.masked_fill(done[:, None], -math.inf)  # a done sentence adds nothing
+    return (fin_score, top[:, :K], beam[:, :K], tok[:, :K], kept, scores, new_beam, new_tok,
+            flat, done, done.all())
+
+
+def top_candidates(logp: torch.Tensor, scores: torch.Tensor, n: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` best extensions of every sentence: ``scores`` ``(B, Kt)`` float64 running
+    totals, ``logp`` ``(B * Kt, V)`` the step's log-probabilities; returns the float64 totals
+    ``scores[b, k] + logp[b * Kt + k, t]`` ``(B, n)``, best first, and their indices ``k * V + t``.
+
+    The torch expression materialises the ``(B, Kt * V)`` totals (float32 log-probabilities
+    promoted in the addition itself) for ``topk``; on the CPU the C++ kernel
+    ``rnnlab_seq2seq.beam_topk`` screens each row against the current ``n``-th best and forms
+    only the totals that may enter (the same float64 sums, so the same values). Exactly equal
+    totals: the kernel puts the smaller index first, ``torch.topk`` leaves their order
+    unspecified; NaN totals rank last in the kernel, first in ``torch.topk``."""
+    B, Kt = scores.shape
+    ops = inference_ops(logp, scores)
+    if ops is not None:
+        return ops.beam_topk(logp, scores, n)
+    V = logp.shape[1]
+    cand = (scores[:, :, None] + logp.view(B, Kt, V)).view(B, Kt * V)
+    return cand.topk(n, dim=1)
 
 
 def _trace_back(fin: list[tuple[torch.Tensor, ...]], parents: list[torch.Tensor],

@@ -5,8 +5,13 @@ Three ways to give the decoder the source (``context=``):
 * ``"last_state"`` (Cho et al. 2014, "Learning phrase representations using RNN
   encoder-decoder", eqs. 3-4 of Sec. 2.2): ``c`` is the encoder's last (top-layer) state,
   ``h_0 = tanh(V c)``, ``h_t = f(h_{t-1}, y_{t-1}, c)`` (``c`` concatenated to the input at every
-  step) and ``P(y_t | ...) = g(h_t, y_{t-1}, c)`` (here a linear readout of ``[h_t; E y_{t-1}; c]``
-  followed by the softmax; Cho et al. use a maxout layer).
+  step) and ``P(y_t | ...) = g(h_t, y_{t-1}, c)``: a linear readout of ``[h_t; E y_{t-1}; c]``
+  followed by the softmax, or with ``readout="maxout"`` Cho et al.'s deep output (Sec. 4.1: "a
+  deep neural network with a single intermediate layer having 500 maxout units each pooling 2
+  inputs", after Pascanu et al. 2014; App. A: the layer reads ``h_t``, ``y_{t-1}`` and ``c``):
+  ``s~ = O_h h_t + O_y E y_{t-1} + O_c c`` (``2l`` units, one affine map of the concatenation),
+  ``s_j = max(s~_{2j-1}, s~_{2j})``, ``logits = G s + b`` (``l = maxout_size``; the previous
+  word enters through the decoder's embedding ``E``, as in Bahdanau et al.'s ``V_o E y``).
 * ``"initial_state"`` (Sutskever et al. 2014, "Sequence to sequence learning with neural
   networks"): a deep LSTM encodes the source into its final state ``v``, which is the decoder's
   initial state: ``P(y_1..y_T' | x) = prod_t P(y_t | v, y_1..y_{t-1})``; ``reverse_source=True``
@@ -58,6 +63,7 @@ from rnnlab.seq2seq._common import (
     masked_softmax,
     positive,
 )
+from rnnlab.seq2seq._kernels import inference_ops
 
 CONTEXTS = ("attention", "last_state", "initial_state")
 ATTENTIONS = ("bahdanau", "dot", "general")
@@ -160,6 +166,28 @@ class AdditiveAttention(nn.Module):
             return additive_energy(q[:, None, :], keys, self.v)
         return additive_energy(q[:, :, None, :], keys[:, None], self.v)
 
+    def attend(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder step: ``a_j = softmax_j(e_j)`` over the valid positions (``mask``, exactly
+        0 elsewhere) and the context ``c = sum_j a_j values_j``; ``query`` ``(N, H)``, ``keys``
+        ``(M, S, A)``, ``mask`` ``(M, S)``, ``values`` ``(M, S, D)`` -> ``(a (N, S), c (N, D))``,
+        where ``N = G M`` and row ``n`` reads source ``n // G`` (a beam's rows share their
+        sentence's source). Without gradients on the CPU one C++ kernel
+        (``rnnlab_seq2seq.additive_attention``) computes the energies of the valid positions
+        only, the softmax and the context."""
+        q = self.W(query)
+        N, M = q.shape[0], keys.shape[0]
+        if M == 0 or N % M:
+            raise ValueError(f"{N} query rows cannot share {M} sources evenly")
+        ops = inference_ops(q, keys, values)
+        if ops is not None:
+            return ops.additive_attention(q, keys, self.v.weight[0], mask, values)
+        if M != N:
+            rows = torch.arange(N, device=q.device) // (N // M)
+            keys, mask, values = keys[rows], mask[rows], values[rows]
+        attn = masked_softmax(additive_energy(q[:, None, :], keys, self.v), mask)
+        return attn, torch.bmm(attn[:, None], values)[:, 0]
+
 
 class MultiplicativeAttention(nn.Module):
     """Luong et al. (2015): ``dot`` ``h_t^T h_s`` or ``general`` ``h_t^T W_a h_s``
@@ -231,9 +259,14 @@ class Seq2Seq(nn.Module):
         self.max_source_length = positive("max_source_length", max_source_length)
         self.max_target_length = positive("max_target_length", max_target_length)
         self.readout_kind = check_choice("readout", readout, READOUTS)
-        if self.readout_kind == "maxout" and self.attention_kind != "bahdanau":
-            raise ValueError("readout='maxout' is Bahdanau et al.'s deep output: it needs "
-                             "context='attention', attention='bahdanau'")
+        if self.readout_kind == "maxout" and not (self.context == "last_state"
+                                                  or self.attention_kind == "bahdanau"):
+            raise ValueError("readout='maxout' is the deep output of Cho et al. (2014) and "
+                             "Bahdanau et al. (2015), which reads [state; E y_{t-1}; c]: it "
+                             "needs a context c in the readout, context='last_state' or "
+                             "context='attention' with attention='bahdanau' "
+                             "(context='initial_state' has no c; Luong's attention has its "
+                             "own output layer h~_t)")
         #: l of the maxout layer (2l pre-activations); the paper's 500 for 1000 units
         self.maxout_size = (None if self.readout_kind == "linear" else
                             max(1, H // 2) if maxout_size is None
@@ -253,17 +286,12 @@ class Seq2Seq(nn.Module):
         self.bridge: nn.Linear | None = None
         if self.context == "last_state":
             self.bridge = nn.Linear(H, H)  # h_0 = tanh(V c)
-            self.readout = nn.Linear(H + E + H, self.tgt_vocab_size)
+            self.readout = self._output_layer(H + E + H, g)
         elif self.context == "initial_state":
             self.readout = nn.Linear(H, self.tgt_vocab_size)
         elif self.attention_kind == "bahdanau":
             self.attn = AdditiveAttention(H, H, H, g)
-            if self.maxout_size is None:
-                self.readout = nn.Linear(H + E + H, self.tgt_vocab_size)
-            else:  # [U_o V_o C_o] of App. A.2.2 as one map, then W_o
-                self.deep_output = nn.Linear(H + E + H, 2 * self.maxout_size)
-                init_linear(self.deep_output, g)
-                self.readout = nn.Linear(self.maxout_size, self.tgt_vocab_size)
+            self.readout = self._output_layer(H + E + H, g)
         else:
             self.attn = MultiplicativeAttention(self.attention_kind, H, H, g)
             self.combine = nn.Linear(2 * H, H, bias=False)  # W_c of Luong's eq. 5
@@ -272,6 +300,25 @@ class Seq2Seq(nn.Module):
         if self.bridge is not None:
             init_linear(self.bridge, g)
         init_linear(self.readout, g)
+
+    def _output_layer(self, features: int, generator: torch.Generator) -> nn.Linear:
+        """The last layer of the readout of ``features`` inputs: the linear readout itself, or
+        with ``readout='maxout'`` ``W_o`` (Cho: ``G``) over the ``l`` maxout units, after
+        creating (and initialising) the deep output's first map ``self.deep_output`` (Bahdanau:
+        ``[U_o V_o C_o]``, Cho: ``[O_h O_y O_c]``) of the ``features`` inputs into ``2l``."""
+        if self.maxout_size is None:
+            return nn.Linear(features, self.tgt_vocab_size)
+        self.deep_output = nn.Linear(features, 2 * self.maxout_size)
+        init_linear(self.deep_output, generator)
+        return nn.Linear(self.maxout_size, self.tgt_vocab_size)
+
+    def _read_out(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from the readout's inputs (``[state; E y_{t-1}; c]``, any leading axes): the
+        linear readout, or the deep output with maxout (module docstring)."""
+        x = self.dropout(features)
+        if self.maxout_size is None:
+            return self.readout(x)
+        return self.readout(maxout(self.deep_output(x), self.maxout_size))
 
     # ---------------------------------------------------------------- checks
     def check_source(self, src: object, src_lengths: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,15 +374,18 @@ class Seq2Seq(nn.Module):
         return torch.full((memory[0].shape[0],), limit, dtype=torch.long)
 
     def step(self, prev: torch.Tensor, state: tuple[torch.Tensor, ...],
-             memory: tuple[torch.Tensor, ...]
+             memory: tuple[torch.Tensor, ...], *, normalize: bool = True
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
         """One decoder step for decoding: log-probabilities ``(N, V)`` (``pad`` and ``bos``
-        excluded: they are never targets), the new state, the attention ``(N, S)`` or None."""
+        excluded: they are never targets), the new state, the attention ``(N, S)`` or None.
+        ``normalize=False`` returns the logits instead (``-inf`` on ``pad`` and ``bos``), whose
+        ``log_softmax`` are those log-probabilities: beam search's C++ kernel normalises only
+        the candidates it keeps (rnnlab.seq2seq.decoding.beam_step)."""
         logits, state, attn = self._step(prev, state, memory)
         never = [self.pad_id] if self.bos_id == self.eos_id else [self.pad_id, self.bos_id]
         # in place: the readout's fresh output (its backward does not need it)
         logits.index_fill_(1, torch.tensor(never, device=logits.device), -math.inf)
-        return torch.log_softmax(logits, dim=-1), state, attn
+        return (torch.log_softmax(logits, dim=-1) if normalize else logits), state, attn
 
     # ---------------------------------------------------------------- the decoder
     def _rnn(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
@@ -365,14 +415,13 @@ class Seq2Seq(nn.Module):
         out, rnn_state = self._rnn(x[:, None], tuple(rnn_state))
         s = out[:, 0]
         if self.context == "last_state":
-            logits = self.readout(self.dropout(torch.cat([s, e, c], dim=-1)))
+            logits = self._read_out(torch.cat([s, e, c], dim=-1))
         elif self.context == "initial_state":
             logits = self.readout(self.dropout(s))
-        elif self.maxout_size is not None:  # Bahdanau's deep output reads s_{t-1}
-            pre = self.deep_output(self.dropout(torch.cat([s_prev, e, ctx], dim=-1)))
-            logits = self.readout(maxout(pre, self.maxout_size))
         elif self.attention_kind == "bahdanau":
-            logits = self.readout(self.dropout(torch.cat([s, e, ctx], dim=-1)))
+            # Bahdanau's deep output reads s_{t-1} (App. A.2.2); the linear readout s_t
+            s_read = s if self.maxout_size is None else s_prev
+            logits = self._read_out(torch.cat([s_read, e, ctx], dim=-1))
         else:
             attn = masked_softmax(self.attn.scores(s, keys), mask)
             ctx = torch.bmm(attn[:, None], out_enc)[:, 0]
@@ -393,7 +442,7 @@ class Seq2Seq(nn.Module):
         if self.context == "last_state":
             cT = c[:, None].expand(-1, T, -1)
             out, _ = self._rnn(torch.cat([e, cT], dim=-1), state[:-1])
-            return self.readout(self.dropout(torch.cat([out, e, cT], dim=-1))), None
+            return self._read_out(torch.cat([out, e, cT], dim=-1)), None
         out, _ = self._rnn(e, state[:-1])
         if self.context == "initial_state":
             return self.readout(self.dropout(out)), None

@@ -11,6 +11,7 @@ from rnnlab.tasks.seq2seq.data import (
     date_locale_split,
     date_locales,
     dates,
+    number_split,
     number_words,
     token_task,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "TOKEN_TASKS", "UNK", "Batch", "CharTokenizer", "Pairs", "PointerData", "Vocabulary",
     "WordTokenizer", "add_end_position", "bleu", "bucket_edges", "bucketed", "chrf", "convex_hull",
     "date_locale_split", "date_locales", "dates", "exact_match", "get_tokenizer", "hull_order",
-    "iterate_batches", "make_batch", "number_words", "pad_ids", "pointer_sort", "pointer_task",
+    "iterate_batches", "make_batch", "number_split",
+    "number_words", "pad_ids", "pointer_sort", "pointer_task",
     "signatures", "token_accuracy", "token_task",
 ]

@@ -11,7 +11,9 @@ controlled so that a model trained on lengths up to L can be tested beyond L.
   locale split (:func:`date_locale_split`).
 * :func:`number_words` -- number words in one language to digits, or to the words of another
   language (``num2words``); German/Dutch say the units before the tens ("einundzwanzig"), so
-  the alignment with English or digits is not monotone.
+  the alignment with English or digits is not monotone; :func:`number_split` holds numbers out
+  of training (a test of composition: "dreiundfünfzig" after "drei", "fünfzig" and their
+  other combinations).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rnnlab._random import make_generator
-from rnnlab._validation import check_int, check_positive_int
+from rnnlab._validation import check_int, check_number, check_positive_int
 from rnnlab.tasks.seq2seq.vocab import get_tokenizer
 
 TOKEN_TASKS = ("reverse", "copy", "sort")
@@ -188,15 +190,21 @@ def _num2words():
 
 
 def number_words(n: int, *, source: str = "en", target: str = "digits", low: int = 0,
-                 high: int = 9999, tokenizer: str = "char", seed: int | None = None,
+                 high: int = 9999, numbers: Sequence[int] | None = None,
+                 tokenizer: str = "char", seed: int | None = None,
                  generator: torch.Generator | None = None) -> Pairs:
-    """``n`` integers uniform on ``[low, high]``; source ``num2words(k, lang=source)``, target
-    the digits ``str(k)`` (``target="digits"``) or ``num2words(k, lang=target)``. Languages:
-    any num2words knows; :data:`NUMBER_LANGUAGES` are the ones tested."""
+    """``n`` integers uniform on ``[low, high]`` (or drawn uniformly from ``numbers`` when
+    given); source ``num2words(k, lang=source)``, target the digits ``str(k)``
+    (``target="digits"``) or ``num2words(k, lang=target)``. Languages: any num2words knows;
+    :data:`NUMBER_LANGUAGES` are the ones tested."""
     num2words = _num2words()
     n = check_positive_int("n", n)
     low = check_int("low", low, low=0)
     high = check_int("high", high, low=low)
+    if numbers is not None:
+        numbers = [check_int("numbers[i]", k, low=0) for k in numbers]
+        if not numbers:
+            raise ValueError("numbers is empty")
     for name, lang in (("source", source), ("target", target)):
         if lang == "digits" and name == "target":
             continue
@@ -206,7 +214,10 @@ def number_words(n: int, *, source: str = "en", target: str = "digits", low: int
             raise ValueError(f"num2words has no language {lang!r} ({name})") from e
     tok = get_tokenizer(tokenizer)
     g = make_generator(seed, generator)
-    ks = torch.randint(low, high + 1, (n,), generator=g).tolist()
+    if numbers is None:
+        ks = torch.randint(low, high + 1, (n,), generator=g).tolist()
+    else:
+        ks = [numbers[i] for i in torch.randint(0, len(numbers), (n,), generator=g).tolist()]
     srcs, tgts, info = [], [], []
     for k in ks:
         s = num2words(k, lang=source)
@@ -215,3 +226,22 @@ def number_words(n: int, *, source: str = "en", target: str = "digits", low: int
         tgts.append(tok.tokenize(t))
         info.append({"number": k, "source": source, "target": target, "text": s})
     return Pairs(srcs, tgts, info)
+
+
+def number_split(n_train: int, n_test: int, *, low: int = 0, high: int = 999,
+                 held_out: float = 0.2, seed: int | None = None, **kwargs
+                 ) -> tuple[Pairs, Pairs]:
+    """Train and test number-word sets on disjoint numbers: a fraction ``held_out`` of
+    ``[low, high]`` (drawn at random) is never seen in training, the test set draws only from
+    it. ``kwargs`` (``source``, ``target``, ``tokenizer``) go to :func:`number_words`."""
+    low = check_int("low", low, low=0)
+    high = check_int("high", high, low=low + 1)
+    frac = check_number("held_out", held_out, low=0.0, high=1.0, low_open=True, high_open=True)
+    pool = list(range(low, high + 1))
+    k = min(len(pool) - 1, max(1, round(frac * len(pool))))
+    g = make_generator(seed)
+    perm = torch.randperm(len(pool), generator=g).tolist()
+    held = sorted(pool[i] for i in perm[:k])
+    train = sorted(pool[i] for i in perm[k:])
+    return (number_words(n_train, numbers=train, generator=g, **kwargs),
+            number_words(n_test, numbers=held, generator=g, **kwargs))
