@@ -247,3 +247,34 @@ def test_beam_search_host_transfers_do_not_grow_with_steps(monkeypatch):
     assert short.get("__bool__", 0) + 9 == long.get("__bool__", 0)  # one per step
     for name in ("item", "tolist", "__int__", "__float__"):
         assert short.get(name, 0) == long.get(name, 0), (name, short, long)
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bahdanau_beams_share_the_source_memory(native, dtype, monkeypatch):
+    """Beam search keeps one copy of a Bahdanau model's memory per sentence (row n of K rows
+    per sentence reads sentence n // K): the same hypotheses as with the memory repeated K
+    times, with the C++ kernels and with the torch path."""
+    monkeypatch.setenv("RNNLAB_FUSED", native)
+    m = _random_model(6, tgt_vocab=9).to(dtype)
+    src, sl = _source(6)
+    memory = m.encode(src, sl)
+    assert m.memory_for_beams(memory, 3) is memory  # nothing repeated
+    shared = beam_search(m, src, sl, beam_size=3, max_len=7, n_best=2, length_penalty="gnmt")
+    rows = torch.arange(src.shape[0]).repeat_interleave(3)
+    monkeypatch.setattr(m, "memory_for_beams",
+                        lambda mem, K: tuple(x.index_select(0, rows) for x in mem))
+    repeated = beam_search(m, src, sl, beam_size=3, max_len=7, n_best=2, length_penalty="gnmt")
+    # the same sums in the same order per row: equal up to a few roundings of the scores
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in zip(shared, repeated, strict=True):
+        assert [h.tokens.tolist() for h in a] == [h.tokens.tolist() for h in b]
+        for x, y in zip(a, b, strict=True):
+            assert x.score == pytest.approx(y.score, abs=tol)
+            torch.testing.assert_close(x.attention, y.attention, atol=tol, rtol=0)
+    # a Luong model's memory is repeated (its step reads one source row per decoder row)
+    luong = _random_model(6, tgt_vocab=9, attention="dot")
+    mem = luong.encode(src, sl)
+    got = luong.memory_for_beams(mem, 3)
+    assert got[0].shape[0] == 3 * src.shape[0]
+    torch.testing.assert_close(got[0][3 * 2 + 1], mem[0][2], atol=0, rtol=0)

@@ -167,7 +167,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
         toks.append(new_tok)
         state = reorder(state, flat)
         if t == 0:  # every later step has K rows per sentence
-            memory = reorder(memory, sentence.expand(B, K).reshape(-1))
+            memory = _memory_for_beams(model, memory, sentence.expand(B, K).reshape(-1), K)
         prev = new_tok.reshape(-1)
         if bool(all_done):
             break
@@ -258,6 +258,15 @@ def top_candidates(logp: torch.Tensor, scores: torch.Tensor, n: int
     V = logp.shape[1]
     cand = (scores[:, :, None] + logp.view(B, Kt, V)).view(B, Kt * V)
     return cand.topk(n, dim=1)
+
+
+def _memory_for_beams(model: torch.nn.Module, memory: tuple[torch.Tensor, ...],
+                      rows: torch.Tensor, K: int) -> tuple[torch.Tensor, ...]:
+    """The memory for ``K`` rows per sentence (row ``n`` reads sentence ``n // K``): the
+    model's own ``memory_for_beams(memory, K)`` where it has one (a model whose step reads one
+    shared copy per sentence returns the memory unchanged), else every part repeated."""
+    own = getattr(model, "memory_for_beams", None)
+    return own(memory, K) if own is not None else reorder(memory, rows)
 
 
 def _trace_back(fin: list[tuple[torch.Tensor, ...]], parents: list[torch.Tensor],

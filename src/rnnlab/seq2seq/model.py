@@ -62,6 +62,7 @@ from rnnlab.seq2seq._common import (
     make_rnn,
     masked_softmax,
     positive,
+    reorder,
 )
 from rnnlab.seq2seq._kernels import inference_ops
 
@@ -367,6 +368,17 @@ class Seq2Seq(nn.Module):
     def num_outputs(self, memory: tuple[torch.Tensor, ...]) -> int:
         return self.tgt_vocab_size
 
+    def memory_for_beams(self, memory: tuple[torch.Tensor, ...], K: int
+                         ) -> tuple[torch.Tensor, ...]:
+        """The memory for ``K`` decoder rows per sentence (row ``n`` reads sentence
+        ``n // K``). Bahdanau attention reads one shared copy per sentence
+        (:meth:`AdditiveAttention.attend`), so its memory stays as it is (``K`` times less
+        source to read per step); the other contexts get every part repeated."""
+        if self.attention_kind == "bahdanau":
+            return memory
+        rows = torch.arange(memory[0].shape[0], device=memory[0].device).repeat_interleave(K)
+        return reorder(memory, rows)
+
     def decode_lengths(self, memory: tuple[torch.Tensor, ...], max_len: int | None
                        ) -> torch.Tensor:
         limit = self.max_target_length if max_len is None else check_int(
@@ -407,8 +419,8 @@ class Seq2Seq(nn.Module):
             x = torch.cat([e, c], dim=-1)
         elif self.attention_kind == "bahdanau":
             s_prev = rnn_state[0][:, -1]
-            attn = masked_softmax(self.attn.scores(s_prev, keys), mask)
-            ctx = torch.bmm(attn[:, None], out_enc)[:, 0]
+            # the source rows may be shared by G decoder rows each (memory_for_beams)
+            attn, ctx = self.attn.attend(s_prev, keys, mask, out_enc)
             x = torch.cat([e, ctx], dim=-1)
         else:
             x = torch.cat([e, feed], dim=-1) if self.input_feeding else e
