@@ -205,8 +205,11 @@ def test_forward_without_gradient_stores_nothing_else(ops, dtype):
     cells, squashed, hs = ops.lstm_forward(stored, *args, bits)
     kept = pre.clone()
     cells2, squashed2, hs2 = ops.lstm_forward(kept, *args, bits | _NO_STORE)
-    # the same instructions on the same numbers, minus some stores: equal bit for bit
-    assert torch.equal(cells, cells2) and torch.equal(hs, hs2)
+    # the same instructions on the same numbers, minus some stores: equal up to how the
+    # compiler contracts the two branches (a few roundings per step at most)
+    tight = dict(rtol=16 * torch.finfo(dtype).eps, atol=16 * torch.finfo(dtype).eps)
+    torch.testing.assert_close(cells, cells2, **tight)
+    torch.testing.assert_close(hs, hs2, **tight)
     # the input gate's columns: sigmoid values when stored, else still pre-activations
     assert ((stored[..., :H] > 0) & (stored[..., :H] < 1)).all()
     assert not ((kept[..., :H] > 0) & (kept[..., :H] < 1)).all()
@@ -220,7 +223,7 @@ def test_forward_without_gradient_stores_nothing_else(ops, dtype):
     y, (h, c) = layer(x.requires_grad_())
     assert y.requires_grad
     for a, b in ((y_free, y), (h_free, h), (c_free, c)):
-        assert torch.equal(a, b.detach())
+        torch.testing.assert_close(a, b.detach(), **tight)
 
 
 @pytest.mark.parametrize("kwargs", [

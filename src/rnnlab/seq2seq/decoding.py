@@ -250,14 +250,15 @@ def top_candidates(logp: torch.Tensor, scores: torch.Tensor, n: int
     ``rnnlab_seq2seq.beam_topk`` screens each row against the current ``n``-th best and forms
     only the totals that may enter (the same float64 sums, so the same values). Exactly equal
     totals: the kernel puts the smaller index first, ``torch.topk`` leaves their order
-    unspecified; NaN totals rank last in the kernel, first in ``torch.topk``."""
+    unspecified. NaN totals (a model that outputs NaN) rank last on both paths: here they are
+    read as ``-inf`` (``topk`` alone would rank them first)."""
     B, Kt = scores.shape
     ops = inference_ops(logp, scores)
     if ops is not None:
         return ops.beam_topk(logp, scores, n)
     V = logp.shape[1]
     cand = (scores[:, :, None] + logp.view(B, Kt, V)).view(B, Kt * V)
-    return cand.topk(n, dim=1)
+    return cand.masked_fill_(cand.isnan(), -math.inf).topk(n, dim=1)
 
 
 def _memory_for_beams(model: torch.nn.Module, memory: tuple[torch.Tensor, ...],
