@@ -258,13 +258,20 @@ def test_bahdanau_beams_share_the_source_memory(native, dtype, monkeypatch):
     monkeypatch.setenv("RNNLAB_FUSED", native)
     m = _random_model(6, tgt_vocab=9).to(dtype)
     src, sl = _source(6)
-    memory = m.encode(src, sl)
-    assert m.memory_for_beams(memory, 3) is memory  # nothing repeated
+    assert m.beams_share_memory()
+    rows_read, step = [], m.step
+
+    def spy(prev, state, memory, **kw):
+        rows_read.append(memory[0].shape[0])
+        return step(prev, state, memory, **kw)
+
+    monkeypatch.setattr(m, "step", spy)
     shared = beam_search(m, src, sl, beam_size=3, max_len=7, n_best=2, length_penalty="gnmt")
-    rows = torch.arange(src.shape[0]).repeat_interleave(3)
-    monkeypatch.setattr(m, "memory_for_beams",
-                        lambda mem, K: tuple(x.index_select(0, rows) for x in mem))
+    assert set(rows_read) == {src.shape[0]}  # one memory row per sentence at every step
+    rows_read.clear()
+    monkeypatch.setattr(m, "beams_share_memory", lambda: False)  # every part repeated K times
     repeated = beam_search(m, src, sl, beam_size=3, max_len=7, n_best=2, length_penalty="gnmt")
+    assert max(rows_read) == 3 * src.shape[0]
     # the same sums in the same order per row: equal up to a few roundings of the scores
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(shared, repeated, strict=True):
@@ -272,9 +279,5 @@ def test_bahdanau_beams_share_the_source_memory(native, dtype, monkeypatch):
         for x, y in zip(a, b, strict=True):
             assert x.score == pytest.approx(y.score, abs=tol)
             torch.testing.assert_close(x.attention, y.attention, atol=tol, rtol=0)
-    # a Luong model's memory is repeated (its step reads one source row per decoder row)
-    luong = _random_model(6, tgt_vocab=9, attention="dot")
-    mem = luong.encode(src, sl)
-    got = luong.memory_for_beams(mem, 3)
-    assert got[0].shape[0] == 3 * src.shape[0]
-    torch.testing.assert_close(got[0][3 * 2 + 1], mem[0][2], atol=0, rtol=0)
+    # a Luong model's step reads one memory row per decoder row: beam search repeats it
+    assert not _random_model(6, tgt_vocab=9, attention="dot").beams_share_memory()

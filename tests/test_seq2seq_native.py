@@ -78,7 +78,7 @@ def test_energy_against_float64_tanh(ops, dtype, A):
         lin.weight.requires_grad_(True)
         py = additive_energy(q[:, None], k, lin).detach()
     assert float((py.double() - ref).abs().max()) <= 2 * tol
-    with torch.no_grad():  # no gradient: the kernel
+    with torch.no_grad():  # no gradient: the same kernel call as `got`, repeated
         assert torch.equal(additive_energy(q[:, None], k, lin), got)
 
 

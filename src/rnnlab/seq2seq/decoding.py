@@ -167,7 +167,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
         toks.append(new_tok)
         state = reorder(state, flat)
         if t == 0:  # every later step has K rows per sentence
-            memory = _memory_for_beams(model, memory, sentence.expand(B, K).reshape(-1), K)
+            memory = _memory_for_beams(model, memory, sentence.expand(B, K).reshape(-1))
         prev = new_tok.reshape(-1)
         if bool(all_done):
             break
@@ -262,12 +262,12 @@ def top_candidates(logp: torch.Tensor, scores: torch.Tensor, n: int
 
 
 def _memory_for_beams(model: torch.nn.Module, memory: tuple[torch.Tensor, ...],
-                      rows: torch.Tensor, K: int) -> tuple[torch.Tensor, ...]:
-    """The memory for ``K`` rows per sentence (row ``n`` reads sentence ``n // K``): the
-    model's own ``memory_for_beams(memory, K)`` where it has one (a model whose step reads one
-    shared copy per sentence returns the memory unchanged), else every part repeated."""
-    own = getattr(model, "memory_for_beams", None)
-    return own(memory, K) if own is not None else reorder(memory, rows)
+                      rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The memory for ``K`` rows per sentence (row ``n`` reads sentence ``rows[n] = n // K``):
+    unchanged where the model's ``beams_share_memory()`` (optional in the protocol) says its
+    step reads one shared copy per sentence, else every part repeated."""
+    share = getattr(model, "beams_share_memory", None)
+    return memory if share is not None and share() else reorder(memory, rows)
 
 
 def _trace_back(fin: list[tuple[torch.Tensor, ...]], parents: list[torch.Tensor],

@@ -62,7 +62,6 @@ from rnnlab.seq2seq._common import (
     make_rnn,
     masked_softmax,
     positive,
-    reorder,
 )
 from rnnlab.seq2seq._kernels import inference_ops
 
@@ -368,16 +367,12 @@ class Seq2Seq(nn.Module):
     def num_outputs(self, memory: tuple[torch.Tensor, ...]) -> int:
         return self.tgt_vocab_size
 
-    def memory_for_beams(self, memory: tuple[torch.Tensor, ...], K: int
-                         ) -> tuple[torch.Tensor, ...]:
-        """The memory for ``K`` decoder rows per sentence (row ``n`` reads sentence
-        ``n // K``). Bahdanau attention reads one shared copy per sentence
-        (:meth:`AdditiveAttention.attend`), so its memory stays as it is (``K`` times less
-        source to read per step); the other contexts get every part repeated."""
-        if self.attention_kind == "bahdanau":
-            return memory
-        rows = torch.arange(memory[0].shape[0], device=memory[0].device).repeat_interleave(K)
-        return reorder(memory, rows)
+    def beams_share_memory(self) -> bool:
+        """Whether beam search may keep one copy of the memory per sentence for its ``K`` rows
+        (row ``n`` reads sentence ``n // K``): Bahdanau attention does
+        (:meth:`AdditiveAttention.attend`, ``K`` times less source to read per step); the other
+        contexts read one memory row per decoder row, so beam search repeats every part."""
+        return self.attention_kind == "bahdanau"
 
     def decode_lengths(self, memory: tuple[torch.Tensor, ...], max_len: int | None
                        ) -> torch.Tensor:
@@ -419,7 +414,7 @@ class Seq2Seq(nn.Module):
             x = torch.cat([e, c], dim=-1)
         elif self.attention_kind == "bahdanau":
             s_prev = rnn_state[0][:, -1]
-            # the source rows may be shared by G decoder rows each (memory_for_beams)
+            # the source rows may be shared by G decoder rows each (beams_share_memory)
             attn, ctx = self.attn.attend(s_prev, keys, mask, out_enc)
             x = torch.cat([e, ctx], dim=-1)
         else:
