@@ -686,6 +686,15 @@ class StepMatmul:
         return c.add_(self._linear(a, self.packed, None, "none", [], ""))
 
 
+def native_packed_weight(weight: torch.Tensor, batch_size: int) -> torch.Tensor | None:
+    """The prepacked ``weight`` (:class:`StepMatmul`'s oneDNN layout, or None) to hand to the
+    C++ loops of :mod:`rnnlab.cells._fused`: None with one thread, where the extension runs
+    oneDNN's micro-kernel on a copy of its own, so a reorder would be wasted (docs/speed.md)."""
+    if torch.get_num_threads() == 1:
+        return None
+    return StepMatmul(weight, batch_size).packed
+
+
 def fused_rnn(
     kind: str,
     x: torch.Tensor,

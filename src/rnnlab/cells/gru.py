@@ -32,6 +32,7 @@ from rnnlab.cells.base import (
     affine_weights,
     init_sizes,
     input_projection_grads,
+    native_packed_weight,
     recomputed_vjp,
     torch_shaped,
 )
@@ -220,15 +221,12 @@ class _ChoGRUSequence(torch.autograd.Function):
 
 
 def _packed_pair(w_hh, hidden, batch, transpose):  # type: ignore[no-untyped-def]
-    """oneDNN's prepacked ``W_hrz`` and ``W_hn`` (transposed for the backward) for the C++
-    loop, or None: with one thread the extension runs oneDNN's micro-kernel on a copy of its
-    own, so the reorder would be wasted (docs/speed.md)."""
-    if torch.get_num_threads() == 1:
-        return None, None
+    """:func:`~rnnlab.cells.base.native_packed_weight` of ``W_hrz`` and ``W_hn`` (transposed
+    for the backward)."""
     rz, n = w_hh[: 2 * hidden], w_hh[2 * hidden:]
     if transpose:
         rz, n = rz.t(), n.t()
-    return StepMatmul(rz, batch).packed, StepMatmul(n, batch).packed
+    return native_packed_weight(rz, batch), native_packed_weight(n, batch)
 
 
 def _cho_forward_loop(pre, h0, rec_rz, rec_n, rh, hs):  # type: ignore[no-untyped-def]

@@ -50,6 +50,7 @@ from rnnlab.cells.base import (
     fused_rnn,
     init_sizes,
     input_projection_grads,
+    native_packed_weight,
     recomputed_vjp,
     torch_shaped,
 )
@@ -384,7 +385,7 @@ class _LSTMSequence(torch.autograd.Function):
         if native:
             # h W_hh^T, one per step: oneDNN's micro-kernel in the extension with one thread
             # (faster than the prepacked weight, whose reorder costs too), else as StepMatmul
-            packed = None if torch.get_num_threads() == 1 else StepMatmul(w_hh, batch).packed
+            packed = native_packed_weight(w_hh, batch)
             cells, squashed, hs = ops.lstm_forward(
                 gates, h0, c0, w_hh, p_i, p_f, p_o, packed,
                 _flag_bits(flags) | (0 if store else _NO_STORE), w_gg, gs0)
@@ -445,8 +446,7 @@ class _LSTMSequence(torch.autograd.Function):
         d_gs0 = None
         if ctx.native:
             # d_pre W_hh, one per step (see forward for the product's form)
-            packed = (None if torch.get_num_threads() == 1
-                      else StepMatmul(w_hh.t(), batch).packed)
+            packed = native_packed_weight(w_hh.t(), batch)
             d_pre, dh, dc, d_gs0 = built_ops().lstm_backward(
                 gates, cells, squashed, c0, w_hh, p_i, p_f, p_o, packed, d_h_ext, d_c_ext,
                 _flag_bits(ctx.flags), w_gg, d_g_ext)
