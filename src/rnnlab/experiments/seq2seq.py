@@ -72,11 +72,11 @@ from rnnlab.tasks.seq2seq import (
     Vocabulary,
     bucketed,
     date_locale_split,
+    number_split,
     number_words,
     signatures,
     token_task,
 )
-from rnnlab.tasks.seq2seq.data import number_split
 
 MODELS: dict[str, dict[str, Any]] = {
     "cho": {"context": "last_state", "cell": "gru"},
