@@ -89,12 +89,30 @@ def test_paper_preset_fills_only_defaults():
     eff = apply_preset(cfg, {**lv.PAPER, "hidden_range": lv.GREFF_SEARCH["hidden_range"]})
     assert eff.trials == 4 and eff.top_fraction == 0.1 and eff.epochs == 150
     assert eff.patience == 15 and eff.batch_size == 1 and eff.clip_norm is None
+    # SGD with Nesterov momentum: a reading note of the paper (docs/lstm_variants.md)
+    assert lv.PAPER["nesterov"] is True and eff.nesterov is True
+
+
+def test_paper_nesterov_can_be_turned_off_and_excludes_clipping():
+    from rnnlab.experiments._presets import apply_preset
+    from rnnlab.experiments.registry import check_config
+
+    exp = get_experiment("lstm-variants")
+    preset = {**lv.PAPER, "hidden_range": lv.GREFF_SEARCH["hidden_range"]}
+    off = apply_preset(resolve_config(exp, {"preset": "paper", "nesterov": "false"}), preset)
+    assert off.nesterov is False  # an explicit false wins over the preset: heavy-ball
+    clipped = apply_preset(resolve_config(exp, {"preset": "paper", "clip-norm": "0.5"}), preset)
+    with pytest.raises(ValueError, match="--nesterov false"):
+        check_config(clipped)
+    check_config(apply_preset(resolve_config(
+        exp, {"preset": "paper", "clip-norm": "0.5", "nesterov": "false"}), preset))
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
     ({"preset": "paper", "seeds": "0,1"}, "--trials"),
     ({"preset": "paper", "quick": "true"}, "exclude"),
     ({"trials": "5"}, "preset=paper only"),
+    ({"nesterov": "true"}, "preset=paper only"),
     ({"preset": "paper", "hidden-range": "9,3"}, "smallest first"),
 ])
 def test_bad_paper_options_raise(overrides, match):
@@ -147,7 +165,14 @@ def test_a_stopped_trial_resumes_bit_for_bit(tiny_json, tmp_path):
     from rnnlab.experiments._presets import apply_preset
 
     cfg = apply_preset(cfg, lv.PAPER)
-    ref = lv.paper_trial(cfg, "vanilla", 1, str(tmp_path / "ref"))
+    optimizers = set()
+
+    def record(trainer, event):
+        group = trainer.optimizer.param_groups[0]
+        optimizers.add((type(trainer.optimizer), group["nesterov"], group["momentum"] > 0))
+
+    ref = lv.paper_trial(cfg, "vanilla", 1, str(tmp_path / "ref"), _callbacks=(record,))
+    assert optimizers == {(torch.optim.SGD, True, True)}  # the preset's Nesterov momentum
 
     def stop_after_two_epochs(trainer, event):
         if event == "epoch" and trainer.position.epoch == 2:

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from rnnlab._validation import check_bool
 from rnnlab.experiments.registry import option
 from rnnlab.learning import BPTT
 from rnnlab.tasks.music import (
@@ -461,7 +462,20 @@ def frame_nll_loss(out: torch.Tensor, targets: torch.Tensor,
 
 @dataclass(frozen=True)
 class ResumableTraining:
-    """How :func:`train_resumable` trains one network (the ``preset=paper`` path)."""
+    """How :func:`train_resumable` trains one network (the ``preset=paper`` path).
+
+    ``nesterov``: Nesterov's momentum in the form of Sutskever, Martens, Dahl & Hinton (ICML
+    2013) as ``torch.optim.SGD(nesterov=True)`` writes it, with ``g`` the gradient at the
+    current parameters::
+
+        v <- m v + g;   theta <- theta - lr (g + m v)
+
+    (the heavy-ball form, ``nesterov=False``, steps ``theta <- theta - lr v``). Only with
+    ``optimizer="sgd"``, ``momentum > 0`` and ``clip_norm=None``: with a momentum of 0 both
+    forms are plain SGD, Adam has no such option, and the clipped-velocity optimizer of
+    ``clip_norm`` (:class:`ClippedMomentumSGD`, GroundHog's rule) has no Nesterov form in
+    GroundHog; each of these raises a ``ValueError`` naming the conflict.
+    """
 
     epochs: int
     batch_size: int = 1
@@ -472,6 +486,41 @@ class ResumableTraining:
     patience: int | None = None
     lr_halving: float | None = None
     min_lr: float | None = None
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        if not check_bool("nesterov", self.nesterov):
+            return
+        if self.optimizer != "sgd":
+            raise ValueError(f"nesterov=True needs optimizer='sgd', got {self.optimizer!r} "
+                             "(Nesterov momentum is an option of SGD only)")
+        if not self.momentum > 0:
+            raise ValueError(f"nesterov=True needs momentum > 0, got {self.momentum} (with no "
+                             "momentum Nesterov's update is plain SGD: set nesterov=False)")
+        if self.clip_norm is not None:
+            raise ValueError(
+                f"nesterov=True needs clip_norm=None, got {self.clip_norm}: with clipping, "
+                "optimizer='sgd' is ClippedMomentumSGD (GroundHog's clipped velocity), which "
+                "has no Nesterov form; turn clipping off or set nesterov=False")
+
+
+def build_optimizer(params: Sequence[torch.nn.Parameter], cfg: ResumableTraining
+                    ) -> tuple[torch.optim.Optimizer, float | None]:
+    """The optimizer :func:`train_resumable` uses for ``cfg`` and the gradient-norm threshold
+    left for the trainer to apply (``None`` where the optimizer clips, or nothing does).
+
+    ``optimizer="sgd"`` with ``clip_norm``: :class:`ClippedMomentumSGD` (the velocity is
+    clipped, as in GroundHog); ``"sgd"`` without: ``torch.optim.SGD`` with ``cfg.momentum``
+    and ``cfg.nesterov`` (dampening 0); otherwise Adam, the gradient clipped by the trainer.
+    """
+    clip = cfg.clip_norm
+    if cfg.optimizer == "sgd" and clip is not None:
+        # GroundHog clips the velocity, not the gradient (see ClippedMomentumSGD)
+        return ClippedMomentumSGD(params, cfg.lr, cfg.momentum, clip), None
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov), None
+    return torch.optim.Adam(params, lr=cfg.lr), clip
 
 
 def train_resumable(
@@ -498,24 +547,14 @@ def train_resumable(
     rule, as ``ReduceLROnPlateau(factor=0.5, patience=0, threshold_mode="rel")``); the run
     stops once the rate is below ``min_lr``, after ``patience`` epochs without improvement, or
     after ``cfg.epochs``. The best validation epoch's weights are restored and tested.
-    ``optimizer="sgd"`` with ``clip_norm``: :class:`ClippedMomentumSGD` (the velocity is
-    clipped, as in GroundHog); otherwise ``torch``'s SGD or Adam, the gradient clipped by the
-    trainer.
+    The optimizer: :func:`build_optimizer` (``cfg.nesterov``: Nesterov momentum, see
+    :class:`ResumableTraining`).
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
     if marginal_bias:
         set_marginal_bias(model, data["train"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    clip = cfg.clip_norm
-    if cfg.optimizer == "sgd" and clip is not None:
-        # GroundHog clips the velocity, not the gradient (see ClippedMomentumSGD)
-        opt: torch.optim.Optimizer = ClippedMomentumSGD(params, cfg.lr, cfg.momentum, clip)
-        clip = None
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt, clip = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     scheduler = None
     if cfg.lr_halving is not None:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -570,6 +609,7 @@ __all__ = [
     "Settings",
     "TrainConfig",
     "TrainResult",
+    "build_optimizer",
     "count_parameters",
     "evaluate_nll",
     "frame_nll_loss",
