@@ -20,6 +20,12 @@ sentences per second, and the ratios ours / plain, medians of ``--repeats`` alte
 ``--thread-counts 1,2`` adds the beam searches timed (wall clock) at each thread count in the
 same run, and the ratio of each side at its best count: the per-sentence loop's small per-step
 products do not gain from a second thread (it slows them here), the batched search's do.
+``--mixed-lengths`` runs everything on a model whose outputs end at different steps (the
+readout scaled by 16 and 4 added to the ``eos`` logit, a stand-in for a trained model): there a
+per-sentence loop stops each sentence at its own end, and the batched search drops finished
+sentences from its batch. ``--linear`` adds a table of the affine map ``x W^T + b`` at the
+decoder's shapes: torch's ``F.linear`` (MKL's sgemm on the CPU) against
+``rnnlab._native.inference_linear`` (oneDNN's matmul), which the decoder uses without gradients.
 Target (issue 14, part 7): batched beam search at least 5x faster than the per-sentence loop on
 the CPU. The exit code is 1 when it misses.
 """
@@ -27,6 +33,7 @@ the CPU. The exit code is 1 when it misses.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import platform
 import statistics
@@ -161,6 +168,10 @@ def main() -> int:
     ap.add_argument("--thread-counts", default="",
                     help="comma-separated thread counts: also time both beam searches (wall "
                          "clock) at each, and print the ratio of each side at its best count")
+    ap.add_argument("--mixed-lengths", action="store_true",
+                    help="a model whose outputs end at different steps (readout x16, eos +4)")
+    ap.add_argument("--linear", action="store_true",
+                    help="also time F.linear against inference_linear at the decoder's shapes")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or this process's CPU time (steadier on a shared machine; "
                          "with one thread the two agree when the machine is idle)")
@@ -174,6 +185,10 @@ def main() -> int:
     ours = Seq2Seq(args.vocab, args.vocab, embed_size=args.embed, hidden_size=args.hidden,
                    bidirectional=True, attention="bahdanau", max_target_length=args.max_len,
                    seed=0).to(dev)
+    if args.mixed_lengths:
+        with torch.no_grad():
+            ours.readout.weight.mul_(16.0)
+            ours.readout.bias[EOS] += 4.0
     plain = PlainAttentionModel(ours.cpu()).to(dev)
     ours.to(dev)
     g = torch.Generator().manual_seed(0)
@@ -196,15 +211,16 @@ def main() -> int:
     runs = {"ours": train(ours, lambda: ours(src, sl, tgt).logits),
             "plain": train(plain, lambda: plain(src, sl, tgt))}
     bsrc, bsl, _, _ = (x.to(dev) for x in _data(g, args.sentences, args.vocab, 10, 20))
-    ours.eval()
-    plain.eval()
+    # the beam searches run on copies taken before any training step changes the weights
+    ours_b, plain_b = copy.deepcopy(ours).eval(), copy.deepcopy(plain).eval()
     results = {}
 
     def beam_ours():
-        results["ours"] = beam_search(ours, bsrc, bsl, beam_size=args.beam, max_len=args.max_len)
+        results["ours"] = beam_search(ours_b, bsrc, bsl, beam_size=args.beam,
+                                      max_len=args.max_len)
 
     def beam_plain():
-        results["plain"] = [plain.beam_one(bsrc[i], bsl[i], args.beam, args.max_len)
+        results["plain"] = [plain_b.beam_one(bsrc[i], bsl[i], args.beam, args.max_len)
                             for i in range(bsrc.shape[0])]
 
     def timed(fn):
@@ -224,14 +240,15 @@ def main() -> int:
         plain.train()
         times["train ours"].append(timed(runs["ours"]))
         times["train plain"].append(timed(runs["plain"]))
-        ours.eval()
-        plain.eval()
         times["beam ours"].append(timed(beam_ours))
         times["beam plain"].append(timed(beam_plain))
     med = {k: statistics.median(v) for k, v in times.items()}
     same = sum(h[0].tokens.tolist() == p[1]
                for h, p in zip(results["ours"], results["plain"], strict=True))
     print(f"beam outputs identical for {same}/{args.sentences} sentences")
+    lengths = sorted(len(h[0].tokens) for h in results["ours"])
+    print(f"output lengths: min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+          f"max {lengths[-1]} (limit {args.max_len})")
     print(f"{'':28s}{'ours':>12s}{'plain':>12s}{'ours/plain':>12s}")
     tr_o, tr_p = tokens / med["train ours"], tokens / med["train plain"]
     bm_o, bm_p = args.sentences / med["beam ours"], args.sentences / med["beam plain"]
@@ -243,11 +260,11 @@ def main() -> int:
                                                      count, args.vocab, 10, 20))
 
         def run_o(ssrc=ssrc, ssl=ssl):
-            beam_search(ours, ssrc, ssl, beam_size=args.beam, max_len=args.max_len)
+            beam_search(ours_b, ssrc, ssl, beam_size=args.beam, max_len=args.max_len)
 
         def run_p(ssrc=ssrc, ssl=ssl):
             for i in range(ssrc.shape[0]):
-                plain.beam_one(ssrc[i], ssl[i], args.beam, args.max_len)
+                plain_b.beam_one(ssrc[i], ssl[i], args.beam, args.max_len)
 
         run_o()
         sweep = {"ours": [], "plain": []}
@@ -279,9 +296,40 @@ def main() -> int:
               f"{ratio:12.2f}")
         print(f"each at its best thread count: batched beam >= {TARGET}x the per-sentence loop: "
               f"{'met' if ratio >= TARGET else 'missed'}")
+    if args.linear:
+        linear_table(args, clock)
     print(f"target: batched beam >= {TARGET}x the per-sentence loop on the CPU "
           f"({torch.get_num_threads()} thread(s) each): {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
+
+
+def linear_table(args: argparse.Namespace, clock) -> None:
+    """``F.linear`` against ``inference_linear`` (no gradients) at the readout's and the decoder
+    cell's shapes: ``rows = sentences x beam``, medians of 50 calls after 10 warm-up calls."""
+    from rnnlab._native import inference_linear
+
+    E, H, V, rows = args.embed, args.hidden, args.vocab, args.sentences * args.beam
+    shapes = [("readout", rows, H + E + H, V), ("readout, one beam", args.beam, H + E + H, V),
+              ("LSTM input", rows, E + H, 4 * H), ("attention query", rows, H, H)]
+    print(f"{'x W^T + b':28s}{'rows':>6s}{'in':>6s}{'out':>6s}{'F.linear ms':>13s}"
+          f"{'oneDNN ms':>11s}{'ratio':>8s}")
+    g = torch.Generator().manual_seed(1)
+    for name, n, k, m in shapes:
+        x, w, b = (torch.randn(*shape, generator=g) for shape in ((n, k), (m, k), (m,)))
+        times = {}
+        with torch.no_grad():
+            for label, fn in (("F.linear", torch.nn.functional.linear),
+                              ("oneDNN", inference_linear)):
+                for _ in range(10):
+                    fn(x, w, b)
+                runs = []
+                for _ in range(50):
+                    t = clock()
+                    fn(x, w, b)
+                    runs.append(clock() - t)
+                times[label] = statistics.median(runs) * 1e3
+        print(f"{name:28s}{n:6d}{k:6d}{m:6d}{times['F.linear']:13.3f}{times['oneDNN']:11.3f}"
+              f"{times['F.linear'] / times['oneDNN']:8.2f}")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,36 @@ def test_batched_beam_equals_per_sentence_beam(context):
     assert best.shape[0] == 4
 
 
+@pytest.mark.parametrize(("attention", "seed"), [("bahdanau", 3), ("bahdanau", 4),
+                                                  ("dot", 4), ("dot", 5)])
+def test_finished_sentences_leave_the_batch(attention, seed, monkeypatch):
+    """A sentence that is done (its n-best finished, no alive hypothesis can beat them) stops
+    costing rows: later steps run on the others only (shared and repeated memories), and every
+    sentence's hypotheses are those of a search of that sentence alone."""
+    m = _random_model(seed, tgt_vocab=9, attention=attention)
+    src, sl = _source(seed)
+    rows, step = [], m.step
+
+    def spy(prev, state, memory, **kw):
+        rows.append(prev.shape[0])
+        return step(prev, state, memory, **kw)
+
+    monkeypatch.setattr(m, "step", spy)
+    opts = dict(beam_size=3, max_len=10, n_best=2, length_penalty="gnmt")
+    hyps = beam_search(m, src, sl, **opts)
+    # these seeds have sentences that end early: the batch shrinks below 4 x 3 rows
+    assert rows[1] == 12 and min(rows[1:]) < 12, rows
+    for b in range(4):
+        s = int(sl[b])
+        alone = beam_search(m, src[b:b + 1, :s], sl[b:b + 1], **opts)[0]
+        assert [h.tokens.tolist() for h in hyps[b]] == [h.tokens.tolist() for h in alone]
+        for h, a in zip(hyps[b], alone, strict=True):
+            # float64, each row's sums in the same order: equal up to a few roundings
+            assert h.score == pytest.approx(a.score, abs=1e-10)
+            assert h.log_prob == pytest.approx(a.log_prob, abs=1e-10)
+            torch.testing.assert_close(h.attention[:, :s], a.attention, atol=1e-10, rtol=0)
+
+
 def test_pointer_decoding_is_a_permutation_and_beam_exact():
     p = PointerNetwork(2, 8, seed=0).double().eval()
     with torch.no_grad():
@@ -222,7 +252,7 @@ def test_decoding_bad_input():
 
 def test_beam_search_host_transfers_do_not_grow_with_steps(monkeypatch):
     # the bookkeeping stays on the device: values move to the host a fixed number of times per
-    # call, and only the end check (one bool) runs per step
+    # call, and only the end check (one int: how many sentences are done) runs per step
     m = _random_model(0, tgt_vocab=12)
     src, sl = _source(0)
     counts: dict[str, int] = {}
@@ -244,8 +274,8 @@ def test_beam_search_host_transfers_do_not_grow_with_steps(monkeypatch):
         return dict(counts)
 
     short, long = run(3), run(12)
-    assert short.get("__bool__", 0) + 9 == long.get("__bool__", 0)  # one per step
-    for name in ("item", "tolist", "__int__", "__float__"):
+    assert short.get("__int__", 0) + 9 == long.get("__int__", 0)  # one per step
+    for name in ("item", "tolist", "__bool__", "__float__"):
         assert short.get(name, 0) == long.get(name, 0), (name, short, long)
 
 

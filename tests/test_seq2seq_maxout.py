@@ -55,7 +55,8 @@ def test_maxout_readout_against_hand_computation(cell):
     src, sl, tgt = _batch()
     with torch.no_grad():
         logits = m(src, sl, tgt).logits
-        out_enc, _mask, _keys, _c, *final = m.encode(src, sl)
+        memory = m.encode(src, sl)
+        out_enc, final = memory[0], m.initial_state(memory)[:-1]
         # the decoder recurrence with torch's own cell (copied weights), the readout by hand
         Cell = torch.nn.GRUCell if cell == "gru" else torch.nn.LSTMCell
         rnn = Cell(4 + 6, 6).double()

@@ -106,7 +106,8 @@ def test_bahdanau_scores_match_the_equation():
     m = Seq2Seq(9, 7, context="attention", attention="bahdanau", embed_size=5, hidden_size=6,
                 seed=1).double().eval()
     src, sl, tgt, _ = _batch(3)
-    out, mask, _, _, h0, _c0 = m.encode(src, sl)
+    memory = m.encode(src, sl)
+    out, mask, h0 = memory[0], memory[1], m.initial_state(memory)[0]
     att = m(src, sl, tgt).attention
     a = m.attn
     s_prev = h0[:, -1]  # the first step's s_{t-1} is the initial state
@@ -124,7 +125,7 @@ def test_luong_general_scores_match_the_equation():
     memory = m.encode(src, sl)
     out_enc, mask = memory[0], memory[1]
     dec, _ = m.rnn(m.embedding(m.decoder_input(tgt)),
-                   tuple(s.transpose(0, 1).contiguous() for s in memory[4:]))
+                   tuple(s.transpose(0, 1).contiguous() for s in m.initial_state(memory)[:-1]))
     scores = torch.einsum("bth,kh,bsk->bts", dec, m.attn.W_a.weight.T, out_enc)
     scores = scores.masked_fill(~mask[:, None], -math.inf)
     torch.testing.assert_close(m(src, sl, tgt).attention, torch.softmax(scores, -1),

@@ -117,4 +117,38 @@ class NativeOps:
         return cpu_float_tensors(*tensors) and self.ops() is not None
 
 
-__all__ = ["NativeOps", "capability_flags", "cpu_float_tensors", "enabled"]
+def _onednn_linear_op() -> Any | None:
+    """torch's oneDNN matmul op (``torch.ops.mkldnn._linear_pointwise``, the one its compiler
+    emits for CPU linear layers), or None where this torch build has no oneDNN."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def inference_linear(x: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x W^T + b`` (``torch.nn.functional.linear``) for inference loops such as a decoder's
+    readout: for a 2-D float32 ``x`` and a contiguous float32 ``weight`` on the CPU, with nothing
+    needing a gradient and native code on (``RNNLAB_FUSED``), oneDNN's matmul; otherwise
+    ``F.linear``. Why: torch's CPU ``addmm`` calls MKL, whose sgemm does not use AVX-512 on
+    every x86 CPU (on the AMD EPYC of our machines oneDNN's runs 1.9-2.2x faster from 64 rows:
+    ``benchmarks/bench_seq2seq.py --linear``). The same function up to float32 rounding (another
+    summation order). A strided ``weight`` (a column slice) takes ``F.linear``: oneDNN would
+    reorder it on every call."""
+    if (x.dim() == 2 and x.shape[0] > 0 and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and weight.dim() == 2 and weight.is_contiguous()
+            and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
+            and cpu_float_tensors(x, weight, bias) and not torch.compiler.is_exporting()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (
+                bias is not None and bias.requires_grad)))
+            and enabled()):
+        op = _onednn_linear_op()
+        if op is not None:
+            return op(x.contiguous(), weight, bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+__all__ = ["NativeOps", "capability_flags", "cpu_float_tensors", "enabled", "inference_linear"]

@@ -4,7 +4,9 @@ Both work on any model of the decoding protocol (``Seq2Seq``, ``PointerNetwork``
 ``encode(src, lengths) -> memory``, ``initial_state(memory) -> state`` (tuples of batch-first
 tensors), ``start_tokens(memory)``, ``step(prev, state, memory) -> (log_probs (N, V), state,
 attention (N, S) or None)``, ``num_outputs(memory)``, ``decode_lengths(memory, max_len)`` (the
-longest output per sentence, a CPU tensor) and ``eos_id`` (None: outputs end at their length).
+longest output per sentence, a CPU tensor) and ``eos_id`` (None: outputs end at their
+length). Optional: ``beams_share_memory()`` (whether the ``K`` rows of a sentence may read one
+copy of its memory).
 A model whose ``step`` takes ``normalize=False`` (``Seq2Seq``) returns logits then; beam search
 on the CPU then normalises inside its C++ kernel (a log-sum-exp per row, log-probabilities
 formed only for the candidates that may be kept).
@@ -144,33 +146,53 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
                            for n in limits.tolist()], dtype=f64, device=device)
     kept = torch.full((B, n_best), -math.inf, dtype=f64, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    sentence = torch.arange(B, device=device)[:, None]
     parents: list[torch.Tensor] = []  # (B, K) per step: the beam each alive one extends
     toks: list[torch.Tensor] = []  # (B, K) per step: its last token
     attns: list[torch.Tensor] = []  # (B, K_t, S) per step, K_t beams in the step's rows
     fin: list[tuple[torch.Tensor, ...]] = []  # per step: score, log_prob, parent, last token
     # the C++ bookkeeping normalises the logits itself where the model can return them
     logits = inference_ops(memory[0], scores) is not None and _returns_logits(model)
+    share = getattr(model, "beams_share_memory", None)
+    shared = share is not None and bool(share())
+    live: torch.Tensor | None = None  # the sentences still searched (None: all B)
     for t in range(int(limits.max())):
         if logits:
             logp, state, attn = model.step(prev, state, memory, normalize=False)
         else:
             logp, state, attn = model.step(prev, state, memory)
-        Kt = scores.shape[1]
-        if attn is not None:
-            attns.append(attn.view(B, Kt, -1))
+        P, Kt = scores.shape  # P sentences still searched, Kt rows each
         lp = float(length_penalty_value(t + 1, kind, alpha))
-        (*finished, kept, scores, new_beam, new_tok, flat, done, all_done) = beam_step(
+        (*finished, kept, scores, new_beam, new_tok, flat, done, _) = beam_step(
             logp, scores, K, limits_d, t, eos, lp, kept, lp_max, done, logits=logits)
+        prev = new_tok  # (P, K)
+        step_attn = None if attn is None else attn.view(P, Kt, -1)
+        if live is not None:  # the step's records in rows of all B sentences
+            finished = [_scatter_rows(x, live, B, -math.inf if i == 0 else 0)
+                        for i, x in enumerate(finished)]
+            new_beam, new_tok = (_scatter_rows(x, live, B, 0) for x in (new_beam, new_tok))
+            step_attn = None if attn is None else _scatter_rows(step_attn, live, B, 0)
         fin.append(tuple(finished))
         parents.append(new_beam)
         toks.append(new_tok)
-        state = reorder(state, flat)
-        if t == 0:  # every later step has K rows per sentence
-            memory = _memory_for_beams(model, memory, sentence.expand(B, K).reshape(-1))
-        prev = new_tok.reshape(-1)
-        if bool(all_done):
+        if step_attn is not None:
+            attns.append(step_attn)
+        n_done = int(done.sum())
+        if n_done == P:
             break
+        if t == 0 and not shared:  # every later step has K rows per sentence
+            memory = reorder(memory, torch.arange(P, device=device).repeat_interleave(K))
+        if n_done:
+            # a done sentence adds nothing more: its rows leave every later step (the rows
+            # of the others are computed as before, so their results do not change)
+            keep = (~done).nonzero()[:, 0]
+            flat = flat.view(P, K).index_select(0, keep).view(-1)
+            memory = reorder(memory, keep if shared else (
+                keep[:, None] * K + torch.arange(K, device=device)).view(-1))
+            prev, scores, kept, lp_max, limits_d, done = (
+                x.index_select(0, keep) for x in (prev, scores, kept, lp_max, limits_d, done))
+            live = keep if live is None else live.index_select(0, keep)
+        state = reorder(state, flat)
+        prev = prev.reshape(-1)
     return _trace_back(fin, parents, toks, attns, n_best, eos)
 
 
@@ -261,13 +283,9 @@ def top_candidates(logp: torch.Tensor, scores: torch.Tensor, n: int
     return cand.masked_fill_(cand.isnan(), -math.inf).topk(n, dim=1)
 
 
-def _memory_for_beams(model: torch.nn.Module, memory: tuple[torch.Tensor, ...],
-                      rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The memory for ``K`` rows per sentence (row ``n`` reads sentence ``rows[n] = n // K``):
-    unchanged where the model's ``beams_share_memory()`` (optional in the protocol) says its
-    step reads one shared copy per sentence, else every part repeated."""
-    share = getattr(model, "beams_share_memory", None)
-    return memory if share is not None and share() else reorder(memory, rows)
+def _scatter_rows(x: torch.Tensor, rows: torch.Tensor, n: int, fill: float) -> torch.Tensor:
+    """``x`` placed at ``rows`` of an ``n``-row tensor filled with ``fill`` elsewhere."""
+    return x.new_full((n, *x.shape[1:]), fill).index_copy_(0, rows, x)
 
 
 def _trace_back(fin: list[tuple[torch.Tensor, ...]], parents: list[torch.Tensor],

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab._native import inference_linear
 from rnnlab._random import make_generator
 from rnnlab._validation import check_bool, check_choice, check_int, check_number
 from rnnlab.seq2seq._common import (
@@ -76,6 +77,12 @@ class Seq2SeqOutput(NamedTuple):
 
     logits: torch.Tensor
     attention: torch.Tensor | None
+
+
+def affine(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``; for decoding (no gradient, CPU float32) through oneDNN's matmul
+    (:func:`rnnlab._native.inference_linear`)."""
+    return inference_linear(x, layer.weight, layer.bias)
 
 
 def maxout(pre: torch.Tensor, size: int) -> torch.Tensor:
@@ -175,7 +182,7 @@ class AdditiveAttention(nn.Module):
         sentence's source). Without gradients on the CPU one C++ kernel
         (``rnnlab_seq2seq.additive_attention``) computes the energies of the valid positions
         only, the softmax and the context."""
-        q = self.W(query)
+        q = affine(self.W, query)
         N, M = q.shape[0], keys.shape[0]
         if M == 0 or N % M:
             raise ValueError(f"{N} query rows cannot share {M} sources evenly")
@@ -317,8 +324,8 @@ class Seq2Seq(nn.Module):
         linear readout, or the deep output with maxout (module docstring)."""
         x = self.dropout(features)
         if self.maxout_size is None:
-            return self.readout(x)
-        return self.readout(maxout(self.deep_output(x), self.maxout_size))
+            return affine(self.readout, x)
+        return affine(self.readout, maxout(affine(self.deep_output, x), self.maxout_size))
 
     # ---------------------------------------------------------------- checks
     def check_source(self, src: object, src_lengths: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,7 +431,7 @@ class Seq2Seq(nn.Module):
         if self.context == "last_state":
             logits = self._read_out(torch.cat([s, e, c], dim=-1))
         elif self.context == "initial_state":
-            logits = self.readout(self.dropout(s))
+            logits = affine(self.readout, self.dropout(s))
         elif self.attention_kind == "bahdanau":
             # Bahdanau's deep output reads s_{t-1} (App. A.2.2); the linear readout s_t
             s_read = s if self.maxout_size is None else s_prev
@@ -432,8 +439,8 @@ class Seq2Seq(nn.Module):
         else:
             attn = masked_softmax(self.attn.scores(s, keys), mask)
             ctx = torch.bmm(attn[:, None], out_enc)[:, 0]
-            h_tilde = torch.tanh(self.combine(torch.cat([ctx, s], dim=-1)))
-            logits = self.readout(self.dropout(h_tilde))
+            h_tilde = torch.tanh(affine(self.combine, torch.cat([ctx, s], dim=-1)))
+            logits = affine(self.readout, self.dropout(h_tilde))
             if self.input_feeding:
                 feed = h_tilde
         return logits, (*tuple(rnn_state), feed), attn

@@ -1,0 +1,102 @@
+"""rnnlab._native.inference_linear: oneDNN's matmul for inference loops, F.linear otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnlab._native as native
+from rnnlab._native import inference_linear
+
+EPS32 = torch.finfo(torch.float32).eps
+HAS_ONEDNN = native._onednn_linear_op() is not None
+
+
+def _data(n=37, k=129, m=70, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, k, generator=g, dtype=dtype),
+            torch.randn(m, k, generator=g, dtype=dtype), torch.randn(m, generator=g, dtype=dtype))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the calls of the oneDNN op."""
+    count = []
+    op = native._onednn_linear_op()
+
+    def counted(*args):
+        count.append(1)
+        return op(*args)
+
+    monkeypatch.setattr(native, "_onednn_linear_op", lambda: None if op is None else counted)
+    return count
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_linear_within_float32_rounding(bias):
+    x, w, b = _data()
+    b = b if bias else None
+    with torch.no_grad():
+        got = inference_linear(x, w, b)
+    ref = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
+    # a k-term dot product in float32, any summation order: |error| <= k eps sum_i |x_i w_i|
+    # (+ the bias' rounding); 2x for the margin
+    size = x.abs().double() @ w.abs().double().T + (0 if b is None else b.abs().double())
+    bound = 2 * (x.shape[1] + 1) * EPS32 * size
+    assert got.dtype == torch.float32 and got.shape == (37, 70)
+    assert bool(((got.double() - ref).abs() <= bound).all())
+    # and it is not off by a transpose or a dropped bias (the values are O(10))
+    assert (got.double() - ref).abs().max() < 1e-3
+
+
+@pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has no oneDNN")
+def test_onednn_runs_only_where_it_applies(calls, monkeypatch):
+    x, w, b = _data()
+    with torch.no_grad():
+        inference_linear(x, w, b)
+        inference_linear(x, w)
+    assert len(calls) == 2
+    del calls[:]
+    xd, wd, bd = _data(dtype=torch.float64)
+    wide = torch.randn(70, 200)
+    with torch.no_grad():
+        cases = [
+            (xd, wd, bd),  # float64: oneDNN has no double matmul
+            (x, wide[:, :129], b),  # a strided weight: oneDNN would reorder it on every call
+            (x[None], w, b),  # not 2-D
+            (x[:0], w, b),  # no rows
+        ]
+        for args in cases:
+            out = inference_linear(*args)
+            ref = torch.nn.functional.linear(*args)
+            # the same call of F.linear: the same numbers
+            torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        monkeypatch.setenv("RNNLAB_FUSED", "0")
+        inference_linear(x, w, b)
+    assert not calls
+    # with a gradient to compute: F.linear, whose backward gives the weight's gradient
+    w.requires_grad_(True)
+    y = inference_linear(x, w, b)
+    assert not calls and y.grad_fn is not None
+    y.sum().backward()
+    torch.testing.assert_close(w.grad, x.sum(0).expand(70, -1), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has no oneDNN")
+def test_seq2seq_decoding_uses_it_and_training_does_not(calls):
+    from rnnlab.seq2seq import Seq2Seq, beam_search
+
+    m = Seq2Seq(11, 13, embed_size=8, hidden_size=12, seed=0).eval()
+    src = torch.randint(3, 11, (3, 5), generator=torch.Generator().manual_seed(1))
+    sl = torch.tensor([5, 3, 4])
+    tgt = torch.randint(3, 13, (3, 4), generator=torch.Generator().manual_seed(2))
+    m(src, sl, tgt).logits.sum().backward()  # training: gradients needed
+    assert not calls
+    with torch.no_grad():
+        fast = m(src, sl, tgt).logits  # the same forward without gradients: oneDNN
+    assert calls
+    slow = m(src, sl, tgt).logits.detach()
+    # float32 logits of O(1) from sums of <= 41 terms: equal up to rounding
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
+    hyps = beam_search(m, src, sl, beam_size=2, max_len=6)
+    assert len(hyps) == 3
