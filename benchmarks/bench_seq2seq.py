@@ -19,7 +19,7 @@ sentences per second, and the ratios ours / plain, medians of ``--repeats`` alte
 ``--sweep 16,64,256`` adds the beam-search ratio at those numbers of sentences.
 ``--thread-counts 1,2`` adds the beam searches timed (wall clock) at each thread count in the
 same run, and the ratio of each side at its best count: the per-sentence loop's small per-step
-products do not gain from a second thread (it slows them here), the batched search's do.
+products gain little or nothing from a second thread, the batched search's gain more.
 ``--mixed-lengths`` runs everything on a model whose outputs end at different steps (the
 readout scaled by 16 and 4 added to the ``eos`` logit, a stand-in for a trained model): there a
 per-sentence loop stops each sentence at its own end, and the batched search drops finished
