@@ -100,3 +100,24 @@ def test_seq2seq_decoding_uses_it_and_training_does_not(calls):
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
     hyps = beam_search(m, src, sl, beam_size=2, max_len=6)
     assert len(hyps) == 3
+
+
+@pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has no oneDNN")
+def test_seq2seq_readout_hooks_see_their_forward(calls):
+    from rnnlab.seq2seq import Seq2Seq
+
+    m = Seq2Seq(11, 13, embed_size=8, hidden_size=12, seed=0).eval()
+    src, sl = torch.randint(3, 11, (2, 4), generator=torch.Generator().manual_seed(3)), \
+        torch.tensor([4, 2])
+    tgt = torch.randint(3, 13, (2, 3), generator=torch.Generator().manual_seed(4))
+    seen = []
+    handle = m.readout.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    with torch.no_grad():
+        m(src, sl, tgt)
+    assert len(seen) == 3  # one readout per decoder step, through the module and its hook
+    before = len(calls)  # the attention's W q still went through oneDNN
+    handle.remove()
+    del seen[:]
+    with torch.no_grad():
+        m(src, sl, tgt)
+    assert not seen and len(calls) > 2 * before  # now the readout does too

@@ -182,8 +182,8 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
         if t == 0 and not shared:  # every later step has K rows per sentence
             memory = reorder(memory, torch.arange(P, device=device).repeat_interleave(K))
         if n_done:
-            # a done sentence adds nothing more: its rows leave every later step (the rows
-            # of the others are computed as before, so their results do not change)
+            # a done sentence adds nothing more: its rows leave every later step (a row's
+            # step reads only its own state and memory rows)
             keep = (~done).nonzero()[:, 0]
             flat = flat.view(P, K).index_select(0, keep).view(-1)
             memory = reorder(memory, keep if shared else (

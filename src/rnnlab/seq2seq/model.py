@@ -80,8 +80,12 @@ class Seq2SeqOutput(NamedTuple):
 
 
 def affine(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``; for decoding (no gradient, CPU float32) through oneDNN's matmul
-    (:func:`rnnlab._native.inference_linear`)."""
+    """``layer(x)``; without gradients (decoding) through
+    :func:`rnnlab._native.inference_linear` (oneDNN's matmul on the CPU in float32) where the
+    layer is a plain ``nn.Linear`` without hooks (a subclass or a hook sees its own forward)."""
+    if (torch.is_grad_enabled() or type(layer) is not nn.Linear or layer._forward_hooks
+            or layer._forward_pre_hooks):
+        return layer(x)
     return inference_linear(x, layer.weight, layer.bias)
 
 
