@@ -309,7 +309,8 @@ def linear_table(args: argparse.Namespace, clock) -> None:
     from rnnlab._native import inference_linear
 
     E, H, V, rows = args.embed, args.hidden, args.vocab, args.sentences * args.beam
-    shapes = [("readout", rows, H + E + H, V), ("readout, one beam", args.beam, H + E + H, V),
+    shapes = [("readout", rows, H + E + H, V), ("readout", args.sentences, H + E + H, V),
+              ("readout, one beam", args.beam, H + E + H, V),
               ("LSTM input", rows, E + H, 4 * H), ("attention query", rows, H, H)]
     print(f"{'x W^T + b':28s}{'rows':>6s}{'in':>6s}{'out':>6s}{'F.linear ms':>13s}"
           f"{'oneDNN ms':>11s}{'ratio':>8s}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 
 import rnnlab._native as native
 from rnnlab._native import inference_linear
@@ -20,7 +21,8 @@ def _data(n=37, k=129, m=70, dtype=torch.float32, seed=0):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the calls of the oneDNN op."""
+    """Counts the calls of the oneDNN op (native code on, whatever the environment says)."""
+    monkeypatch.setenv("RNNLAB_FUSED", "1")
     count = []
     op = native._onednn_linear_op()
 
@@ -32,12 +34,18 @@ def calls(monkeypatch):
     return count
 
 
+@pytest.mark.skipif(not HAS_ONEDNN, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("contiguous", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_equals_linear_within_float32_rounding(bias):
+def test_equals_linear_within_float32_rounding(bias, contiguous, calls):
     x, w, b = _data()
     b = b if bias else None
+    if not contiguous:  # the same values, rows 2 apart in memory
+        x = torch.stack([x, torch.full_like(x, float("nan"))], dim=1)[:, 0]
+        assert not x.is_contiguous()
     with torch.no_grad():
         got = inference_linear(x, w, b)
+    assert calls  # oneDNN computed it
     ref = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
     # a k-term dot product in float32, any summation order: |error| <= k eps sum_i |x_i w_i|
     # (+ the bias' rounding); 2x for the margin
@@ -65,12 +73,23 @@ def test_onednn_runs_only_where_it_applies(calls, monkeypatch):
             (x, wide[:, :129], b),  # a strided weight: oneDNN would reorder it on every call
             (x[None], w, b),  # not 2-D
             (x[:0], w, b),  # no rows
+            (x[:, :0], w[:, :0], b),  # no inputs (F.linear gives the bias)
+            (x, w, b[:1]),  # a bias that broadcasts
+            (x, w, b[0]),  # a 0-d bias
         ]
         for args in cases:
             out = inference_linear(*args)
             ref = torch.nn.functional.linear(*args)
             # the same call of F.linear: the same numbers
             torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # F.linear gives bfloat16 there
+            assert inference_linear(x, w, b).dtype == torch.bfloat16
+        with fwAD.dual_level():  # a forward-mode tangent goes through F.linear
+            dual = fwAD.make_dual(x, torch.ones_like(x))
+            tangent = fwAD.unpack_dual(inference_linear(dual, w, b)).tangent
+            torch.testing.assert_close(tangent, torch.ones_like(x) @ w.T, rtol=1e-5, atol=1e-4)
+        batched = torch.func.vmap(lambda row: inference_linear(row[None], w, b))(x)
+        torch.testing.assert_close(batched[:, 0], torch.nn.functional.linear(x, w, b))
         monkeypatch.setenv("RNNLAB_FUSED", "0")
         inference_linear(x, w, b)
     assert not calls

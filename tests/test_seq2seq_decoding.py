@@ -171,12 +171,14 @@ def test_batched_beam_equals_per_sentence_beam(context):
     assert best.shape[0] == 4
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
 @pytest.mark.parametrize(("attention", "seed"), [("bahdanau", 3), ("bahdanau", 4),
                                                   ("dot", 4), ("dot", 5)])
-def test_finished_sentences_leave_the_batch(attention, seed, monkeypatch):
+def test_finished_sentences_leave_the_batch(attention, seed, native, monkeypatch):
     """A sentence that is done (its n-best finished, no alive hypothesis can beat them) stops
     costing rows: later steps run on the others only (shared and repeated memories), and every
     sentence's hypotheses are those of a search of that sentence alone."""
+    monkeypatch.setenv("RNNLAB_FUSED", native)  # the C++ bookkeeping and the torch one
     m = _random_model(seed, tgt_vocab=9, attention=attention)
     src, sl = _source(seed)
     rows, step = [], m.step
@@ -199,6 +201,35 @@ def test_finished_sentences_leave_the_batch(attention, seed, monkeypatch):
             assert h.score == pytest.approx(a.score, abs=1e-10)
             assert h.log_prob == pytest.approx(a.log_prob, abs=1e-10)
             torch.testing.assert_close(h.attention[:, :s], a.attention, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n_best", [1, 2])
+def test_pointer_sentences_leave_the_batch_from_the_first_step(n_best, monkeypatch):
+    """A pointer network has no eos: a 1-element input is done after its first step, so the
+    batch shrinks right after the step with one row per sentence; each result equals the
+    search of that input alone."""
+    p = PointerNetwork(2, 8, seed=1).double().eval()
+    x = torch.rand(4, 4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ln = torch.tensor([1, 4, 2, 1])
+    rows, step = [], p.step
+
+    def spy(prev, state, memory, **kw):
+        rows.append(prev.shape[0])
+        return step(prev, state, memory, **kw)
+
+    monkeypatch.setattr(p, "step", spy)
+    hyps = beam_search(p, x, ln, beam_size=2, n_best=n_best)
+    assert rows[:2] == [4, 4]  # after step 1 the two 1-element inputs are gone: 2 x 2 rows
+    for b in range(4):
+        n = int(ln[b])
+        # one element: one hypothesis, and a beam of 1 (2 would be wider than its 1 output)
+        k = min(2, n)
+        alone = beam_search(p, x[b:b + 1, :n], ln[b:b + 1], beam_size=k,
+                            n_best=min(n_best, k))[0]
+        assert [h.tokens.tolist() for h in hyps[b]] == [h.tokens.tolist() for h in alone]
+        for h, a in zip(hyps[b], alone, strict=True):
+            assert h.score == pytest.approx(a.score, abs=1e-10)
+            torch.testing.assert_close(h.attention[:, :n], a.attention, atol=1e-10, rtol=0)
 
 
 def test_pointer_decoding_is_a_permutation_and_beam_exact():

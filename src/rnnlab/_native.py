@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as forward_ad
+
+from rnnlab._validation import functorch_active
 
 
 def enabled() -> bool:
@@ -134,21 +137,34 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor,
     readout: for a 2-D float32 ``x`` and a contiguous float32 ``weight`` on the CPU, with nothing
     needing a gradient and native code on (``RNNLAB_FUSED``), oneDNN's matmul; otherwise
     ``F.linear``. Why: torch's CPU ``addmm`` calls MKL, whose sgemm does not use AVX-512 on
-    every x86 CPU (on the AMD EPYC of our machines oneDNN's runs 1.9-2.2x faster from 64 rows:
-    ``benchmarks/bench_seq2seq.py --linear``). The same function up to float32 rounding (another
-    summation order). A strided ``weight`` (a column slice) takes ``F.linear``: oneDNN would
-    reorder it on every call."""
-    if (x.dim() == 2 and x.shape[0] > 0 and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and weight.dim() == 2 and weight.is_contiguous()
-            and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
-            and cpu_float_tensors(x, weight, bias) and not torch.compiler.is_exporting()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (
-                bias is not None and bias.requires_grad)))
-            and enabled()):
+    every x86 CPU (on the AMD EPYC of our machines oneDNN's ran 1.9-2.2x faster with 64 and 320
+    rows, and no faster with 5: ``benchmarks/bench_seq2seq.py --linear``). The same function up
+    to float32 rounding (another summation order). A strided ``weight`` (a column slice) takes
+    ``F.linear``: oneDNN would reorder it on every call."""
+    if _onednn_applies(x, weight, bias):
         op = _onednn_linear_op()
         if op is not None:
             return op(x.contiguous(), weight, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)
+
+
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`inference_linear` may hand these to oneDNN: plain float32 CPU tensors of
+    matching shapes (2-D ``x`` with rows, ``weight`` contiguous, ``bias`` ``(out,)`` or None),
+    nothing that needs a gradient, and no machinery that ``F.linear`` serves and a raw op would
+    bypass: autocast, forward-mode AD, ``torch.func`` transforms, tensor subclasses, tracing,
+    compiling, export; native code on."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return (x.dim() == 2 and weight.dim() == 2 and x.shape[0] > 0
+            and x.shape[1] == weight.shape[1] > 0 and weight.is_contiguous()
+            and (bias is None or (bias.shape == (weight.shape[0],) and bias.is_contiguous()))
+            and all(type(t) in (torch.Tensor, torch.nn.Parameter)
+                    and t.dtype == torch.float32 for t in tensors)
+            and cpu_float_tensors(*tensors) and not torch.compiler.is_exporting()
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and not torch.is_autocast_enabled("cpu")
+            and getattr(forward_ad, "_current_level", 0) < 0 and not functorch_active()
+            and enabled())
 
 
 __all__ = ["NativeOps", "capability_flags", "cpu_float_tensors", "enabled", "inference_linear"]

@@ -201,6 +201,13 @@ class check_finite:  # lower case: a context manager named like the setting (tor
         return wrapper
 
 
+def functorch_active() -> bool:
+    """True inside a ``torch.func`` transform (its interpreter stack is not empty)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    peek = getattr(functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
 def is_tracing() -> bool:
     """True while no concrete data is there to look at: ``torch.jit.trace``/``script``,
     ``torch.compile`` (Dynamo), ``torch.export`` or the capture of a CUDA graph (where a host

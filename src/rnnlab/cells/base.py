@@ -59,6 +59,7 @@ from rnnlab._validation import (  # noqa: F401 (check_finite_float: its old impo
     check_finite_float,
     check_positive_int,
     check_tensor,
+    functorch_active,
     is_tracing,
     static_checks,
 )
@@ -92,17 +93,10 @@ def twice_differentiable() -> Iterator[None]:
         _higher_order.depth = depth
 
 
-def _functorch_active() -> bool:
-    """True inside a ``torch.func`` transform (its interpreter stack is not empty)."""
-    functorch = getattr(torch._C, "_functorch", None)
-    peek = getattr(functorch, "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
-
-
 def higher_order_reason(tensors: Iterable[torch.Tensor]) -> str | None:
     """Why a sequence must run as the plain loop, or None: a ``torch.func`` transform is active,
     one of ``tensors`` carries a forward-mode tangent, or :func:`twice_differentiable` is on."""
-    if _functorch_active():
+    if functorch_active():
         return "under a torch.func transform (jvp, vjp, grad, jacrev, vmap, ...)"
     # a dual tensor exists only inside a dual_level (its counter starts at -1; should torch
     # rename it, every tensor is looked at, which is only slower)

@@ -124,7 +124,8 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     token per step, no history copied per step), finished ones as per-step score slices whose
     ``n_best`` best are picked once at the end (a stable sort: ties go to the earlier one), and
     only those are traced back and moved to the host. The first step runs on one row per
-    sentence (all ``K`` beams of a sentence start identical)."""
+    sentence (all ``K`` beams of a sentence start identical); a sentence that is done leaves
+    the batch (its state, memory and bookkeeping rows), so later steps run on the others."""
     K = check_int("beam_size", beam_size, low=1)
     n_best = check_int("n_best", n_best, low=1, high=K)
     kind = check_choice("length_penalty", length_penalty, PENALTIES)

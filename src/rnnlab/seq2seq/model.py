@@ -82,9 +82,12 @@ class Seq2SeqOutput(NamedTuple):
 def affine(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)``; without gradients (decoding) through
     :func:`rnnlab._native.inference_linear` (oneDNN's matmul on the CPU in float32) where the
-    layer is a plain ``nn.Linear`` without hooks (a subclass or a hook sees its own forward)."""
-    if (torch.is_grad_enabled() or type(layer) is not nn.Linear or layer._forward_hooks
-            or layer._forward_pre_hooks):
+    layer is a plain ``nn.Linear`` with nothing hooked into its call (a subclass, a replaced
+    ``forward``, its own or global forward hooks: those see their forward)."""
+    if (torch.is_grad_enabled() or type(layer) is not nn.Linear or "forward" in vars(layer)
+            or layer._forward_hooks or layer._forward_pre_hooks
+            or nn.modules.module._global_forward_hooks
+            or nn.modules.module._global_forward_pre_hooks):
         return layer(x)
     return inference_linear(x, layer.weight, layer.bias)
 
