@@ -61,7 +61,8 @@ def test_every_paper_setting_has_its_source():
     # the values read in GroundHog's DT_RNN_Tut.py, as quoted in the sources
     for key, quoted in (("lr", "state['lr'] = 1."), ("momentum", "state['moment'] = 0.995"),
                         ("clip_norm", "state['cutoff'] = 1."), ("batch_size", "state['bs'] = 1"),
-                        ("min_lr", "state['minlr'] = 5e-7")):
+                        ("min_lr", "state['minlr'] = 5e-7"),
+                        ("lr_check_updates", "state['validFreq'] = 1000")):
         assert quoted in dr.PAPER_SOURCES[key]
         assert float(quoted.split("=")[1].strip(" .'")) == pytest.approx(dr.PAPER[key],
                                                                          rel=0, abs=0)
@@ -83,6 +84,8 @@ def test_published_figures_equal_their_sources():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"optimizer": "sgd"}, "apply to preset=paper only"),
     ({"momentum": "0.9"}, "apply to preset=paper only"),
+    ({"lr-check-updates": "1000"}, "apply to preset=paper only"),
+    ({"preset": "paper", "lr-check-updates": "0"}, "lr_check_updates"),
     ({"quick": "true", "preset": "paper"}, "exclude each other"),
     ({"preset": "book"}, "preset"),
 ])
@@ -129,33 +132,124 @@ def _plan(epochs: int) -> mt.ResumableTraining:
                                 momentum=0.9, clip_norm=1.0, lr_halving=2e-4, min_lr=1e-6)
 
 
-def test_interrupted_and_resumed_equals_never_stopped(tiny, tmp_path):
+def _lr_recorder(lrs: list[float]):
+    """A trainer callback that appends the learning rate after every epoch (after the
+    scheduler's decision of that epoch)."""
+    def record(trainer, event):
+        if event == "epoch":
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    return record
+
+
+# (lr_check_updates, lr_halving, stop after epoch, the rates the run never stopped has after
+# each epoch). The tiny data: 8 training chorales, batch 2 -> 4 updates per epoch. With
+# lr_check_updates=6 the rule decides after epochs 2 and 4 (4+4 >= 6, reset, 4+4 >= 6); the
+# stop after epoch 3 leaves 4 updates counted in the checkpoint, and lr_halving=0.99 makes the
+# second decision halve for sure, so a count or a plateau state lost on resume would move or
+# drop that halving and change the weights.
+RESUME_CASES = [(None, 2e-4, 2, None),
+                (6, 0.99, 3, [0.1, 0.1, 0.1, 0.05, 0.05])]
+
+
+@pytest.mark.parametrize(("check_updates", "halving", "stop_at", "lrs"), RESUME_CASES)
+def test_interrupted_and_resumed_equals_never_stopped(tiny, tmp_path, check_updates, halving,
+                                                      stop_at, lrs):
     data, _ = load_music_data(str(tiny))
+    plan = dataclasses.replace(_plan(5), lr_halving=halving, lr_check_updates=check_updates)
 
     def net():
         return dr.build_network("DOT(S)-RNN", 5, seed=3)
 
     straight = net()
-    ref = mt.train_resumable(straight, data, _plan(5), seed=3, run_dir=tmp_path / "a")
+    seen: list[float] = []
+    ref = mt.train_resumable(straight, data, plan, seed=3, run_dir=tmp_path / "a",
+                             callbacks=[_lr_recorder(seen)])
+    if lrs is not None:
+        assert seen == pytest.approx(lrs, rel=1e-12)   # the halving the resume must keep
 
-    def stop_after_two(trainer, event):
-        if event == "epoch" and trainer.position.epoch == 2:
+    def stop_after(trainer, event):
+        if event == "epoch" and trainer.position.epoch == stop_at:
             raise KeyboardInterrupt("stopped for the test")
 
     with pytest.raises(KeyboardInterrupt):
-        mt.train_resumable(net(), data, _plan(5), seed=3, run_dir=tmp_path / "b",
-                           callbacks=[stop_after_two])
+        mt.train_resumable(net(), data, plan, seed=3, run_dir=tmp_path / "b",
+                           callbacks=[stop_after])
     resumed = net()
-    out = mt.train_resumable(resumed, data, _plan(5), seed=3, run_dir=tmp_path / "b")
+    out = mt.train_resumable(resumed, data, plan, seed=3, run_dir=tmp_path / "b")
     assert out.valid_curve == ref.valid_curve and len(ref.valid_curve) == 5
     assert (out.test_nll, out.best_epoch) == (ref.test_nll, ref.best_epoch)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(),
                               strict=True):
         assert torch.equal(a, b), k
     # a finished run continues nowhere: resuming it again gives the same result at once
-    again = mt.train_resumable(net(), data, _plan(5), seed=3, run_dir=tmp_path / "b")
+    again = mt.train_resumable(net(), data, plan, seed=3, run_dir=tmp_path / "b")
     assert again.valid_curve == ref.valid_curve and again.test_nll == ref.test_nll
     assert ref.test_nll < COIN_FLIP
+
+
+def _decision_lrs(lr: float, epochs: int, decisions: list[int]) -> list[float]:
+    """The rate after each epoch when the plateau rule decides after the epochs in
+    ``decisions`` and no decision but the first sees an improvement (the first compares with
+    +inf): halved at every decision after the first."""
+    out, seen = [], 0
+    for epoch in range(1, epochs + 1):
+        if epoch in decisions:
+            seen += 1
+            if seen > 1:
+                lr /= 2
+        out.append(lr)
+    return out
+
+
+# 4 updates per epoch (8 chorales, batch 2): U -> the epochs ending the first epoch at which
+# >= U updates have passed since the previous decision, counted by hand
+@pytest.mark.parametrize(("check_updates", "decisions"), [
+    (None, [1, 2, 3, 4, 5, 6, 7, 8, 9]),   # the per-epoch rule
+    (1, [1, 2, 3, 4, 5, 6, 7, 8, 9]),      # U <= 4: every epoch too
+    (8, [2, 4, 6, 8]),                     # exactly 8 updates: every 2nd epoch
+    (10, [3, 6, 9]),                       # 12 >= 10, count restarts: every 3rd
+])
+def test_lr_check_updates_decides_on_the_hand_computed_epochs(tiny, tmp_path, check_updates,
+                                                              decisions):
+    """lr_halving=0.99 asks a 99 % drop of the NLL: every decision but the first halves."""
+    data, _ = load_music_data(str(tiny))
+    plan = dataclasses.replace(_plan(9), lr_halving=0.99, min_lr=None,
+                               lr_check_updates=check_updates)
+    seen: list[float] = []
+    res = mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, plan, seed=0,
+                             run_dir=tmp_path / "r", callbacks=[_lr_recorder(seen)])
+    assert res.epochs_run == 9
+    # halving a power-of-two multiple of 0.1 is exact in binary floating point
+    assert seen == _decision_lrs(0.1, 9, decisions)
+
+
+def test_min_lr_stop_follows_the_spaced_decision(tiny, tmp_path):
+    """U=10 at 4 updates per epoch: decisions after epochs 3, 6, 9; the rate goes 0.1 -> 0.05
+    (epoch 6) -> 0.025 (epoch 9) < min_lr 0.03: the run stops after epoch 9 of 20."""
+    data, _ = load_music_data(str(tiny))
+    plan = dataclasses.replace(_plan(20), lr_halving=0.99, min_lr=0.03, lr_check_updates=10)
+    res = mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, plan, seed=0,
+                             run_dir=tmp_path / "r")
+    assert res.epochs_run == 9 and len(res.valid_curve) == 9
+
+
+def test_bad_lr_check_updates_are_refused(tiny, tmp_path):
+    with pytest.raises(ValueError, match="lr_check_updates must be an int >= 1, got 0"):
+        dataclasses.replace(_plan(2), lr_check_updates=0)
+    for bad in (2.5, True, "10"):
+        with pytest.raises(TypeError, match="lr_check_updates must be an int"):
+            dataclasses.replace(_plan(2), lr_check_updates=bad)
+    with pytest.raises(ValueError, match="needs lr_halving"):
+        dataclasses.replace(_plan(2), lr_halving=None, lr_check_updates=10)
+    # a run cannot change the cadence on resume
+    data, _ = load_music_data(str(tiny))
+    plan = dataclasses.replace(_plan(1), lr_check_updates=10)
+    mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, plan, seed=0,
+                       run_dir=tmp_path / "r")
+    with pytest.raises(ValueError, match="check_updates=10, this run 6"):
+        mt.train_resumable(dr.build_network("RNN", 3, seed=0), data,
+                           dataclasses.replace(plan, lr_check_updates=6), seed=0,
+                           run_dir=tmp_path / "r")
 
 
 def test_validation_nll_is_over_all_frames(tiny, tmp_path):

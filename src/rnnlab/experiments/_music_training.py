@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_bool
+from rnnlab._validation import check_bool, check_int
 from rnnlab.experiments.registry import option
 from rnnlab.learning import BPTT
 from rnnlab.tasks.music import (
@@ -460,6 +460,44 @@ def frame_nll_loss(out: torch.Tensor, targets: torch.Tensor,
     return frame_nll(out, targets, mask)
 
 
+class PlateauEveryUpdates(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """``ReduceLROnPlateau`` that decides only every ``check_updates`` updates.
+
+    The trainer steps it after every epoch with the validation NLL; it adds the epoch's
+    ``updates_per_epoch`` updates (one per minibatch) to a count and passes the NLL on to
+    ``ReduceLROnPlateau.step`` (which may lower the rate) only at the end of the first epoch
+    at which the count reaches ``check_updates``, then starts the count again from 0. So the
+    decisions fall at the end of every ``ceil(check_updates / updates_per_epoch)``-th epoch,
+    and the plateau rule compares only the NLLs of those epochs. This approximates GroundHog's
+    ``validFreq`` (Pascanu's code validates, and may halve the rate, mid-epoch after exactly
+    every ``validFreq`` updates) at epoch granularity. The count and the inner state are in
+    ``state_dict``, so a checkpointed run resumes bit for bit.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, updates_per_epoch: int,
+                 check_updates: int, **plateau: Any) -> None:
+        super().__init__(optimizer, **plateau)
+        self.updates_per_epoch = check_int("updates_per_epoch", updates_per_epoch, low=1)
+        self.check_updates = check_int("check_updates", check_updates, low=1)
+        self.updates_since_check = 0
+
+    def step(self, metrics: Any, epoch: Any = None) -> None:  # type: ignore[override]
+        if epoch is not None:
+            raise ValueError("PlateauEveryUpdates counts epochs itself: call step(metrics)")
+        self.updates_since_check += self.updates_per_epoch
+        if self.updates_since_check < self.check_updates:
+            return
+        self.updates_since_check = 0
+        super().step(metrics)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key in ("updates_per_epoch", "check_updates"):
+            if state_dict.get(key) != getattr(self, key):
+                raise ValueError(f"the scheduler state has {key}={state_dict.get(key)}, this "
+                                 f"run {getattr(self, key)}: a run cannot change it on resume")
+        super().load_state_dict(state_dict)
+
+
 @dataclass(frozen=True)
 class ResumableTraining:
     """How :func:`train_resumable` trains one network (the ``preset=paper`` path).
@@ -475,6 +513,15 @@ class ResumableTraining:
     forms are plain SGD, Adam has no such option, and the clipped-velocity optimizer of
     ``clip_norm`` (:class:`ClippedMomentumSGD`, GroundHog's rule) has no Nesterov form in
     GroundHog; each of these raises a ``ValueError`` naming the conflict.
+
+    ``lr_check_updates``: ``None`` takes the ``lr_halving`` decision (and the ``min_lr`` stop
+    that follows it) after every epoch; an int U takes it only at the end of the first epoch
+    at which at least U updates (minibatches) have passed since the previous decision, i.e.
+    every ``ceil(U / updates_per_epoch)`` epochs (:class:`PlateauEveryUpdates`; U = 1000 with
+    JSB's 229 chorales at batch 1: after epochs 5, 10, 15, ...). This approximates GroundHog's
+    ``state['validFreq'] = 1000``, which validates and decides mid-epoch after exactly every
+    1000 updates; the validation NLL, early stopping (``patience``) and the restore of the
+    best epoch stay per epoch. Needs ``lr_halving``.
     """
 
     epochs: int
@@ -487,8 +534,15 @@ class ResumableTraining:
     lr_halving: float | None = None
     min_lr: float | None = None
     nesterov: bool = False
+    lr_check_updates: int | None = None
 
     def __post_init__(self) -> None:
+        if self.lr_check_updates is not None:
+            check_int("lr_check_updates", self.lr_check_updates, low=1)
+            if self.lr_halving is None:
+                raise ValueError(
+                    f"lr_check_updates={self.lr_check_updates} needs lr_halving: it sets how "
+                    "often the halving rule decides, and there is no halving rule")
         if not check_bool("nesterov", self.nesterov):
             return
         if self.optimizer != "sgd":
@@ -546,7 +600,9 @@ def train_resumable(
     the best so far by this relative margin (GroundHog's ``divide_lr``/``cost_threshold``
     rule, as ``ReduceLROnPlateau(factor=0.5, patience=0, threshold_mode="rel")``); the run
     stops once the rate is below ``min_lr``, after ``patience`` epochs without improvement, or
-    after ``cfg.epochs``. The best validation epoch's weights are restored and tested.
+    after ``cfg.epochs``. ``lr_check_updates``: the halving rule decides only every that many
+    updates (:class:`PlateauEveryUpdates`; see :class:`ResumableTraining`).
+    The best validation epoch's weights are restored and tested.
     The optimizer: :func:`build_optimizer` (``cfg.nesterov``: Nesterov momentum, see
     :class:`ResumableTraining`).
     """
@@ -555,18 +611,25 @@ def train_resumable(
     if marginal_bias:
         set_marginal_bias(model, data["train"])
     opt, clip = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    scheduler = None
-    if cfg.lr_halving is not None:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=0.5, patience=0, threshold=cfg.lr_halving,
-            threshold_mode="rel")
     group_gen = torch.Generator().manual_seed(seed)
     train = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
         data["train"], cfg.batch_size, generator=group_gen, device=device)]
+    scheduler = None
+    if cfg.lr_halving is not None:
+        plateau = {"mode": "min", "factor": 0.5, "patience": 0, "threshold": cfg.lr_halving,
+                   "threshold_mode": "rel"}
+        if cfg.lr_check_updates is None:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **plateau)
+        else:
+            # one update per minibatch (BPTT over whole sequences)
+            scheduler = PlateauEveryUpdates(opt, updates_per_epoch=len(train),
+                                            check_updates=cfg.lr_check_updates, **plateau)
     valid = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
         data["valid"], len(data["valid"]), shuffle=False, device=device)]
 
     def stop_at_min_lr(trainer: Trainer, event: str) -> None:
+        # the rate changes only where the scheduler decides, so checking after every epoch
+        # stops exactly after the decision that took it below min_lr
         if (event == "epoch" and cfg.min_lr is not None
                 and trainer.optimizer.param_groups[0]["lr"] < cfg.min_lr):
             trainer.stopped_early = True
@@ -605,6 +668,7 @@ __all__ = [
     "PRESETS",
     "ClippedMomentumSGD",
     "MusicConfig",
+    "PlateauEveryUpdates",
     "ResumableTraining",
     "Settings",
     "TrainConfig",

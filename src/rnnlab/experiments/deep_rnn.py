@@ -121,6 +121,7 @@ PAPER: dict[str, Any] = {
     "patience": None,
     "lr_halving": 2e-4,
     "min_lr": 5e-7,
+    "lr_check_updates": 1000,
     "epochs": 500,
     "seeds": (0, 1, 2),
 }
@@ -139,6 +140,9 @@ PAPER_SOURCES: dict[str, str] = {
     "patience": _GROUNDHOG + ": stops on the learning rate, not on a patience count",
     "lr_halving": _GROUNDHOG + ": state['divide_lr'] = 2., state['cost_threshold'] = 1.0002",
     "min_lr": _GROUNDHOG + ": state['minlr'] = 5e-7 (the job stops below it)",
+    "lr_check_updates": _GROUNDHOG + ": state['validFreq'] = 1000 (groundhog/mainLoop.py "
+                        "validates, and may halve the rate, every validFreq updates); here at "
+                        "the end of the first epoch past each 1000 updates",
     "epochs": "ours: a cap only (GroundHog caps updates at 1e8 and time at 48 h)",
     "seeds": "ours (the paper's seeds are not in the stored copies)",
 }
@@ -221,6 +225,9 @@ class DeepRnnConfig(MusicConfig):
                                       "margin (preset=paper only)", low=0)
     min_lr: float | None = option(None, "stop once the learning rate is below this "
                                   "(preset=paper only)", low=0, low_open=True)
+    lr_check_updates: int | None = option(None, "take the lr-halving decision only at the end "
+                                          "of the first epoch past every this many updates "
+                                          "(none: every epoch; preset=paper only)", low=1)
 
     def validate(self) -> None:
         super().validate()
@@ -232,7 +239,8 @@ class DeepRnnConfig(MusicConfig):
         if self.preset == "default":
             extra = [name for name, value, default in (
                 ("optimizer", self.optimizer, "adam"), ("momentum", self.momentum, 0.0),
-                ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None))
+                ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None),
+                ("lr_check_updates", self.lr_check_updates, None))
                 if value != default]
             if extra:
                 raise ValueError(f"{', '.join(extra)} apply to preset=paper only (the default "
@@ -269,7 +277,7 @@ def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int
     plan = ResumableTraining(
         epochs=s.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=s.train.lr,
         momentum=cfg.momentum, clip_norm=cfg.clip_norm, patience=cfg.patience,
-        lr_halving=cfg.lr_halving, min_lr=cfg.min_lr)
+        lr_halving=cfg.lr_halving, min_lr=cfg.min_lr, lr_check_updates=cfg.lr_check_updates)
     done = [0]
 
     def tick(trainer: Trainer, event: str) -> None:
