@@ -67,6 +67,11 @@ def test_every_paper_setting_has_its_source():
         assert float(quoted.split("=")[1].strip(" .'")) == pytest.approx(dr.PAPER[key],
                                                                          rel=0, abs=0)
     assert dr.PAPER["models"] == ("RNN", "DT(S)-RNN", "DOT(S)-RNN", "sRNN")
+    # the halving rule: GroundHog's mainLoop.py, quoted
+    assert dr.PAPER["lr_rule"] == "groundhog"
+    for quoted in ("valcost > self.old_cost * self.state['cost_threshold']",
+                   "p.set_value(bparams[p.name])", "state['patience'] = 1"):
+        assert quoted in dr.PAPER_SOURCES["lr_rule"]
 
 
 def test_published_figures_equal_their_sources():
@@ -85,6 +90,8 @@ def test_published_figures_equal_their_sources():
     ({"optimizer": "sgd"}, "apply to preset=paper only"),
     ({"momentum": "0.9"}, "apply to preset=paper only"),
     ({"lr-check-updates": "1000"}, "apply to preset=paper only"),
+    ({"lr-rule": "groundhog"}, "apply to preset=paper only"),
+    ({"preset": "paper", "lr-rule": "ours"}, "lr_rule"),
     ({"preset": "paper", "lr-check-updates": "0"}, "lr_check_updates"),
     ({"quick": "true", "preset": "paper"}, "exclude each other"),
     ({"preset": "book"}, "preset"),
@@ -242,14 +249,18 @@ def test_bad_lr_check_updates_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="needs lr_halving"):
         dataclasses.replace(_plan(2), lr_halving=None, lr_check_updates=10)
     # a run cannot change the cadence on resume
+    _refused_on_resume(tiny, tmp_path, dataclasses.replace(_plan(1), lr_check_updates=10),
+                       {"lr_check_updates": 6}, "check_updates=10, this run 6")
+
+
+def _refused_on_resume(tiny, tmp_path, plan, change, message):
+    """Train ``plan`` for its epochs, then resume the same run with ``change``: refused."""
     data, _ = load_music_data(str(tiny))
-    plan = dataclasses.replace(_plan(1), lr_check_updates=10)
     mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, plan, seed=0,
                        run_dir=tmp_path / "r")
-    with pytest.raises(ValueError, match="check_updates=10, this run 6"):
+    with pytest.raises(ValueError, match=message):
         mt.train_resumable(dr.build_network("RNN", 3, seed=0), data,
-                           dataclasses.replace(plan, lr_check_updates=6), seed=0,
-                           run_dir=tmp_path / "r")
+                           dataclasses.replace(plan, **change), seed=0, run_dir=tmp_path / "r")
 
 
 def test_validation_nll_is_over_all_frames(tiny, tmp_path):
@@ -264,6 +275,165 @@ def test_validation_nll_is_over_all_frames(tiny, tmp_path):
                              seed=0, run_dir=tmp_path / "c")
     assert res.valid_nll == pytest.approx(evaluate_nll(model, data["valid"], batch_size=2),
                                           rel=1e-5)
+
+
+# -- GroundHog's halving rule (lr_rule="groundhog") --------------------------------------------
+# GroundHog compares exp(cost in bits) with old_cost * 1.0002: in nats per frame a margin of
+# ln 2 * ln 1.0002 = 1.386e-4; the hand-computed sequences keep every value >= 0.38e-4 away
+# from it, and from the reference, so float rounding cannot move a decision.
+GH_MARGIN = math.log(2.0) * math.log(1.0002)
+
+
+def _groundhog(check_updates=1, patience=1):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = mt.ClippedMomentumSGD([p], lr=1.0, momentum=0.0, clip=1.0)
+    return opt, mt.GroundHogHalving(opt, updates_per_epoch=4, check_updates=check_updates,
+                                    cost_threshold=1.0002, lr_patience=patience)
+
+
+@pytest.mark.parametrize(("check_updates", "patience", "nlls", "lrs"), [
+    # 40 > the start reference ln 2 ln 1e21 = 33.5 (old_cost = 1e21): halve; 10: new reference;
+    # +1e-4 (< margin): nothing; +2e-4 (> margin): halve; 9.9: new reference; NaN: nothing;
+    # 9.95 twice: halve twice (a halving leaves the reference at 9.9)
+    (1, 1, [40.0, 10.0, 10.0001, 10.0002, 9.9, math.nan, 9.95, 9.95],
+     [0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.0625]),
+    # patience 2: two worse checks per halving; an improvement resets the count
+    (1, 2, [10.0, 11.0, 10.5, 11.0, 9.0, 11.0, 11.0], [1, 1, 0.5, 0.5, 0.5, 0.5, 0.25]),
+    # 4 updates per epoch, a check every 10: only epochs 3 and 6 are seen (40, 50 never)
+    (10, 1, [40.0, 40.0, 10.0, 50.0, 50.0, 11.0], [1, 1, 1, 1, 1, 0.5]),
+])
+def test_groundhog_rule_on_hand_computed_sequences(check_updates, patience, nlls, lrs):
+    opt, rule = _groundhog(check_updates, patience)
+    seen, restores = [], []
+    for nll in nlls:
+        before = opt.param_groups[0]["lr"]
+        rule.step(nll)
+        seen.append(opt.param_groups[0]["lr"])
+        restores.append(rule.restore_pending)
+        assert rule.restore_pending == (seen[-1] < before)   # a restore with every halving
+        rule.restore_pending = False                         # (train_resumable's callback)
+    assert seen == lrs      # halving a power of two is exact
+    assert rule.halvings == sum(restores)
+    assert rule.margin == pytest.approx(GH_MARGIN, rel=1e-12)
+    # the state travels in state_dict; a different threshold cannot be resumed
+    _, other = _groundhog(check_updates, patience)
+    other.load_state_dict(rule.state_dict())
+    assert (other.reference, other.patience_left, other.updates_since_check) == (
+        rule.reference, rule.patience_left, rule.updates_since_check)
+    bad = mt.GroundHogHalving(opt, updates_per_epoch=4, check_updates=check_updates,
+                              cost_threshold=1.004, lr_patience=patience)
+    with pytest.raises(ValueError, match="cost_threshold"):
+        bad.load_state_dict(rule.state_dict())
+
+
+def _gh_plan(epochs: int, **kw) -> mt.ResumableTraining:
+    """RNN of width 3, seed 0, SGD lr 1 with momentum 0.9 on the tiny data: valid NLL
+    13.14, 12.84, 12.51, 13.06, 12.85, 12.71 (measured): better three times, then worse by
+    > 0.1 nats (>> the 1.4e-4 margin) after every restore to epoch 3's weights."""
+    return dataclasses.replace(_plan(epochs), **{"lr": 1.0, "lr_rule": "groundhog",
+                                                 "min_lr": None, **kw})
+
+
+def _gh_reference(curve: list[float], threshold: float = 1.0002) -> list[int]:
+    """The epochs at which GroundHog's mainLoop halves, with a check after every epoch and
+    patience 1, written as the code is: exp(bits) against old_cost = 1e21 (float64)."""
+    old, out = 1e21, []
+    for epoch, nll in enumerate(curve, 1):
+        valcost = math.exp(nll / math.log(2.0))
+        if valcost > old * threshold:
+            out.append(epoch)
+        elif valcost < old:
+            old = valcost
+    return out
+
+
+def test_groundhog_rule_in_training_halves_and_restores_the_best_weights(tiny, tmp_path):
+    data, _ = load_music_data(str(tiny))
+    lrs, states, velocity = [], [], []
+
+    def record(trainer, event):   # runs after train_resumable's restore
+        if event == "epoch":
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+            states.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+            velocity.append(sum(float(s["velocity"].abs().sum())
+                                for s in trainer.optimizer.state.values()))
+
+    res = mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, _gh_plan(6), seed=0,
+                             run_dir=tmp_path / "r", callbacks=[record])
+    halved = [e for e in range(1, 7) if lrs[e - 1] < (lrs[e - 2] if e > 1 else 1.0)]
+    assert halved == _gh_reference(res.valid_curve) == [4, 5, 6]   # hand-read from the curve
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+    for epoch in halved:
+        best = min(range(epoch), key=lambda e: res.valid_curve[e]) + 1
+        assert best == 3
+        # the restore copies the very tensors cloned at the best epoch: bit equality is right
+        for k, v in states[epoch - 1].items():
+            assert torch.equal(v, states[best - 1][k]), (epoch, k)
+        assert velocity[epoch - 1] > 0     # GroundHog keeps the velocity (no reset)
+    assert res.best_epoch == 3
+
+
+def test_groundhog_min_lr_stop_at_or_below(tiny, tmp_path):
+    """Rates 1, 1, 1, 0.5, 0.25: GroundHog loops while lr > minlr, so min_lr = 0.25 stops
+    after epoch 5 (the plateau rule's stop needs a rate below it)."""
+    data, _ = load_music_data(str(tiny))
+    res = mt.train_resumable(dr.build_network("RNN", 3, seed=0), data,
+                             _gh_plan(8, min_lr=0.25), seed=0, run_dir=tmp_path / "r")
+    assert res.epochs_run == 5
+
+
+# U = None: a check after every epoch, halvings after epochs 4, 5, 6; after the resume the
+# halvings at 5 and 6 need the reference (12.51, from epoch 3) and the best weights from the
+# checkpoint (a lost reference would restart at 33.5 nats and not halve). U = 6 (4 updates per
+# epoch): checks after epochs 2, 4, 6; 4 halves (worse than epoch 2's 12.84), 6 is better.
+@pytest.mark.parametrize(("check_updates", "lrs"), [
+    (None, [1.0, 1.0, 1.0, 0.5, 0.25, 0.125]),
+    (6, [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]),
+])
+def test_groundhog_rule_resumes_bit_for_bit(tiny, tmp_path, check_updates, lrs):
+    """Stopped after epoch 4 (just after a halving and a restore), resumed to epoch 6: equal
+    to the run never stopped, bit for bit (same machine and path)."""
+    data, _ = load_music_data(str(tiny))
+    plan = _gh_plan(6, lr_check_updates=check_updates)
+    seen: list[float] = []
+    straight = dr.build_network("RNN", 3, seed=0)
+    ref = mt.train_resumable(straight, data, plan, seed=0, run_dir=tmp_path / "a",
+                             callbacks=[_lr_recorder(seen)])
+    assert seen == lrs
+
+    def stop_after(trainer, event):
+        if event == "epoch" and trainer.position.epoch == 4:
+            raise KeyboardInterrupt("stopped for the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        mt.train_resumable(dr.build_network("RNN", 3, seed=0), data, plan, seed=0,
+                           run_dir=tmp_path / "b", callbacks=[stop_after])
+    resumed = dr.build_network("RNN", 3, seed=0)
+    out = mt.train_resumable(resumed, data, plan, seed=0, run_dir=tmp_path / "b")
+    assert out.valid_curve == ref.valid_curve and len(out.valid_curve) == 6
+    assert out.test_nll == ref.test_nll
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_bad_groundhog_settings_are_refused(tiny, tmp_path):
+    with pytest.raises(ValueError, match="lr_rule must be one of"):
+        dataclasses.replace(_plan(2), lr_rule="keras")
+    with pytest.raises(ValueError, match="needs lr_halving"):
+        dataclasses.replace(_plan(2), lr_rule="groundhog", lr_halving=None)
+    with pytest.raises(ValueError, match="lr_patience must be an int >= 1, got 0"):
+        dataclasses.replace(_plan(2), lr_rule="groundhog", lr_patience=0)
+    with pytest.raises(ValueError, match="applies to lr_rule='groundhog' only"):
+        dataclasses.replace(_plan(2), lr_patience=2)
+    opt, _ = _groundhog()
+    with pytest.raises(ValueError, match=r"cost_threshold must be >= 1\.0"):
+        mt.GroundHogHalving(opt, updates_per_epoch=4, check_updates=1, cost_threshold=0.99)
+    with pytest.raises(ValueError, match=r"divide_lr must be > 1\.0"):
+        mt.GroundHogHalving(opt, updates_per_epoch=4, check_updates=1, cost_threshold=1.0,
+                            divide_lr=1.0)
+    # a run cannot change the rule's patience on resume
+    _refused_on_resume(tiny, tmp_path, _gh_plan(1), {"lr_patience": 2}, "lr_patience")
 
 
 # -- the experiment ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rnnlab._validation import check_bool, check_int
+from rnnlab._validation import check_bool, check_choice, check_int, check_number
 from rnnlab.experiments.registry import option
 from rnnlab.learning import BPTT
 from rnnlab.tasks.music import (
@@ -488,14 +488,89 @@ class PlateauEveryUpdates(torch.optim.lr_scheduler.ReduceLROnPlateau):
         if self.updates_since_check < self.check_updates:
             return
         self.updates_since_check = 0
+        self._decide(metrics)
+
+    def _decide(self, metrics: Any) -> None:
+        """The decision taken at a check: ``ReduceLROnPlateau``'s."""
         super().step(metrics)
 
+    # settings a resumed run must share with the checkpointed one
+    _fixed: tuple[str, ...] = ("updates_per_epoch", "check_updates")
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in ("updates_per_epoch", "check_updates"):
+        for key in self._fixed:
             if state_dict.get(key) != getattr(self, key):
                 raise ValueError(f"the scheduler state has {key}={state_dict.get(key)}, this "
                                  f"run {getattr(self, key)}: a run cannot change it on resume")
         super().load_state_dict(state_dict)
+
+
+# GroundHog's MainLoop starts with ``self.old_cost = 1e21``, a post-processed cost exp(bits):
+# as a frame NLL in nats that is ln 2 * ln(1e21) = 33.5 nats (see GroundHogHalving)
+GROUNDHOG_INITIAL_COST_NATS = math.log(2.0) * math.log(1e21)
+LR_RULES = ("plateau", "groundhog")
+
+
+class GroundHogHalving(PlateauEveryUpdates):
+    """The learning-rate rule of GroundHog's ``MainLoop`` (Pascanu's code,
+    ``groundhog/mainLoop.py``, ``main``), decided at the cadence of
+    :class:`PlateauEveryUpdates` (every ``check_updates`` updates, at an epoch's end)::
+
+        if valcost > old_cost * cost_threshold:  patience -= 1
+        elif valcost < old_cost:                 patience = P;  old_cost = valcost
+        if divide_lr and patience < 1:
+            lr = lr / divide_lr;  patience = P;  params <- best validated params
+
+    ``valcost`` is GroundHog's post-processed validation cost: ``LM_Model.validate`` returns
+    the cost in bits per step (nats / ln 2) and ``DT_RNN_Tut.py`` post-processes it with
+    ``validate_postprocess = lambda x: 10**(x/numpy.log(10))``, i.e. ``exp(bits)``. Here the
+    cost is the validation NLL in nats per frame, ``valcost = exp(nll / ln 2)``, and the test
+    is taken in logs (exp is increasing; only float rounding at the boundary can differ)::
+
+        nll > ref + ln 2 * ln(cost_threshold)   (worse by more than the threshold)
+        nll < ref                              (better: the new reference)
+
+    ``ref`` (``reference``, nats) starts at ``ln 2 * ln(1e21)`` (``old_cost = 1e21``) and
+    changes only on a strict improvement at a check, never on a halving. A NaN NLL neither
+    counts as worse nor as better (both comparisons are false, as in GroundHog). The rate is
+    divided exactly (no ``eps`` as in ``ReduceLROnPlateau``). The weights are not restored
+    here: the scheduler sets ``restore_pending`` and :func:`train_resumable` puts back the
+    trainer's best validated weights in its epoch callback; the optimizer's velocity is left
+    as it is (GroundHog changes only ``algo.lr`` and the parameters; ``SGD_momentum``'s
+    velocity ``self.gs`` is not touched). Everything is in ``state_dict`` (resumable).
+    """
+
+    _fixed = ("updates_per_epoch", "check_updates", "cost_threshold", "divide_lr",
+              "lr_patience")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, updates_per_epoch: int,
+                 check_updates: int, cost_threshold: float, divide_lr: float = 2.0,
+                 lr_patience: int = 1) -> None:
+        super().__init__(optimizer, updates_per_epoch=updates_per_epoch,
+                         check_updates=check_updates, mode="min", factor=0.5, patience=0)
+        self.cost_threshold = check_number("cost_threshold", cost_threshold, low=1.0)
+        self.divide_lr = check_number("divide_lr", divide_lr, low=1.0, low_open=True)
+        self.lr_patience = check_int("lr_patience", lr_patience, low=1)
+        self.margin = math.log(2.0) * math.log(self.cost_threshold)  # nats
+        self.reference = GROUNDHOG_INITIAL_COST_NATS
+        self.patience_left = self.lr_patience
+        self.halvings = 0
+        self.restore_pending = False
+
+    def _decide(self, metrics: Any) -> None:
+        nll = float(metrics)
+        if nll > self.reference + self.margin:
+            self.patience_left -= 1
+        elif nll < self.reference:
+            self.patience_left = self.lr_patience
+            self.reference = nll
+        if self.patience_left < 1:
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] / self.divide_lr
+            self.patience_left = self.lr_patience
+            self.halvings += 1
+            self.restore_pending = True
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 @dataclass(frozen=True)
@@ -522,6 +597,15 @@ class ResumableTraining:
     ``state['validFreq'] = 1000``, which validates and decides mid-epoch after exactly every
     1000 updates; the validation NLL, early stopping (``patience``) and the restore of the
     best epoch stay per epoch. Needs ``lr_halving``.
+
+    ``lr_rule``: the halving rule. ``"plateau"`` (the default): ``ReduceLROnPlateau``, halve
+    unless the NLL is below the best of the checks by the relative margin ``lr_halving``.
+    ``"groundhog"``: GroundHog's ``MainLoop`` rule (:class:`GroundHogHalving`): halve only
+    when the NLL is *worse* than the reference by the threshold ``cost_threshold = 1 +
+    lr_halving`` on ``exp(bits)`` (after ``lr_patience`` such checks, GroundHog's
+    ``state['patience']``), and put back the best validated weights at every halving (the
+    velocity is kept); the ``min_lr`` stop then fires once the rate is ``<= min_lr``
+    (GroundHog loops ``while state['lr'] > state['minlr']``), the plateau rule's below it.
     """
 
     epochs: int
@@ -535,8 +619,19 @@ class ResumableTraining:
     min_lr: float | None = None
     nesterov: bool = False
     lr_check_updates: int | None = None
+    lr_rule: str = "plateau"
+    lr_patience: int = 1
 
     def __post_init__(self) -> None:
+        check_choice("lr_rule", self.lr_rule, LR_RULES)
+        check_int("lr_patience", self.lr_patience, low=1)
+        if self.lr_rule == "groundhog" and self.lr_halving is None:
+            raise ValueError("lr_rule='groundhog' needs lr_halving (its cost_threshold is "
+                             "1 + lr_halving; GroundHog's state['cost_threshold'] = 1.0002 is "
+                             "lr_halving=2e-4)")
+        if self.lr_rule != "groundhog" and self.lr_patience != 1:
+            raise ValueError(f"lr_patience={self.lr_patience} applies to lr_rule='groundhog' "
+                             f"only, got lr_rule={self.lr_rule!r}")
         if self.lr_check_updates is not None:
             check_int("lr_check_updates", self.lr_check_updates, low=1)
             if self.lr_halving is None:
@@ -602,6 +697,8 @@ def train_resumable(
     stops once the rate is below ``min_lr``, after ``patience`` epochs without improvement, or
     after ``cfg.epochs``. ``lr_check_updates``: the halving rule decides only every that many
     updates (:class:`PlateauEveryUpdates`; see :class:`ResumableTraining`).
+    ``lr_rule="groundhog"``: GroundHog's rule instead (:class:`GroundHogHalving`), which also
+    puts back the best validated epoch's weights (the trainer's) at every halving.
     The best validation epoch's weights are restored and tested.
     The optimizer: :func:`build_optimizer` (``cfg.nesterov``: Nesterov momentum, see
     :class:`ResumableTraining`).
@@ -615,7 +712,12 @@ def train_resumable(
     train = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
         data["train"], cfg.batch_size, generator=group_gen, device=device)]
     scheduler = None
-    if cfg.lr_halving is not None:
+    if cfg.lr_halving is not None and cfg.lr_rule == "groundhog":
+        # GroundHog decides at every validation; None: at every epoch
+        scheduler = GroundHogHalving(
+            opt, updates_per_epoch=len(train), check_updates=cfg.lr_check_updates or 1,
+            cost_threshold=1.0 + cfg.lr_halving, lr_patience=cfg.lr_patience)
+    elif cfg.lr_halving is not None:
         plateau = {"mode": "min", "factor": 0.5, "patience": 0, "threshold": cfg.lr_halving,
                    "threshold_mode": "rel"}
         if cfg.lr_check_updates is None:
@@ -627,17 +729,30 @@ def train_resumable(
     valid = [(b.inputs, b.targets, b.mask) for b in piano_roll_batches(
         data["valid"], len(data["valid"]), shuffle=False, device=device)]
 
+    def restore_best_on_halving(trainer: Trainer, event: str) -> None:
+        # GroundHog: p.set_value(bparams[p.name]) at every halving. The trainer's best state
+        # is that of the best validated epoch (kept for its own restore, in its checkpoint);
+        # the optimizer state (velocity) is left alone, as GroundHog leaves it.
+        if event == "epoch" and isinstance(scheduler, GroundHogHalving) \
+                and scheduler.restore_pending:
+            scheduler.restore_pending = False
+            best = trainer._best_state
+            if best is not None:
+                trainer.model.load_state_dict(best)
+
     def stop_at_min_lr(trainer: Trainer, event: str) -> None:
         # the rate changes only where the scheduler decides, so checking after every epoch
-        # stops exactly after the decision that took it below min_lr
-        if (event == "epoch" and cfg.min_lr is not None
-                and trainer.optimizer.param_groups[0]["lr"] < cfg.min_lr):
+        # stops exactly after the decision that took it below min_lr (GroundHog: to or below)
+        if event != "epoch" or cfg.min_lr is None:
+            return
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        if lr < cfg.min_lr or (cfg.lr_rule == "groundhog" and lr <= cfg.min_lr):
             trainer.stopped_early = True
 
     trainer = Trainer(model, opt, BPTT(model, reduction="mean"), loss=frame_nll_loss,
                       scheduler=scheduler, clip=clip, batch_size=cfg.batch_size,
                       seed=seed, patience=cfg.patience, run_dir=run_dir, progress=False,
-                      callbacks=[stop_at_min_lr, *callbacks])
+                      callbacks=[restore_best_on_halving, stop_at_min_lr, *callbacks])
     if (run_dir / CHECKPOINT_NAME).is_file():
         trainer.resume()
     rows = trainer.fit(train, cfg.epochs, valid)
@@ -665,8 +780,11 @@ def train_resumable(
 
 __all__ = [
     "COIN_FLIP_NLL",
+    "GROUNDHOG_INITIAL_COST_NATS",
+    "LR_RULES",
     "PRESETS",
     "ClippedMomentumSGD",
+    "GroundHogHalving",
     "MusicConfig",
     "PlateauEveryUpdates",
     "ResumableTraining",

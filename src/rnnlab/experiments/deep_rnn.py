@@ -58,6 +58,7 @@ import torch
 from rnnlab.cells import DeepTransitionCell, ElmanCell, GRUCell, LSTMCell
 from rnnlab.experiments._music_training import (
     COIN_FLIP_NLL,
+    LR_RULES,
     MusicConfig,
     ResumableTraining,
     Settings,
@@ -122,6 +123,7 @@ PAPER: dict[str, Any] = {
     "lr_halving": 2e-4,
     "min_lr": 5e-7,
     "lr_check_updates": 1000,
+    "lr_rule": "groundhog",
     "epochs": 500,
     "seeds": (0, 1, 2),
 }
@@ -143,6 +145,12 @@ PAPER_SOURCES: dict[str, str] = {
     "lr_check_updates": _GROUNDHOG + ": state['validFreq'] = 1000 (groundhog/mainLoop.py "
                         "validates, and may halve the rate, every validFreq updates); here at "
                         "the end of the first epoch past each 1000 updates",
+    "lr_rule": "github.com/pascanur/GroundHog, groundhog/mainLoop.py, MainLoop.main: "
+               "'if valcost > self.old_cost * self.state['cost_threshold']: self.patience -= "
+               "1 ... elif valcost < self.old_cost: ... self.old_cost = valcost'; at "
+               "'self.patience < 1': 'self.algo.lr = self.algo.lr / self.state['divide_lr']' "
+               "and 'p.set_value(bparams[p.name])' (the best validated weights); "
+               "state['patience'] = 1 in " + _GROUNDHOG,
     "epochs": "ours: a cap only (GroundHog caps updates at 1e8 and time at 48 h)",
     "seeds": "ours (the paper's seeds are not in the stored copies)",
 }
@@ -220,14 +228,20 @@ class DeepRnnConfig(MusicConfig):
                             choices=("adam", "sgd"))
     momentum: float = option(0.0, "SGD momentum (preset=paper only)", low=0, high=1,
                              high_open=True)
-    lr_halving: float | None = option(None, "halve the learning rate after an epoch whose "
-                                      "valid NLL is not below the best by this relative "
-                                      "margin (preset=paper only)", low=0)
+    lr_halving: float | None = option(None, "lr-halving margin: plateau rule, halve after a "
+                                      "check whose valid NLL is not below the best by this "
+                                      "relative margin; groundhog rule, the cost threshold "
+                                      "is 1 + this (preset=paper only)", low=0)
     min_lr: float | None = option(None, "stop once the learning rate is below this "
                                   "(preset=paper only)", low=0, low_open=True)
     lr_check_updates: int | None = option(None, "take the lr-halving decision only at the end "
                                           "of the first epoch past every this many updates "
                                           "(none: every epoch; preset=paper only)", low=1)
+    lr_rule: str | None = option(None, "the lr-halving rule: plateau (halve unless the valid "
+                                 "NLL beats the best by lr-halving) or groundhog (halve when "
+                                 "it is worse than the reference by the threshold, and put "
+                                 "back the best weights; GroundHog's mainLoop.py); none: "
+                                 "plateau (preset=paper only)", choices=LR_RULES)
 
     def validate(self) -> None:
         super().validate()
@@ -240,7 +254,8 @@ class DeepRnnConfig(MusicConfig):
             extra = [name for name, value, default in (
                 ("optimizer", self.optimizer, "adam"), ("momentum", self.momentum, 0.0),
                 ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None),
-                ("lr_check_updates", self.lr_check_updates, None))
+                ("lr_check_updates", self.lr_check_updates, None),
+                ("lr_rule", self.lr_rule, None))
                 if value != default]
             if extra:
                 raise ValueError(f"{', '.join(extra)} apply to preset=paper only (the default "
@@ -277,7 +292,8 @@ def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int
     plan = ResumableTraining(
         epochs=s.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=s.train.lr,
         momentum=cfg.momentum, clip_norm=cfg.clip_norm, patience=cfg.patience,
-        lr_halving=cfg.lr_halving, min_lr=cfg.min_lr, lr_check_updates=cfg.lr_check_updates)
+        lr_halving=cfg.lr_halving, min_lr=cfg.min_lr, lr_check_updates=cfg.lr_check_updates,
+        lr_rule=cfg.lr_rule or "plateau")
     done = [0]
 
     def tick(trainer: Trainer, event: str) -> None:
@@ -323,6 +339,8 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     label = "JSB Chorales" if source.startswith("JSB") else "built-in Bach chorales"
     how = (f"SGD lr {s.train.lr:g}, momentum {cfg.momentum:g}" if cfg.optimizer == "sgd"
            else f"Adam lr {s.train.lr:g}")
+    if cfg.lr_halving is not None:
+        how += f", {cfg.lr_rule or 'plateau'} lr halving"
     budget = (f"budget: at most {s.epochs} epochs ({how}, batch {cfg.batch_size}, clip "
               f"{cfg.clip_norm}), {len(s.seeds)} seeds, "
               + (f"parameters matched to an LSTM of width {s.hidden_size}" if cfg.match_params
