@@ -25,6 +25,9 @@ gives the same matrix, up to rounding, whatever the tensor's dtype and device.
   Gaussian, then W is rescaled to a spectral radius ``rho(W)`` (1.1 for tanh in the paper).
   Slightly above 1, the linearized dynamics neither forget quickly nor, thanks to the saturation
   of tanh, diverge.
+* :func:`sparse_singular_` (Pascanu's GroundHog code, ``sample_weights``): ``k = 20`` nonzero
+  outgoing weights per input unit, uniform, then W scaled to a largest singular value of 1;
+  rectangular matrices too (the deep-transition layers).
 * :func:`pretrain_sequence_autoencoder` (Dai & Le 2015, "Semi-supervised sequence learning"):
   unsupervised pre-training of U, W, b as a sequence autoencoder (or a next-step predictor, their
   "language model" variant), by BPTT, on the task's input sequences alone.
@@ -229,6 +232,46 @@ def sparse_spectral_(
             "use a larger k or another seed"
         )
     return _copy(w, m * (spectral_radius / rho))
+
+
+def sparse_singular_(
+    target: Target,
+    k: int = 20,
+    scale: float = 1.0,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sparse initialization scaled to a largest singular value (Pascanu's GroundHog code).
+
+    GroundHog's ``sample_weights`` (``groundhog/utils/utils.py``; used for the recurrent layers
+    of its deep-transition tutorial with ``rec_sparse = 20``, ``rec_scale = 1``): each *input*
+    unit j (a column of W here, ``y = W x``; a row of GroundHog's ``x W``) gets ``min(k, rows)``
+    nonzero outgoing weights, in rows chosen uniformly without replacement, with values from
+    U(-scale, scale) rescaled so that the column's Euclidean norm is ``scale``; then
+    ``W <- W * scale / sigma_max(W)``, so the largest singular value (the spectral norm, which
+    bounds how much one step can stretch a state) is exactly ``scale``. Unlike
+    :func:`sparse_spectral_` the matrix may be rectangular. On a model, only its recurrent
+    matrix changes (``W`` or ``cell.weight_hh``).
+
+    Raises ``ValueError`` for a tensor that is not 2-D, ``k < 1`` or ``scale <= 0``.
+    """
+    w = _weight(target)
+    if w.dim() != 2:
+        raise ValueError(f"sparse_singular_ needs a 2-D weight, got shape {tuple(w.shape)}")
+    k = check_positive_int("k", k)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    rows, cols = w.shape
+    k = min(k, rows)  # as GroundHog: numpy.minimum(sizeY, sparsity)
+    device = _draw_device(generator)
+    # one random permutation of the rows per column (argsort of uniforms), first k kept
+    picked = torch.rand(cols, rows, generator=generator, device=device).argsort(dim=1)[:, :k]
+    values = (torch.rand(cols, k, generator=generator, dtype=torch.float64, device=device)
+              * 2 - 1) * scale
+    values = values * (scale / values.norm(dim=1, keepdim=True))
+    m = torch.zeros(cols, rows, dtype=torch.float64, device=device)
+    m.scatter_(1, picked, values)
+    m = m.T
+    return _copy(w, m * (scale / float(torch.linalg.matrix_norm(m, ord=2))))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from rnnlab.tasks.music import (
     marginal_nll,
     piano_roll_batches,
 )
-from rnnlab.train import Trainer
+from rnnlab.train import Trainer, WeightNoise
 from rnnlab.train.checkpoint import CHECKPOINT_NAME
 
 JSB_FILE = "jsb-chorales-quarter.json"
@@ -598,6 +598,11 @@ class ResumableTraining:
     1000 updates; the validation NLL, early stopping (``patience``) and the restore of the
     best epoch stay per epoch. Needs ``lr_halving``.
 
+    ``weight_noise``: the standard deviation of Gaussian weight noise (``None``: none): every
+    update's gradient is taken at weights plus a fresh draw, biases excepted, and applied to
+    the clean weights (:class:`rnnlab.train.WeightNoise`, seeded with the run's seed;
+    GroundHog's ``state['weight_noise_amount']``).
+
     ``lr_rule``: the halving rule. ``"plateau"`` (the default): ``ReduceLROnPlateau``, halve
     unless the NLL is below the best of the checks by the relative margin ``lr_halving``.
     ``"groundhog"``: GroundHog's ``MainLoop`` rule (:class:`GroundHogHalving`): halve only
@@ -621,8 +626,11 @@ class ResumableTraining:
     lr_check_updates: int | None = None
     lr_rule: str = "plateau"
     lr_patience: int = 1
+    weight_noise: float | None = None
 
     def __post_init__(self) -> None:
+        if self.weight_noise is not None:
+            check_number("weight_noise", self.weight_noise, low=0.0, low_open=True)
         check_choice("lr_rule", self.lr_rule, LR_RULES)
         check_int("lr_patience", self.lr_patience, low=1)
         if self.lr_rule == "groundhog" and self.lr_halving is None:
@@ -749,10 +757,12 @@ def train_resumable(
         if lr < cfg.min_lr or (cfg.lr_rule == "groundhog" and lr <= cfg.min_lr):
             trainer.stopped_early = True
 
+    noise = None if cfg.weight_noise is None else WeightNoise(cfg.weight_noise, seed=seed)
     trainer = Trainer(model, opt, BPTT(model, reduction="mean"), loss=frame_nll_loss,
                       scheduler=scheduler, clip=clip, batch_size=cfg.batch_size,
                       seed=seed, patience=cfg.patience, run_dir=run_dir, progress=False,
-                      callbacks=[restore_best_on_halving, stop_at_min_lr, *callbacks])
+                      callbacks=[restore_best_on_halving, stop_at_min_lr, *callbacks],
+                      weight_noise=noise)
     if (run_dir / CHECKPOINT_NAME).is_file():
         trainer.resume()
     rows = trainer.fit(train, cfg.epochs, valid)

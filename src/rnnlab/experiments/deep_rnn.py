@@ -76,9 +76,11 @@ from rnnlab.experiments.registry import (
     option,
     register,
 )
+from rnnlab.init import sparse_singular_
 from rnnlab.models.recurrent import RecurrentNetwork
 from rnnlab.tasks.music import NUM_KEYS
 from rnnlab.train import Trainer
+from rnnlab.train.weight_noise import is_bias
 
 MODELS = ("RNN", "sRNN", "DT(S)-RNN", "DOT(S)-RNN", "LSTM", "GRU")
 _ALIASES = {name.lower(): name for name in MODELS}
@@ -106,6 +108,14 @@ PUBLISHED_SOURCES = {
 }
 
 PRESETS = ("default", "paper")
+_GROUNDHOG = "github.com/pascanur/GroundHog, tutorials/DT_RNN_Tut.py, __main__ state"
+
+# GroundHog's weight noise, not in the preset: ``--weight-noise 0.075`` is its value (measured
+# here to stall the tanh networks on JSB; docs/deep_rnn.md).
+WEIGHT_NOISE_SOURCE = (_GROUNDHOG + ": state['weight_noise'] = True, "
+                       "state['weight_noise_amount'] = 0.075, state['no_noise_bias'] = True; "
+                       "groundhog/models/LM_model.py draws it (trng.normal, std="
+                       "weight_noise_amount) before each update and removes it to validate")
 
 # What ``preset=paper`` puts in place of the options still at their defaults. Sources in
 # PAPER_SOURCES; the paper's own music settings (its Section 5 and Table 1) are not in the
@@ -124,10 +134,10 @@ PAPER: dict[str, Any] = {
     "min_lr": 5e-7,
     "lr_check_updates": 1000,
     "lr_rule": "groundhog",
+    "init": "groundhog",
     "epochs": 150,
     "seeds": (0, 1, 2),
 }
-_GROUNDHOG = "github.com/pascanur/GroundHog, tutorials/DT_RNN_Tut.py, __main__ state"
 PAPER_SOURCES: dict[str, str] = {
     "models": "Pascanu et al. 2014, abstract (stored ar5iv copy): deep transition, deep "
               "output and stacked RNNs against the shallow RNN, on polyphonic music",
@@ -151,6 +161,12 @@ PAPER_SOURCES: dict[str, str] = {
                "'self.patience < 1': 'self.algo.lr = self.algo.lr / self.state['divide_lr']' "
                "and 'p.set_value(bparams[p.name])' (the best validated weights); "
                "state['patience'] = 1 in " + _GROUNDHOG,
+    "init": _GROUNDHOG + ": recurrent layers state['rec_init'] = \"'sample_weights'\", "
+            "state['rec_sparse'] = '20', state['rec_scale'] = '1.' (groundhog/utils/utils.py "
+            "sample_weights: 'Initialization that fixes the largest singular value.'); input "
+            "and output weights 'sample_weights_classic' with state['inp_scale'] = .1, "
+            "state['out_scale'] = .1, state['inp_sparse'] = -1 (dense); state['rec_bias'] = "
+            "'.0'; how these map onto our matrices: groundhog_init_",
     "epochs": ("ours: a cap (GroundHog caps updates at 1e8 and time at 48 h); under its "
                "rate rule the 5e-7 stop is not reached in reasonable time, and a DOT(S)-RNN run "
                "changed its valid NLL by < 3e-3 from epoch 150 to 280"),
@@ -191,6 +207,46 @@ def build_network(
     net = RecurrentNetwork(cell, d, readout="identity", readout_layers=readout_layers,
                            generator=gen, dtype=dtype)
     return net.to(device) if device is not None else net
+
+
+INITS = ("default", "groundhog")
+_DATA_INPUTS = ("cell.weight_ih", "cell.layers.0.weight_ih")
+_OUTPUT_PREFIXES = ("readout.", "output_hidden.")
+
+
+def groundhog_init_(net: RecurrentNetwork, *, seed: int) -> RecurrentNetwork:
+    """Initialize ``net`` (a :func:`build_network` network) as Pascanu's GroundHog code does
+    its deep-transition model (``tutorials/DT_RNN_Tut.py``; :data:`PAPER_SOURCES` ``"init"``):
+
+    * the weights from the 88 keys (``cell.weight_ih``, or the first layer's of a stack) and
+      every output weight (``readout``, and the DOT(S)-RNN's ``output_hidden``): dense,
+      N(0, 0.1^2) (``sample_weights_classic``, ``inp_scale``/``out_scale`` 0.1);
+    * every other weight, i.e. those between hidden units inside the recurrence (``weight_hh``,
+      the deep transition's hidden layer and shortcut, the stack's upper ``weight_ih``):
+      :func:`rnnlab.init.sparse_singular_` with 20 nonzeros per input unit and a largest
+      singular value of 1 (``sample_weights``, ``rec_sparse`` 20, ``rec_scale`` 1);
+    * hidden biases 0 (``rec_bias``); the readout bias is left to the marginal-frequency
+      initialisation of the training (:func:`set_marginal_bias`).
+
+    The mapping onto our matrices is ours: GroundHog's model first embeds the input linearly
+    (400 units) and its recurrent layer class differs in detail. Draws come from a generator
+    seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if is_bias(name):
+                if not name.startswith("readout."):
+                    p.zero_()
+            elif name in _DATA_INPUTS or name.startswith(_OUTPUT_PREFIXES):
+                draw = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.1
+                p.copy_(draw)
+            elif p.dim() == 2:
+                sparse_singular_(p, 20, 1.0, generator=gen)
+            else:
+                raise ValueError(f"groundhog_init_ has no rule for the parameter {name!r} "
+                                 f"of shape {tuple(p.shape)} (peepholes or gates: the GroundHog "
+                                 "initialisation is for the tanh networks)")
+    return net
 
 
 def matched_width(name: str, target: int, *, limit: int = 4096) -> int:
@@ -245,6 +301,13 @@ class DeepRnnConfig(MusicConfig):
                                  "it is worse than the reference by the threshold, and put "
                                  "back the best weights; GroundHog's mainLoop.py); none: "
                                  "plateau (preset=paper only)", choices=LR_RULES)
+    weight_noise: float | None = option(None, "std of Gaussian weight noise, a fresh draw per "
+                                        "update, biases excepted (none or 0: off; "
+                                        "preset=paper only)", low=0)
+    init: str | None = option(None, "initialisation: default (the cells' own) or groundhog "
+                              "(GroundHog's sparse recurrent weights with largest singular "
+                              "value 1, N(0, 0.01) input/output weights; none: default; "
+                              "preset=paper only)", choices=INITS)
 
     def validate(self) -> None:
         super().validate()
@@ -258,7 +321,8 @@ class DeepRnnConfig(MusicConfig):
                 ("optimizer", self.optimizer, "adam"), ("momentum", self.momentum, 0.0),
                 ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None),
                 ("lr_check_updates", self.lr_check_updates, None),
-                ("lr_rule", self.lr_rule, None))
+                ("lr_rule", self.lr_rule, None), ("weight_noise", self.weight_noise, None),
+                ("init", self.init, None))
                 if value != default]
             if extra:
                 raise ValueError(f"{', '.join(extra)} apply to preset=paper only (the default "
@@ -289,6 +353,8 @@ def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int
                data: dict[str, list[torch.Tensor]], ctx: RunContext,
                advance: Callable[[int], None]) -> TrainResult:
     model = build_network(name, width, seed=seed, dtype=s.dtype, device=s.device)
+    if cfg.init == "groundhog":
+        groundhog_init_(model, seed=seed)
     if cfg.preset != "paper":
         return train_music_model(model, data, s.train, seed=seed, device=s.device,
                                  advance=advance, marginal_bias=cfg.marginal_bias)
@@ -296,7 +362,7 @@ def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int
         epochs=s.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=s.train.lr,
         momentum=cfg.momentum, clip_norm=cfg.clip_norm, patience=cfg.patience,
         lr_halving=cfg.lr_halving, min_lr=cfg.min_lr, lr_check_updates=cfg.lr_check_updates,
-        lr_rule=cfg.lr_rule or "plateau")
+        lr_rule=cfg.lr_rule or "plateau", weight_noise=cfg.weight_noise or None)
     done = [0]
 
     def tick(trainer: Trainer, event: str) -> None:

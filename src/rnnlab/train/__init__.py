@@ -11,6 +11,7 @@ from rnnlab.train.checkpoint import (
 )
 from rnnlab.train.metrics import COLUMNS as METRIC_COLUMNS
 from rnnlab.train.trainer import Position, Trainer
+from rnnlab.train.weight_noise import WeightNoise
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -19,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "Position",
     "Trainer",
+    "WeightNoise",
     "atomic_save",
     "load_checkpoint",
 ]

@@ -53,6 +53,7 @@ from rnnlab.train.checkpoint import (
     set_rng_state,
 )
 from rnnlab.train.metrics import MetricsLog
+from rnnlab.train.weight_noise import WeightNoise
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 Batch = tuple[torch.Tensor, ...]
@@ -179,6 +180,9 @@ class Trainer:
             DDP's gradient average equals the gradient of the whole batch, and only rank 0
             writes checkpoints and metrics (every rank resumes from them). BPTT only (full or
             truncated); see ``docs/distributed.md``.
+        weight_noise: a :class:`~rnnlab.train.WeightNoise`: every update's gradient is taken at
+            weights perturbed by a fresh Gaussian draw, and applied to the clean weights (BPTT
+            with :meth:`fit` only; its generator is in the checkpoint).
 
     Use ``trainer.fit(train, epochs, val)`` or ``trainer.fit_stream(stream, steps)``; to
     continue a killed run build the same objects and call ``trainer.resume(run_dir)`` first.
@@ -208,6 +212,7 @@ class Trainer:
         callbacks: Sequence[Callable[[Trainer, str], None]] = (),
         hidden: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
         distributed: bool = False,
+        weight_noise: WeightNoise | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -230,6 +235,18 @@ class Trainer:
             raise ValueError("the learning rule was built for another model object")
         check_rule_supported(rule)
         self.rule = rule
+        if weight_noise is not None:
+            if not isinstance(weight_noise, WeightNoise):
+                raise TypeError("weight_noise must be a rnnlab.train.WeightNoise or None, got "
+                                f"{type(weight_noise).__name__}")
+            if not isinstance(rule, BPTT):
+                raise ValueError(
+                    "weight_noise applies to BPTT updates (full or truncated), not to "
+                    + ("HessianFree (its curvature products would see other weights than its "
+                       "gradient)" if self.hessian_free else
+                       f"the online rule {type(rule).__name__} (one update per step; the "
+                       "noise would change inside its gradient's window)"))
+        self.weight_noise = weight_noise
         self.reduction = getattr(rule, "reduction", "sum")
         self.loss = loss if loss is not None else _masked_squared_error(self.reduction)
         self.scheduler = scheduler
@@ -287,7 +304,7 @@ class Trainer:
 
     # -- settings that a checkpoint must match --------------------------------------------
     def _settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "batch_size": self.batch_size, "shuffle": self.shuffle, "seed": self.seed,
             "patience": self.patience, "min_delta": self.min_delta,
             "restore_best": self.restore_best, "metrics_every": self.metrics_every,
@@ -296,6 +313,10 @@ class Trainer:
             "clip": [self.clipper.mode, self.clipper.threshold, self.clipper.norm_type],
             "loss": getattr(self.loss, "__qualname__", type(self.loss).__qualname__),
         }
+        if self.weight_noise is not None:
+            # only when set: checkpoints written before weight noise keep their fingerprint
+            settings["weight_noise"] = repr(self.weight_noise)
+        return settings
 
     @property
     def fingerprint(self) -> dict[str, str]:
@@ -335,6 +356,10 @@ class Trainer:
                              "steps): use distributed=False, or fit() over sequences")
         if isinstance(self.rule, BPTT) and self.rule.truncation is None:
             raise ValueError("online BPTT over a stream needs a truncation (BPTT(model, k))")
+        if self.weight_noise is not None:
+            raise ValueError("weight_noise applies to fit() over sequences, not to fit_stream "
+                             "(a stream's BPTT window is built step by step, under one set of "
+                             "weights per step)")
         steps = None if steps is None else check_int("steps", steps, low=1)
         self._start("stream", None)
         iterator = iter(stream)
@@ -527,8 +552,17 @@ class Trainer:
         # BPTT(k, k) of Williams & Peng: chunks of k steps, the state carried but detached
         steps = x.shape[1]
         k = steps if self.rule.truncation is None else self.rule.truncation
-        state, total = None, 0.0
         starts = range(0, steps, k)
+        noise = (contextlib.nullcontext() if self.weight_noise is None
+                 else self.weight_noise.perturbed(self.model))
+        with noise:
+            total = self._bptt_chunks(x, y, mask, factor, k, starts)
+        self._update()
+        return total
+
+    def _bptt_chunks(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                     factor: float, k: int, starts: range) -> float:
+        state, total = None, 0.0
         for start in starts:
             part = slice(start, start + k)
             state0 = None if state is None else tree_map(torch.Tensor.detach, state)
@@ -541,7 +575,6 @@ class Trainer:
                 loss = self.loss(out, y[:, part], None if mask is None else mask[:, part])
                 (loss if factor == 1.0 else loss * factor).backward()
             total += float(loss.detach())
-        self._update()
         return total
 
     def _online_batch(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
@@ -714,6 +747,8 @@ class Trainer:
             "window": {"sum": self._window_sum, "count": self._window_count,
                        "last_norm": self._last_norm},
             "history": self.history,
+            "weight_noise": (None if self.weight_noise is None
+                             else self.weight_noise.state_dict()),
             "metrics_bytes": (self._metrics.sizes() if self._metrics is not None
                               else {"csv": 0, "jsonl": 0}),
         }
@@ -748,6 +783,14 @@ class Trainer:
         self._window_sum, self._window_count = window["sum"], window["count"]
         self._last_norm = window["last_norm"]
         self.history = list(ckpt["history"])
+        noise = ckpt.get("weight_noise")  # absent in checkpoints written before weight noise
+        if (noise is None) != (self.weight_noise is None):
+            raise CheckpointError("the checkpoint and the trainer differ in having weight noise")
+        if self.weight_noise is not None:
+            try:
+                self.weight_noise.load_state_dict(noise)
+            except ValueError as err:
+                raise CheckpointError(str(err)) from None
         self.mode, self._data_size = ckpt["mode"], ckpt["data_size"]
         self.position = Position(**ckpt["position"])
 
