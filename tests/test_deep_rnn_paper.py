@@ -15,6 +15,7 @@ comparison allows 6e-5 (the half unit of the 4th decimal plus float64 round-off,
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import matplotlib
@@ -91,6 +92,9 @@ def test_published_figures_equal_their_sources():
     ({"momentum": "0.9"}, "apply to preset=paper only"),
     ({"lr-check-updates": "1000"}, "apply to preset=paper only"),
     ({"lr-rule": "groundhog"}, "apply to preset=paper only"),
+    ({"weight-noise": "0.075"}, "apply to preset=paper only"),
+    ({"init": "groundhog"}, "apply to preset=paper only"),
+    ({"preset": "paper", "models": "RNN,LSTM"}, "init=groundhog .* LSTM would lose"),
     ({"preset": "paper", "lr-rule": "ours"}, "lr_rule"),
     ({"preset": "paper", "lr-check-updates": "0"}, "lr_check_updates"),
     ({"quick": "true", "preset": "paper"}, "exclude each other"),
@@ -450,6 +454,13 @@ def test_paper_preset_on_tiny_sizes_checkpoints_and_resumes(tiny, tmp_path):
     # the registry's --resume takes the finished trainers' checkpoints: same table
     again, _ = run_experiment("deep-rnn", {}, out_dir=run_dir, resume=True)
     assert again.rows[0] == result.rows[0]
+    assert "GroundHog init" in result.figures["budget"]
+    # a paper run saved before the preset had init=groundhog is not finished with it
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["config"]["init"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="started before the preset initialised"):
+        run_experiment("deep-rnn", {}, out_dir=run_dir, resume=True)
 
 
 def test_default_run_plots_nll_against_epochs_from_the_logged_values(tiny, tmp_path):

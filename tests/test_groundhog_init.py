@@ -85,13 +85,14 @@ def test_groundhog_init_per_matrix(name):
         assert torch.equal(a, b)
 
 
-def test_groundhog_init_refuses_peepholes():
-    from rnnlab.cells import LSTMCell
-    from rnnlab.models.recurrent import RecurrentNetwork
-
-    net = RecurrentNetwork(LSTMCell(88, 8, variant="vanilla"), 88, readout="identity")
-    with pytest.raises(ValueError, match="no rule for the parameter"):
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_groundhog_init_refuses_gated_cells(name):
+    net = dr.build_network(name, 8, seed=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="initialises tanh networks"):
         dr.groundhog_init_(net, seed=0)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])  # refused before anything changed
 
 
 def test_preset_sets_init_not_noise_and_explicit_values_win():

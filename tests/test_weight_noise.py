@@ -174,6 +174,61 @@ def test_resume_draws_the_same_noise(tmp_path):
         none.resume()
 
 
+def test_mid_epoch_resume_with_clipping_and_truncation(tmp_path):
+    """Killed in the middle of an epoch (a checkpoint every step), clipped gradients,
+    truncated BPTT: the resumed run ends with the same weights and draws."""
+    x, y = data(6, 5, dtype=torch.float32)
+
+    def make(run_dir, callbacks=()):
+        model = net(torch.float32)
+        return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9),
+                       BPTT(model, 2), loss=mse, batch_size=2, seed=4, clip=0.05,
+                       run_dir=run_dir, checkpoint_every=1, progress=False,
+                       callbacks=list(callbacks), weight_noise=WeightNoise(0.1, seed=7))
+
+    full = make(tmp_path / "full")
+    full.fit((x, y), 3)
+    assert full.clipper.clipped > 0  # clipping did act
+
+    class Kill(RuntimeError):
+        pass
+
+    def kill(trainer, event):
+        if event == "step" and trainer.position.step == 4:  # epoch 1, its first batch done
+            raise Kill
+
+    with pytest.raises(Kill):
+        make(tmp_path / "run", [kill]).fit((x, y), 3)
+    resumed = make(tmp_path / "run").resume()
+    assert resumed.weight_noise.draws == 3  # the checkpoint of step 3
+    resumed.fit((x, y), 3)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.weight_noise.draws == full.weight_noise.draws == 9
+
+
+def test_checkpoint_from_before_weight_noise_still_resumes(tmp_path):
+    """A checkpoint written before the weight_noise key existed has no such key and the same
+    fingerprint: a trainer without weight noise resumes it."""
+    from rnnlab.train import CHECKPOINT_NAME
+
+    x, y = data(4, 5, dtype=torch.float32)
+    model = net(torch.float32)
+    first = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=mse,
+                    batch_size=2, run_dir=tmp_path, progress=False)
+    first.fit((x, y), 1)
+    path = tmp_path / CHECKPOINT_NAME
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt.pop("weight_noise") is None
+    torch.save(ckpt, path)
+    model = net(torch.float32)
+    again = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=mse,
+                    batch_size=2, run_dir=tmp_path, progress=False).resume()
+    assert again.position.epoch == 1
+    for a, b in zip(first.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_bad_uses_are_refused():
     with pytest.raises(ValueError, match="std"):
         WeightNoise(0.0)
@@ -193,7 +248,11 @@ def test_bad_uses_are_refused():
                       progress=False, weight_noise=WeightNoise(0.1))
     with pytest.raises(ValueError, match="fit_stream"):
         trainer.fit_stream([(torch.zeros(3), torch.zeros(2))])
-    only_bias = torch.nn.Linear(2, 2)
-    only_bias.weight.requires_grad_(False)
-    with pytest.raises(ValueError, match="no parameter"), WeightNoise(0.1).perturbed(only_bias):
-        pass
+    frozen = net()
+    for name, p in frozen.named_parameters():
+        p.requires_grad_(is_bias(name))  # only the biases train: nothing gets noise
+    with pytest.raises(ValueError, match="no parameter"):
+        Trainer(frozen, torch.optim.SGD([p for p in frozen.parameters() if p.requires_grad],
+                                        lr=0.1), progress=False, weight_noise=WeightNoise(0.1))
+    with pytest.raises(ValueError, match="differs from this one"):
+        WeightNoise(0.1).load_state_dict(WeightNoise(0.2).state_dict())

@@ -210,6 +210,7 @@ def build_network(
 
 
 INITS = ("default", "groundhog")
+TANH_MODELS = ("RNN", "sRNN", "DT(S)-RNN", "DOT(S)-RNN")
 _DATA_INPUTS = ("cell.weight_ih", "cell.layers.0.weight_ih")
 _OUTPUT_PREFIXES = ("readout.", "output_hidden.")
 
@@ -230,7 +231,16 @@ def groundhog_init_(net: RecurrentNetwork, *, seed: int) -> RecurrentNetwork:
 
     The mapping onto our matrices is ours: GroundHog's model first embeds the input linearly
     (400 units) and its recurrent layer class differs in detail. Draws come from a generator
-    seeded with ``seed``."""
+    seeded with ``seed``. Gated cells (LSTM, GRU) are refused: the rule would zero their gate
+    biases and scale the stacked gate matrices as one."""
+    cell = net.cell
+    tanh_cells = (ElmanCell, DeepTransitionCell)
+    layers = getattr(cell, "layers", None)
+    parts = list(layers) if layers is not None else [cell]
+    if not all(isinstance(c, tanh_cells) for c in parts):
+        kinds = ", ".join(sorted({type(c).__name__ for c in parts}))
+        raise ValueError(f"groundhog_init_ initialises tanh networks (ElmanCell, "
+                         f"DeepTransitionCell and stacks of them), not {kinds}")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -244,8 +254,7 @@ def groundhog_init_(net: RecurrentNetwork, *, seed: int) -> RecurrentNetwork:
                 sparse_singular_(p, 20, 1.0, generator=gen)
             else:
                 raise ValueError(f"groundhog_init_ has no rule for the parameter {name!r} "
-                                 f"of shape {tuple(p.shape)} (peepholes or gates: the GroundHog "
-                                 "initialisation is for the tanh networks)")
+                                 f"of shape {tuple(p.shape)}")
     return net
 
 
@@ -321,7 +330,7 @@ class DeepRnnConfig(MusicConfig):
                 ("optimizer", self.optimizer, "adam"), ("momentum", self.momentum, 0.0),
                 ("lr_halving", self.lr_halving, None), ("min_lr", self.min_lr, None),
                 ("lr_check_updates", self.lr_check_updates, None),
-                ("lr_rule", self.lr_rule, None), ("weight_noise", self.weight_noise, None),
+                ("lr_rule", self.lr_rule, None), ("weight_noise", self.weight_noise or None, None),
                 ("init", self.init, None))
                 if value != default]
             if extra:
@@ -382,9 +391,23 @@ def _train_one(cfg: DeepRnnConfig, s: Settings, name: str, width: int, seed: int
 def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
+    if cfg.preset == "paper" and "init" in ctx.options_new_since_start:
+        raise ValueError(
+            f"--resume {ctx.resume_dir}: this paper-preset run was started before the "
+            "preset initialised with GroundHog's sparse weights (init=groundhog); its "
+            "finished networks used the cells' own initialisation, so finishing it now "
+            "would mix the two. Start it again in a new folder (or with --init default "
+            "there to repeat the old setting)")
     cfg = effective_config(cfg)
     s = cfg.settings()
     names = [canonical_model(m) for m in cfg.models]
+    if cfg.init == "groundhog":
+        gated = [n for n in names if n not in TANH_MODELS]
+        if gated:
+            raise ValueError(
+                f"init=groundhog (the paper preset's) is GroundHog's initialisation of its tanh "
+                f"networks ({', '.join(TANH_MODELS)}); {', '.join(gated)} would lose their "
+                "gate biases' start: add --init default, or drop them from --models")
     if cfg.match_params:
         target = count_parameters(build_network("LSTM", s.hidden_size, seed=0))
         widths = {n: (s.hidden_size if n == "LSTM" else matched_width(n, target)) for n in names}
@@ -410,6 +433,10 @@ def run(cfg: DeepRnnConfig, ctx: RunContext) -> ExperimentResult:
            else f"Adam lr {s.train.lr:g}")
     if cfg.lr_halving is not None:
         how += f", {cfg.lr_rule or 'plateau'} lr halving"
+    if cfg.init == "groundhog":
+        how += ", GroundHog init"
+    if cfg.weight_noise:
+        how += f", weight noise {cfg.weight_noise:g}"
     budget = (f"budget: at most {s.epochs} epochs ({how}, batch {cfg.batch_size}, clip "
               f"{cfg.clip_norm}), {len(s.seeds)} seeds, "
               + (f"parameters matched to an LSTM of width {s.hidden_size}" if cfg.match_params

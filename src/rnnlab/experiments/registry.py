@@ -133,13 +133,18 @@ class RunContext:
 
     def __init__(self, run_dir: Path, progress: ProgressFactory = no_progress,
                  reporter: Callable[[int, float], None] | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, options_new_since_start: frozenset[str] = frozenset()
+                 ) -> None:
         self.run_dir = run_dir
         self.progress = progress
         self._reporter = reporter
         self.jobs = JobStore(run_dir, resume)
         #: the run folder when this run resumes a stopped one (``--resume``), else None
         self.resume_dir: Path | None = run_dir if resume else None
+        #: when resuming: the options the stopped run's config.json did not have (added to the
+        #: experiment since it started; they took their defaults), so that an experiment whose
+        #: results would change can refuse to mix the two
+        self.options_new_since_start = options_new_since_start
         self._metrics_file: Any = None
         self._metrics_writer: csv.DictWriter | None = None
 
@@ -482,12 +487,17 @@ def run_experiment(
     plan = plan_run(name, overrides, out_dir, threads=threads, overwrite=overwrite,
                     resume=resume)
     run_dir = plan.run_dir
+    new_options: frozenset[str] = frozenset()
     if resume:
         created: list[Path] = []
         (run_dir / "error.txt").unlink(missing_ok=True)
+        saved = json.loads((run_dir / "config.json").read_text()).get("config", {})
+        new_options = frozenset(f.name for f in dataclasses.fields(plan.config)
+                                if f.name not in saved)
     else:
         created = _make_run_dir(run_dir, overwrite)
-    ctx = RunContext(run_dir, progress, reporter, resume=resume)
+    ctx = RunContext(run_dir, progress, reporter, resume=resume,
+                     options_new_since_start=new_options)
     try:
         (run_dir / "config.json").write_text(
             json.dumps({"experiment": name, "config": _jsonable(plan.config),

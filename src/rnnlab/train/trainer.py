@@ -246,6 +246,7 @@ class Trainer:
                        "gradient)" if self.hessian_free else
                        f"the online rule {type(rule).__name__} (one update per step; the "
                        "noise would change inside its gradient's window)"))
+            weight_noise.parameters(model)  # refuses a model with nothing to perturb, now
         self.weight_noise = weight_noise
         self.reduction = getattr(rule, "reduction", "sum")
         self.loss = loss if loss is not None else _masked_squared_error(self.reduction)

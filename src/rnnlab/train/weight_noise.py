@@ -44,8 +44,11 @@ class WeightNoise:
         std: the noise's standard deviation (> 0).
         biases: perturb biases too (default False, as GroundHog).
         seed: seed of the noise's own CPU generator (draws are made on the CPU in float64 and
-            then cast, so one seed gives the same noise, up to rounding, on every device and
-            dtype).
+            then cast and copied, so one seed gives the same noise, up to rounding, on every
+            device and dtype; on a GPU that is one host-to-device copy per parameter and
+            update). Under ``distributed=True`` every rank must use the same seed: the ranks'
+            gradients are averaged, which is the whole batch's gradient at one ``W + n`` only
+            if they all draw the same ``n``.
     """
 
     def __init__(self, std: float, *, biases: bool = False, seed: int = 0) -> None:
@@ -56,9 +59,14 @@ class WeightNoise:
         self.draws = 0
 
     def parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-        """The trainable parameters of ``model`` that get noise, in ``named_parameters`` order."""
-        return [(name, p) for name, p in model.named_parameters()
-                if p.requires_grad and (self.biases or not is_bias(name))]
+        """The trainable parameters of ``model`` that get noise, in ``named_parameters`` order
+        (a parameter shared by two modules once); ``ValueError`` if there is none."""
+        chosen = [(name, p) for name, p in model.named_parameters()
+                  if p.requires_grad and (self.biases or not is_bias(name))]
+        if not chosen:
+            raise ValueError("weight noise found no parameter to perturb in "
+                             f"{type(model).__name__} (biases={self.biases})")
+        return chosen
 
     def draw(self, like: torch.Tensor) -> torch.Tensor:
         """One noise tensor shaped, typed and placed as ``like``."""
@@ -71,15 +79,14 @@ class WeightNoise:
         (also on an exception) they are the clean ``W`` again, bit for bit. Gradients written
         inside the block stay in ``.grad``: they are the gradients at ``W + n``."""
         chosen = self.parameters(model)
-        if not chosen:
-            raise ValueError("weight noise found no parameter to perturb in "
-                             f"{type(model).__name__} (biases={self.biases})")
         clean = [p.detach().clone() for _, p in chosen]
         self.draws += 1
-        with torch.no_grad():
-            for _, p in chosen:
-                p.add_(self.draw(p))
         try:
+            # inside the try: a failure while adding (a device out of memory, a signal) still
+            # puts every weight back
+            with torch.no_grad():
+                for _, p in chosen:
+                    p.add_(self.draw(p))
             yield
         finally:
             with torch.no_grad():
