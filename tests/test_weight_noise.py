@@ -19,6 +19,7 @@ from rnnlab.learning import BPTT, ForwardModeRTRL
 from rnnlab.optim import HessianFree
 from rnnlab.train import CheckpointError, Trainer, WeightNoise
 from rnnlab.train.weight_noise import is_bias
+from tests.test_train import data as train_data
 
 
 class RecordingNoise(WeightNoise):
@@ -35,15 +36,12 @@ class RecordingNoise(WeightNoise):
 
 
 def net(dtype: torch.dtype = torch.float64) -> RecurrentNetwork:
-    cell = ElmanCell(3, 5, generator=torch.Generator().manual_seed(1), dtype=dtype)
-    return RecurrentNetwork(cell, 2, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    cell = ElmanCell(2, 5, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    return RecurrentNetwork(cell, 1, generator=torch.Generator().manual_seed(2), dtype=dtype)
 
 
 def data(n: int = 4, steps: int = 7, seed: int = 0, dtype: torch.dtype = torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, steps, 3, generator=gen, dtype=dtype)
-    y = torch.tanh(x.cumsum(1)[..., :2])
-    return x, y
+    return train_data(n, steps, seed, dtype)  # the trainer tests' inputs and targets
 
 
 def mse(o: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -247,7 +245,7 @@ def test_bad_uses_are_refused():
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), BPTT(model, 2),
                       progress=False, weight_noise=WeightNoise(0.1))
     with pytest.raises(ValueError, match="fit_stream"):
-        trainer.fit_stream([(torch.zeros(3), torch.zeros(2))])
+        trainer.fit_stream([(torch.zeros(2), torch.zeros(1))])
     frozen = net()
     for name, p in frozen.named_parameters():
         p.requires_grad_(is_bias(name))  # only the biases train: nothing gets noise

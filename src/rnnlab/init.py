@@ -265,8 +265,9 @@ def sparse_singular_(
     device = _draw_device(generator)
     # one random permutation of the rows per column (argsort of uniforms), first k kept
     picked = torch.rand(cols, rows, generator=generator, device=device).argsort(dim=1)[:, :k]
-    values = (torch.rand(cols, k, generator=generator, dtype=torch.float64, device=device)
-              * 2 - 1) * scale
+    values = torch.rand(cols, k, generator=generator, dtype=torch.float64, device=device) * 2 - 1
+    # GroundHog draws U(-scale, scale) and then sets each column's norm to scale: only the
+    # direction of the draw survives, so U(-1, 1) is the same
     values = values * (scale / values.norm(dim=1, keepdim=True))
     m = torch.zeros(cols, rows, dtype=torch.float64, device=device)
     m.scatter_(1, picked, values)
