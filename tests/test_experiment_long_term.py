@@ -199,7 +199,8 @@ def test_quick_replaces_only_defaults():
     plain = resolve_config(exp, {})
     assert lt.effective_config(plain) is plain
     # gated units are available: every method but the optional sparse start and Omega
-    assert set(plain.methods) == set(lt.METHODS) - {"sparse_init", "sgd_clip_omega"}
+    assert set(plain.methods) == set(lt.METHODS) - {"sparse_init", "sgd_clip_omega",
+                                                    "sparse_init_omega"}
 
 
 @pytest.mark.parametrize(("overrides", "match"), [

@@ -2,6 +2,7 @@
 an independent count of a Hessian-free step's work, equal budgets across methods, and the
 ``paper`` preset on tiny sizes."""
 
+import dataclasses
 import math
 import warnings
 
@@ -199,3 +200,32 @@ def test_omega_method_trains_and_pays_for_its_regulariser():
     # 600 // (20 * 1.5) = 20 updates of 30 sequence-gradient equivalents each
     assert log.updates == 20 and log.cost == pytest.approx(600)
     assert all(math.isfinite(v) for v in log.losses)
+
+
+def test_sparse_init_omega_is_pascanus_code_defaults():
+    """smart_tanh start (15 nonzeros per unit, spectral radius 0.95) + clipping + Omega."""
+    cfg = lt.LongTermConfig(lags=(4,), methods=("sparse_init_omega",), seeds=(0,), budget=600,
+                            batch=20, eval_every=10**6, val_size=8, test_size=16,
+                            hidden_size=20, dtype="float64")
+    model = lt.build_model(cfg, lt.METHODS["sparse_init_omega"], "delayed_recall", 0)
+    W = model.W.detach()
+    assert int((W != 0).sum(dim=1).max()) <= 15 < W.shape[1]
+    assert float(torch.linalg.eigvals(W).abs().max()) == pytest.approx(0.95, rel=1e-9)
+    val = lt.make_task(cfg, "delayed_recall", 4, 8, torch.Generator().manual_seed(3))
+    sparse, log_sparse = lt.train_model(cfg, lt.METHODS["sparse_init"], "delayed_recall", 4, 0,
+                                        val)
+    # with the Omega weight at 0 the method is exactly sparse_init: same start, same updates
+    no_omega = dataclasses.replace(cfg, omega=0.0)
+    same, log_same = lt.train_model(no_omega, lt.METHODS["sparse_init_omega"],
+                                    "delayed_recall", 4, 0, val)
+    assert log_same.updates == log_sparse.updates == 30
+    torch.testing.assert_close(same.W, sparse.W, rtol=0, atol=0)
+    # with alpha = 2 each update pays for Omega (600 // 30 = 20 updates) and W moves differently
+    _, log = lt.train_model(cfg, lt.METHODS["sparse_init_omega"], "delayed_recall", 4, 0,
+                            val)
+    assert log.updates == 20 and log.cost == pytest.approx(600)
+    first = lt.train_model(dataclasses.replace(cfg, budget=30),
+                           lt.METHODS["sparse_init_omega"], "delayed_recall", 4, 0, val)[0]
+    first_plain = lt.train_model(dataclasses.replace(cfg, budget=20),
+                                 lt.METHODS["sparse_init"], "delayed_recall", 4, 0, val)[0]
+    assert float((first.W - first_plain.W).detach().abs().max()) > 1e-6

@@ -37,6 +37,9 @@ Methods (:data:`METHODS`): the remedies of the lecture, each a model and a way t
   ``sgd_clip``: only the start differs.
 - ``sgd_clip_omega`` (not in the default grid): ``sgd_clip`` plus Pascanu et al.'s
   regulariser Omega against vanishing gradients (:func:`omega_penalty`, weight ``omega``).
+- ``sparse_init_omega`` (not in the default grid): ``sparse_init`` plus Omega, i.e. the
+  defaults of Pascanu et al.'s code (``init = 'smart_tanh'``, ``alpha = 2``, ``cutoff = 1``):
+  their "SGD-CR" as that code runs it.
 - ``lstm``, ``gru``: gated units (``rnnlab.cells.LSTMCell`` without peepholes, i.e. Gers et
   al. 2000's LSTM with forget gate and PyTorch's layout, forget bias 1; ``GRUCell`` in
   PyTorch's form, Cho et al. 2014) with a linear readout (``RecurrentNetwork``), clipped like
@@ -147,6 +150,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            clip=True, init="sparse_spectral"),
     Method("sgd_clip_omega", "tanh RNN + SGD + clipping + Omega", "elman", "sgd", clip=True,
            omega=True),
+    Method("sparse_init_omega", "tanh RNN + sparse rho=0.95 init + clipping + Omega", "elman",
+           "sgd", clip=True, init="sparse_spectral", omega=True),
     Method("lstm", "LSTM + {gated} + clipping", "lstm", "sgd", clip=True),
     Method("gru", "GRU + {gated} + clipping", "gru", "sgd", clip=True),
 )}
