@@ -215,6 +215,7 @@ def test_sparse_init_omega_is_pascanus_code_defaults():
     sparse, log_sparse = lt.train_model(cfg, lt.METHODS["sparse_init"], "delayed_recall", 4, 0,
                                         val)
     # with the Omega weight at 0 the method is exactly sparse_init: same start, same updates
+    # (alpha = 0 skips Omega, so both runs take the same code path in one process: bit equal)
     no_omega = dataclasses.replace(cfg, omega=0.0)
     same, log_same = lt.train_model(no_omega, lt.METHODS["sparse_init_omega"],
                                     "delayed_recall", 4, 0, val)
